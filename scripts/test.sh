@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite (`make test`, and CI through .ci/run). Expects the environment from scripts/deps.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo test --workspace (with libtorch)"
+cargo test --workspace --all-targets 2>&1
+echo "== libtorch-free deployment build (--no-default-features)"
+cargo build --no-default-features --bins 2>&1
+bin="$CARGO_TARGET_DIR/debug/strnas"
+if ldd "$bin" | grep -q libtorch; then
+  echo "FAIL: the --no-default-features binary links libtorch" >&2
+  exit 1
+fi
+env -u LIBTORCH "$bin" spec validate arch_specs >/dev/null
+env -u LIBTORCH "$bin" doctor
+echo "deploy build: ok (no libtorch linked, specs validate, onnxruntime loads)"

@@ -1,0 +1,88 @@
+//! `strnas doctor`: what this build links and finds at run time.
+
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use crate::{exit, runtime};
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(feature = "torch")]
+fn torch_report() -> serde_json::Value {
+    let probe = std::panic::catch_unwind(|| tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).sum(tch::Kind::Float).double_value(&[]));
+    json!({
+        "built_with_torch": true,
+        "libtorch_lib": env!("STRNAS_LIBTORCH_LIB"),
+        "works": probe.ok() == Some(6.0),
+        "cuda_available": tch::Cuda::is_available(),
+        "cuda_devices": tch::Cuda::device_count(),
+        "cudnn_available": tch::Cuda::cudnn_is_available(),
+    })
+}
+
+#[cfg(not(feature = "torch"))]
+fn torch_report() -> serde_json::Value {
+    json!({"built_with_torch": false, "note": "built without the `torch` feature: search/train/eval unavailable"})
+}
+
+pub fn run(a: DoctorArgs, ort_lib: Option<&Path>) -> Result<i32> {
+    let torch = torch_report();
+    let ort = match runtime::init_ort(ort_lib) {
+        Ok(lib) => json!({
+            "found": true,
+            "path": lib.path.display().to_string(),
+            "source": lib.source,
+            "version": runtime::ort_version(lib),
+            "cuda_provider": runtime::ort_has_cuda().ok(),
+        }),
+        Err(e) => json!({"found": false, "error": format!("{e:#}")}),
+    };
+    let report = json!({
+        "strnas": env!("CARGO_PKG_VERSION"),
+        "cache": runtime::cache_dir().display().to_string(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "torch": torch,
+        "onnxruntime": ort,
+        "tract": {"version": runtime::TRACT_VERSION},
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("strnas      {} (cache {}, {} threads)", report["strnas"].as_str().unwrap_or("?"), report["cache"].as_str().unwrap_or("?"), report["threads"]);
+        let t = &report["torch"];
+        if t["built_with_torch"] == true {
+            println!(
+                "libtorch    {} ({}), CUDA {}, {} device(s)",
+                t["libtorch_lib"].as_str().unwrap_or("?"),
+                if t["works"] == true { "works" } else { "FAILED a tensor op" },
+                if t["cuda_available"] == true { "available" } else { "not available" },
+                t["cuda_devices"]
+            );
+        } else {
+            println!("libtorch    not built in (--no-default-features)");
+        }
+        let o = &report["onnxruntime"];
+        if o["found"] == true {
+            println!(
+                "onnxruntime {} from {} ({}), CUDA provider {}",
+                o["version"].as_str().unwrap_or("?"),
+                o["path"].as_str().unwrap_or("?"),
+                o["source"].as_str().unwrap_or("?"),
+                if o["cuda_provider"] == true { "built in" } else { "absent" }
+            );
+        } else {
+            println!("onnxruntime NOT FOUND: {}", o["error"].as_str().unwrap_or("?"));
+        }
+        println!("tract       {} (compiled in)", runtime::TRACT_VERSION);
+    }
+    let ok = report["onnxruntime"]["found"] == true && report["torch"]["works"] != false;
+    Ok(if ok { exit::OK } else { exit::CHECK_FAILED })
+}

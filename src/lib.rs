@@ -1,0 +1,22 @@
+//! strnas: STR-NAS (memory-efficient scene text recognisers by neural architecture search) as a toolchain.
+//!
+//! The library is layered one way: [`spec`] (architecture contract, counting) is used by everything else;
+//! [`runtime`] locates and reports the inference runtimes; [`cli`] wires commands to them. Modules that need
+//! libtorch sit behind the `torch` feature so the deployment path builds without it.
+
+pub mod cli;
+#[cfg(feature = "torch")]
+pub mod nn;
+pub mod report;
+pub mod runtime;
+pub mod spec;
+
+/// Exit codes shared by every command (hyperfine/ripgrep convention).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A check failed: invalid spec, regression, mismatch.
+    pub const CHECK_FAILED: i32 = 1;
+    /// An error prevented the command from doing its job.
+    pub const ERROR: i32 = 2;
+}
