@@ -5,11 +5,18 @@
 //! libtorch sit behind the `torch` feature so the deployment path builds without it.
 
 pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod io;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod spec;
+#[cfg(feature = "torch")]
+pub mod train;
+pub mod weights;
 
 /// Exit codes shared by every command (hyperfine/ripgrep convention).
 pub mod exit {

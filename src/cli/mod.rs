@@ -1,7 +1,11 @@
 //! Command-line interface. `main.rs` only calls [`main`]; each command lives in its own module and returns an
 //! exit code (0 ok, 1 check failed, 2 error).
 
+mod dataset;
 mod doctor;
+mod progress;
+#[cfg(feature = "torch")]
+mod train_cmd;
 mod spec_cmd;
 
 use std::path::PathBuf;
@@ -33,12 +37,23 @@ pub enum Command {
     /// Validate, inspect and generate architecture specs
     #[command(subcommand)]
     Spec(spec_cmd::SpecCommand),
+    /// Build and inspect LMDB datasets: from image folders, or rendered synthetic words
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Train the network of a spec on LMDB data (libtorch), resumable
+    #[cfg(feature = "torch")]
+    Train(train_cmd::TrainArgs),
+    /// Score trained weights on LMDB datasets with the STR benchmark protocol, and time them
+    #[cfg(feature = "torch")]
+    Eval(train_cmd::EvalArgs),
     /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
     Doctor(doctor::DoctorArgs),
 }
 
 /// Parses arguments, runs the command, returns the process exit code.
 pub fn main() -> i32 {
+    crate::runtime::tune_allocator();
+    crate::runtime::default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -49,6 +64,11 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Spec(c) => spec_cmd::run(c),
+        Command::Dataset(c) => dataset::run(c),
+        #[cfg(feature = "torch")]
+        Command::Train(a) => train_cmd::run_train(a),
+        #[cfg(feature = "torch")]
+        Command::Eval(a) => train_cmd::run_eval(a),
         Command::Doctor(a) => doctor::run(a, cli.ort_lib.as_deref()),
     };
     match result {
@@ -60,16 +80,5 @@ pub fn main() -> i32 {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
+pub use crate::io::write_atomic;
+pub use progress::{bar as progress_bar, note as progress_note};

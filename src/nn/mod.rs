@@ -172,12 +172,20 @@ impl TpsNet {
         self.fc2.forward(&self.fc1.forward(&feat).relu()).view([-1, self.fiducials, 2])
     }
 
+    /// Sampling grid `[batch, H, W, 2]` (x, y in [-1, 1]) for source fiducials `c` `[batch, F, 2]`: `M * C'`.
+    pub fn grid(&self, c: &Tensor) -> Tensor {
+        let (h, w) = self.out_hw;
+        self.grid_matrix.matmul(c).view([-1, h, w, 2])
+    }
+
+    /// Samples `x` on `grid`: bilinear, border padding, align_corners = true (REFERENCE.md §3).
+    pub fn sample(x: &Tensor, grid: &Tensor) -> Tensor {
+        x.grid_sampler(grid, 0, 1, true)
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let c = self.fiducials(x, train);
-        let (h, w) = self.out_hw;
-        let grid = self.grid_matrix.matmul(&c).view([-1, h, w, 2]);
-        // interpolation 0 = bilinear, padding 1 = border, align_corners = true (REFERENCE.md §3).
-        x.grid_sampler(&grid, 0, 1, true)
+        Self::sample(x, &self.grid(&c))
     }
 }
 
@@ -223,7 +231,8 @@ pub struct AttentionNet {
 }
 
 impl AttentionNet {
-    fn new(p: nn::Path, hidden: u32, input: u32, classes: u32, steps: u32) -> Self {
+    /// Variables `{p}/cell/{i2h,h2h,score,rnn}` and `{p}/generator`; `steps` greedy steps.
+    pub fn new(p: nn::Path, hidden: u32, input: u32, classes: u32, steps: u32) -> Self {
         let (h, d, c) = (hidden as i64, input as i64, classes as i64);
         let cell = &p / "cell";
         let rnn = &cell / "rnn";

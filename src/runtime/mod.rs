@@ -142,3 +142,44 @@ mod tests {
         assert_eq!(find_in_cache(dir.path()), Some(capi.join("libonnxruntime.so.1.31.1")));
     }
 }
+
+/// Keeps freed tensor memory in the process instead of returning it to the kernel after every step.
+///
+/// glibc serves large allocations with fresh `mmap`s and trims the heap eagerly, so each training step
+/// page-faults its activations back in: measured on the 2-core machine, tiny-crnn-ctc (batch 64) trained at 54 images/s
+/// with a third of the time in the kernel, and at 68 images/s with these settings. Must run before threads
+/// start allocating; a no-op off glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_TOP_PAD: i32 = -2;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only adjusts allocator tunables; called once at start-up.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum on 64-bit
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
+            mallopt(M_TOP_PAD, 1 << 30);
+        }
+    }
+}
+
+/// Restores the default SIGPIPE action so `strnas ... | head` ends quietly instead of panicking on a
+/// closed stdout (Rust ignores SIGPIPE by default). A no-op off Unix.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    {
+        extern "C" {
+            fn signal(sig: i32, handler: usize) -> usize;
+        }
+        const SIGPIPE: i32 = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: resetting a signal disposition to its default at start-up, before any thread exists.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}

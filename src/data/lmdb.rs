@@ -1,0 +1,254 @@
+//! LMDB datasets in the reference format (REFERENCE.md §3, "LMDB dataset format"): one LMDB environment per
+//! directory (`data.mdb`, `lock.mdb`), keys `num-samples`, `image-%09d` and `label-%09d` (1-based), images as
+//! encoded PNG/JPEG bytes, labels as UTF-8. Compatible both ways with the reference's `create_lmdb_dataset.py`
+//! (Python `lmdb`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+
+/// 1 TiB of address space, as the reference; the file only grows as data is written.
+const MAP_SIZE: usize = 1 << 40;
+/// Samples per write transaction (the reference commits every 1000).
+const COMMIT_EVERY: usize = 1000;
+
+pub fn image_key(index: usize) -> String {
+    format!("image-{index:09}")
+}
+pub fn label_key(index: usize) -> String {
+    format!("label-{index:09}")
+}
+
+/// Directories under `root` (itself included) that hold an LMDB dataset (`data.mdb`), sorted, like the
+/// reference's `hierarchical_dataset`.
+pub fn find_datasets(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.exists() {
+        bail!("dataset {}: no such file or directory", root.display());
+    }
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if dir.join("data.mdb").is_file() {
+            out.push(dir.clone());
+        }
+        if dir.is_dir() {
+            for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+                let p = e?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{}: no LMDB dataset here (expected data.mdb in it or in a subfolder)", root.display());
+    }
+    Ok(out)
+}
+
+/// heed allows one open environment per path and process, so readers of the same dataset share one.
+fn open_read_only(dir: &Path) -> Result<Env> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Env>>> = OnceLock::new();
+    let key = dir.canonicalize().with_context(|| format!("opening {}", dir.display()))?;
+    let mut open = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = open.get(&key) {
+        return Ok(env.clone());
+    }
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(MAP_SIZE).max_dbs(0);
+    // SAFETY: the dataset is opened read-only; NO_LOCK is sound as long as no other process writes to it
+    // while it is read, which is the documented contract for training data.
+    let env = unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK).open(&key) }
+        .with_context(|| format!("opening LMDB {}", dir.display()))?;
+    open.insert(key, env.clone());
+    Ok(env)
+}
+
+/// Read-only access to one dataset. Cheap to share between threads (each `get` opens its own read
+/// transaction).
+pub struct LmdbReader {
+    path: PathBuf,
+    env: Env,
+    db: Database<Bytes, Bytes>,
+    len: usize,
+}
+
+impl LmdbReader {
+    /// Opens `dir` read-only and without the lock file (read-only media work), as the reference does.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join("data.mdb").is_file() {
+            bail!("{}: not an LMDB dataset (no data.mdb)", dir.display());
+        }
+        let env = open_read_only(dir)?;
+        let rtxn = env.read_txn().with_context(|| format!("reading LMDB {}", dir.display()))?;
+        let db: Database<Bytes, Bytes> = env
+            .open_database(&rtxn, None)
+            .with_context(|| format!("opening LMDB {}", dir.display()))?
+            .ok_or_else(|| anyhow!("{}: LMDB has no main database", dir.display()))?;
+        let raw = db
+            .get(&rtxn, b"num-samples")
+            .with_context(|| format!("reading {}", dir.display()))?
+            .ok_or_else(|| anyhow!("{}: key num-samples is missing", dir.display()))?;
+        let len = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .ok_or_else(|| anyhow!("{}: key num-samples is not a number ({:?})", dir.display(), String::from_utf8_lossy(raw)))?;
+        drop(rtxn);
+        Ok(LmdbReader { path: dir.to_path_buf(), env, db, len })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `num-samples`.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get_key(&self, key: &str) -> Result<Vec<u8>> {
+        let rtxn = self.env.read_txn().with_context(|| format!("reading {}", self.path.display()))?;
+        let v = self.db.get(&rtxn, key.as_bytes()).with_context(|| format!("{}: reading key {key}", self.path.display()))?;
+        v.map(|b| b.to_vec()).ok_or_else(|| anyhow!("{}: key {key} is missing", self.path.display()))
+    }
+
+    /// Label of sample `index` (1-based, as the keys).
+    pub fn label(&self, index: usize) -> Result<String> {
+        let key = label_key(index);
+        let raw = self.get_key(&key)?;
+        String::from_utf8(raw).map_err(|_| anyhow!("{}: key {key} is not UTF-8", self.path.display()))
+    }
+
+    /// Encoded image bytes of sample `index` (1-based).
+    pub fn image(&self, index: usize) -> Result<Vec<u8>> {
+        self.get_key(&image_key(index))
+    }
+
+    /// Every label, in key order; a failure names the key.
+    pub fn labels(&self) -> Result<Vec<String>> {
+        let rtxn = self.env.read_txn().with_context(|| format!("reading {}", self.path.display()))?;
+        (1..=self.len)
+            .map(|i| {
+                let key = label_key(i);
+                let v = self
+                    .db
+                    .get(&rtxn, key.as_bytes())
+                    .with_context(|| format!("{}: reading key {key}", self.path.display()))?
+                    .ok_or_else(|| anyhow!("{}: key {key} is missing", self.path.display()))?;
+                std::str::from_utf8(v)
+                    .map(str::to_string)
+                    .map_err(|_| anyhow!("{}: key {key} is not UTF-8", self.path.display()))
+            })
+            .collect()
+    }
+}
+
+/// Writes a dataset; samples are numbered from 1 in the order they are added. [`LmdbWriter::finish`]
+/// writes `num-samples` last, so a crashed write is recognisable (no `num-samples`) rather than silently
+/// short.
+pub struct LmdbWriter {
+    path: PathBuf,
+    env: Env,
+    db: Database<Bytes, Bytes>,
+    pending: Vec<(String, Vec<u8>)>,
+    count: usize,
+}
+
+impl LmdbWriter {
+    /// Creates `dir` (which must not already hold a dataset).
+    pub fn create(dir: &Path) -> Result<Self> {
+        if dir.join("data.mdb").exists() {
+            bail!("{}: already holds an LMDB dataset; choose a new --output or delete it", dir.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut opts = EnvOpenOptions::new();
+        opts.map_size(MAP_SIZE).max_dbs(0);
+        // SAFETY: a fresh environment that only this writer uses.
+        let env = unsafe { opts.open(dir) }.with_context(|| format!("creating LMDB {}", dir.display()))?;
+        let mut wtxn = env.write_txn()?;
+        let db = env.create_database(&mut wtxn, None).with_context(|| format!("creating LMDB {}", dir.display()))?;
+        wtxn.commit()?;
+        Ok(LmdbWriter { path: dir.to_path_buf(), env, db, pending: vec![], count: 0 })
+    }
+
+    /// Appends one sample; returns its 1-based index.
+    pub fn push(&mut self, image: Vec<u8>, label: &str) -> Result<usize> {
+        self.count += 1;
+        self.pending.push((image_key(self.count), image));
+        self.pending.push((label_key(self.count), label.as_bytes().to_vec()));
+        if self.pending.len() >= 2 * COMMIT_EVERY {
+            self.flush()?;
+        }
+        Ok(self.count)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes an arbitrary key (for tools that patch datasets, and for tests of damaged datasets); it does
+    /// not count as a sample.
+    pub fn put_raw(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.pending.push((key.to_string(), value.to_vec()));
+        Ok(())
+    }
+
+    /// Sets the value `finish` writes as `num-samples` (default: the number of pushed samples).
+    pub fn finish_claiming(mut self, num_samples: usize) -> Result<usize> {
+        self.count = num_samples;
+        self.finish()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        for (k, v) in self.pending.drain(..) {
+            self.db.put(&mut wtxn, k.as_bytes(), &v).with_context(|| format!("{}: writing {k}", self.path.display()))?;
+        }
+        wtxn.commit().with_context(|| format!("{}: committing", self.path.display()))
+    }
+
+    /// Writes the pending samples and `num-samples`, and syncs to disk.
+    pub fn finish(mut self) -> Result<usize> {
+        let n = self.count.to_string();
+        self.pending.push(("num-samples".into(), n.into_bytes()));
+        self.flush()?;
+        self.env.force_sync().with_context(|| format!("{}: syncing", self.path.display()))?;
+        Ok(self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ds");
+        let mut w = LmdbWriter::create(&p).unwrap();
+        for i in 0..2500 {
+            w.push(vec![i as u8; 3], &format!("w{i}")).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), 2500);
+        let r = LmdbReader::open(&p).unwrap();
+        assert_eq!(r.len(), 2500);
+        assert_eq!(r.label(1).unwrap(), "w0");
+        assert_eq!(r.image(2500).unwrap(), vec![(2499 % 256) as u8; 3]);
+        assert_eq!(r.labels().unwrap().len(), 2500);
+        let e = r.label(2501).unwrap_err().to_string();
+        assert!(e.contains("label-000002501") && e.contains("missing"), "{e}");
+        assert!(LmdbWriter::create(&p).is_err());
+        assert_eq!(find_datasets(dir.path()).unwrap(), vec![p]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Data: LMDB datasets in the reference format, preprocessing, label converters, batch loading and the
+//! synthetic word renderer. All of it is libtorch-free (ONNX inference reuses the preprocessing).
+
+pub mod image;
+pub mod labels;
+pub mod lmdb;
+pub mod loader;
+pub mod synth;

@@ -1,0 +1,141 @@
+//! Recognition and scoring with the tch network: greedy decoding, per-dataset and pooled scores, and
+//! time per image measured two ways (REFERENCE.md §3 "Evaluation", §7).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::metrics::Score;
+use crate::data::image::Preprocess;
+use crate::data::labels::LabelCodec;
+use crate::data::loader::{eval_plans, Batch, Dataset, Prefetcher};
+use crate::nn::StrNet;
+
+/// Images of a batch as a `[n, C, H, W]` tensor on `device`.
+pub fn images_tensor(batch: &Batch, pre: &Preprocess, device: Device) -> Tensor {
+    Tensor::from_slice(&batch.images)
+        .reshape([batch.len() as i64, pre.channels as i64, pre.height as i64, pre.width as i64])
+        .to_device(device)
+}
+
+/// Decodes per-step logits `[b, steps, C]`: text and the reference confidence per sample.
+pub fn decode_logits(codec: &LabelCodec, logits: &Tensor) -> Result<Vec<(String, f32)>> {
+    let probs = logits.softmax(2, Kind::Float);
+    let (maxp, idx) = probs.max_dim(2, false);
+    let steps = idx.size()[1] as usize;
+    let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).contiguous().view(-1))?;
+    let maxp = Vec::<f32>::try_from(maxp.to_device(Device::Cpu).contiguous().view(-1))?;
+    Ok(idx
+        .chunks(steps)
+        .zip(maxp.chunks(steps))
+        .map(|(k, p)| {
+            let (text, used) = codec.decode(k);
+            (text, LabelCodec::confidence(p, used))
+        })
+        .collect())
+}
+
+/// Greedy recognition of a batch of images (eval mode, no gradients).
+pub fn recognise(net: &StrNet, codec: &LabelCodec, images: &Tensor) -> Result<Vec<(String, f32)>> {
+    let logits = tch::no_grad(|| net.forward_t(images, None, false));
+    decode_logits(codec, &logits)
+}
+
+/// Scores every sample of `datasets`; one [`Score`] per dataset, in order. `on_batch` is called with the
+/// number of images done after each batch (progress).
+pub fn score(
+    net: &StrNet,
+    codec: &LabelCodec,
+    pre: &Preprocess,
+    datasets: Arc<Vec<Dataset>>,
+    batch_size: usize,
+    device: Device,
+    workers: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Vec<Score>> {
+    let mut scores = vec![Score::default(); datasets.len()];
+    let plans = eval_plans(&datasets, batch_size);
+    for batch in Prefetcher::over(datasets.clone(), *pre, workers, plans) {
+        let batch = batch?;
+        let preds = recognise(net, codec, &images_tensor(&batch, pre, device))?;
+        for ((pred, _), (gt, &src)) in preds.iter().zip(batch.labels.iter().zip(&batch.sources)) {
+            scores[src].add(pred, gt);
+        }
+        on_batch(batch.len());
+    }
+    Ok(scores)
+}
+
+/// Summary statistics of repeated timings, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeStats {
+    pub runs: usize,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+}
+
+impl TimeStats {
+    pub fn from_samples(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let n = ms.len().max(1);
+        let q = |f: f64| ms.get(((n - 1) as f64 * f).round() as usize).copied().unwrap_or(0.0);
+        TimeStats { runs: ms.len(), median_ms: q(0.5), mean_ms: ms.iter().sum::<f64>() / n as f64, p90_ms: q(0.9), min_ms: q(0.0) }
+    }
+}
+
+/// Time per image measured two ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub device: String,
+    pub threads: i32,
+    /// Synchronised batch-1 forward latency after warm-up (what a deployed single-image service sees).
+    pub batch1: TimeStats,
+    /// Synchronised forward time of a full batch divided by its size (throughput; DTRB's ms/image is this
+    /// figure without synchronisation).
+    pub batched_ms_per_image: f64,
+    pub batch_size: usize,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Times forward passes (eval mode, greedy decoding included) on copies of `sample` (`[1, C, H, W]`):
+/// `warmup` unmeasured runs, then at least `min_runs` runs and `min_secs` seconds.
+pub fn time_forward(net: &StrNet, sample: &Tensor, batch_size: usize, warmup: usize, min_runs: usize, min_secs: f64) -> Timing {
+    let device = sample.device();
+    let measure = |x: &Tensor| -> Vec<f64> {
+        tch::no_grad(|| {
+            for _ in 0..warmup {
+                let _ = net.forward_t(x, None, false);
+            }
+            sync(device);
+            let mut out = vec![];
+            let start = Instant::now();
+            while out.len() < min_runs || start.elapsed().as_secs_f64() < min_secs {
+                let t = Instant::now();
+                let _ = net.forward_t(x, None, false);
+                sync(device);
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            out
+        })
+    };
+    let batch1 = TimeStats::from_samples(measure(sample));
+    let big = sample.repeat([batch_size as i64, 1, 1, 1]);
+    let batched = TimeStats::from_samples(measure(&big));
+    Timing {
+        device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
+        batch1,
+        batched_ms_per_image: batched.median_ms / batch_size as f64,
+        batch_size,
+    }
+}

@@ -1,0 +1,175 @@
+//! Weight files: safetensors holding f32 tensors named exactly as the spec inventory names them
+//! ([`crate::spec::count::tensors`], e.g. `extractor.cells.3.dw.conv.weight`), readable without libtorch so
+//! the deployment path (export, bench) needs no 5 GB download.
+//!
+//! Two flavours share the format, told apart by the `format` metadata key:
+//! - `strnas-weights`: model tensors only (parameters and BN running statistics); what `export` reads.
+//! - `strnas-checkpoint`: the same plus optimizer state under `optimizer/<slot>/<tensor>` and training state
+//!   (iteration, seed, spec) in the metadata; what `train --resume` reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::spec::arch::Arch;
+use crate::spec::count;
+
+/// Prefix of optimizer-state tensors in a checkpoint; cannot collide with model names (they never hold `/`).
+pub const OPTIMIZER_PREFIX: &str = "optimizer/";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        NamedTensor { shape, data }
+    }
+}
+
+/// An in-memory safetensors file of f32 tensors plus string metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WeightFile {
+    pub tensors: BTreeMap<String, NamedTensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl WeightFile {
+    /// Reads `path`; errors name the file and, for unsupported tensors, the tensor.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("weights {}", path.display()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).context("not a safetensors file")?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).context("not a safetensors file")?;
+        let mut out = WeightFile::default();
+        if let Some(m) = meta.metadata() {
+            out.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                bail!("tensor {name}: dtype {:?} is not supported (strnas stores f32)", view.dtype());
+            }
+            let data: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            out.tensors.insert(name, NamedTensor::new(view.shape().to_vec(), data));
+        }
+        Ok(out)
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let views = bufs
+            .iter()
+            .map(|(n, s, b)| Ok((n.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone().into_iter().collect());
+        Ok(safetensors::serialize(views, meta)?)
+    }
+
+    /// Writes atomically (temp file + rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::io::write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Model tensors (everything but optimizer state).
+    pub fn model_tensors(&self) -> impl Iterator<Item = (&String, &NamedTensor)> {
+        self.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX))
+    }
+
+    /// Checks the model tensors against the spec's inventory: same names, same shapes.
+    pub fn check_against(&self, arch: &Arch) -> Result<(), WeightMismatch> {
+        let expected = count::tensors(arch);
+        let mut m = WeightMismatch::default();
+        for t in &expected {
+            match self.tensors.get(&t.name) {
+                None => m.missing.push(t.name.clone()),
+                Some(got) if got.shape != t.shape => m.wrong_shape.push((t.name.clone(), t.shape.clone(), got.shape.clone())),
+                Some(_) => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> = expected.iter().map(|t| t.name.as_str()).collect();
+        m.unexpected = self.model_tensors().map(|(n, _)| n).filter(|n| !known.contains(n.as_str())).cloned().collect();
+        if m.is_empty() {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    }
+}
+
+/// How a weight file differs from a spec, tensor by tensor.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WeightMismatch {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (name, expected shape, found shape)
+    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl WeightMismatch {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
+    }
+}
+
+impl fmt::Display for WeightMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOW: usize = 12;
+        let list = |f: &mut fmt::Formatter<'_>, what: &str, names: Vec<String>| -> fmt::Result {
+            if names.is_empty() {
+                return Ok(());
+            }
+            write!(f, "\n  {} {what}:", names.len())?;
+            for n in names.iter().take(SHOW) {
+                write!(f, "\n    {n}")?;
+            }
+            if names.len() > SHOW {
+                write!(f, "\n    ... and {} more", names.len() - SHOW)?;
+            }
+            Ok(())
+        };
+        write!(f, "weights do not match the spec")?;
+        list(f, "missing", self.missing.clone())?;
+        list(f, "not in the spec", self.unexpected.clone())?;
+        list(
+            f,
+            "with the wrong shape",
+            self.wrong_shape.iter().map(|(n, e, g)| format!("{n}: spec {e:?}, file {g:?}")).collect(),
+        )
+    }
+}
+
+impl std::error::Error for WeightMismatch {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_values_and_metadata() {
+        let mut w = WeightFile::default();
+        w.tensors.insert("a.weight".into(), NamedTensor::new(vec![2, 3], vec![1.0, -2.5, 3.0, 0.0, 1e-7, 6.0]));
+        w.tensors.insert("b".into(), NamedTensor::new(vec![], vec![4.0]));
+        w.metadata.insert("format".into(), "strnas-weights".into());
+        let back = WeightFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, w);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(WeightFile::from_bytes(b"not a safetensors file at all").is_err());
+    }
+}
