@@ -7,6 +7,8 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod export;
+pub mod infer;
 pub mod io;
 #[cfg(feature = "torch")]
 pub mod nn;

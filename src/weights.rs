@@ -173,3 +173,36 @@ mod tests {
         assert!(WeightFile::from_bytes(b"not a safetensors file at all").is_err());
     }
 }
+
+/// Random weights for `arch` without libtorch (`export --init random`, tests): Kaiming-normal weights,
+/// small random biases and BatchNorm statistics (so BN folding is exercised), and the TPS last FC as the
+/// reference initialises it (zero weights, RARE's fiducials as bias). Deterministic for a seed.
+pub fn random_init(arch: &Arch, seed: u64) -> WeightFile {
+    use crate::rng::Rng;
+    let mut wf = WeightFile::default();
+    wf.metadata.insert("format".into(), "strnas-random-init".into());
+    wf.metadata.insert("seed".into(), seed.to_string());
+    for (k, t) in count::tensors(arch).into_iter().enumerate() {
+        let mut rng = Rng::for_item(seed, 0xB17, k as u64);
+        let n = t.numel() as usize;
+        let fan_in = if t.shape.len() > 1 { t.shape[1..].iter().product::<usize>().max(1) } else { 1 };
+        let std = (2.0 / fan_in as f64).sqrt();
+        let name = t.name.as_str();
+        let data: Vec<f32> = if name == "rectifier.fc2.weight" {
+            vec![0.0; n]
+        } else if name == "rectifier.fc2.bias" {
+            crate::spec::tps::initial_fiducials(n / 2).into_iter().map(|v| v as f32).collect()
+        } else if name.ends_with(".bn.running_var") || name.ends_with(".bn.weight") {
+            (0..n).map(|_| rng.range(0.5, 1.5) as f32).collect()
+        } else if name.ends_with(".bn.running_mean") || name.ends_with(".bn.bias") || name.contains("bias") {
+            (0..n).map(|_| (rng.normal() * 0.1) as f32).collect()
+        } else if name.contains(".lstm.") || name.contains(".rnn.") {
+            // Recurrent weights: a smaller scale keeps 26 decoding steps well-conditioned.
+            (0..n).map(|_| (rng.normal() * 0.1) as f32).collect()
+        } else {
+            (0..n).map(|_| (rng.normal() * std) as f32).collect()
+        };
+        wf.tensors.insert(t.name.clone(), NamedTensor::new(t.shape.clone(), data));
+    }
+    wf
+}

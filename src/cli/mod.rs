@@ -3,6 +3,7 @@
 
 mod dataset;
 mod doctor;
+mod export_cmd;
 mod progress;
 #[cfg(feature = "torch")]
 mod train_cmd;
@@ -46,6 +47,12 @@ pub enum Command {
     /// Score trained weights on LMDB datasets with the STR benchmark protocol, and time them
     #[cfg(feature = "torch")]
     Eval(train_cmd::EvalArgs),
+    /// Write the ONNX model of a spec and its weights (onnxruntime and tract run it)
+    Export(export_cmd::ExportArgs),
+    /// Check an exported model against tch (when built with it), onnxruntime and tract
+    Verify(export_cmd::VerifyArgs),
+    /// Recognise text in images with an exported model
+    Infer(export_cmd::InferArgs),
     /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
     Doctor(doctor::DoctorArgs),
 }
@@ -69,6 +76,9 @@ pub fn main() -> i32 {
         Command::Train(a) => train_cmd::run_train(a),
         #[cfg(feature = "torch")]
         Command::Eval(a) => train_cmd::run_eval(a),
+        Command::Export(a) => export_cmd::run_export(a),
+        Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
+        Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),
         Command::Doctor(a) => doctor::run(a, cli.ort_lib.as_deref()),
     };
     match result {

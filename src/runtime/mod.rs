@@ -99,6 +99,15 @@ pub fn init_ort(flag: Option<&Path>) -> Result<&'static OrtLib> {
     }
 }
 
+/// The onnxruntime environment (loading the library first, see [`init_ort`]); sessions are built from it.
+pub fn ort_environment(flag: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+    init_ort(flag)?;
+    match ORT_ENV.get() {
+        Some(Ok((_, env))) => Ok(env),
+        _ => bail!("onnxruntime is not loaded"),
+    }
+}
+
 /// The loaded onnxruntime's version: the release tag in its build info (`git-branch=rel-1.31.1`) when the build
 /// carries one, else the version in the library's file name (`libonnxruntime.so.1.31.1`).
 pub fn ort_version(lib: &OrtLib) -> Option<String> {

@@ -10,9 +10,11 @@ use std::collections::HashSet;
 use anyhow::{bail, Result};
 use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    Message, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
+
+pub use onnx_protobuf::ModelProto;
 
 /// ONNX opset written by strnas (GridSample needs >= 16).
 pub const OPSET: i64 = 17;
