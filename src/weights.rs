@@ -132,7 +132,13 @@ impl fmt::Display for WeightMismatch {
             if names.is_empty() {
                 return Ok(());
             }
-            write!(f, "\n  {} {what}:", names.len())?;
+            // Per part (the name's first component), so a wrong-spec file is recognisable at a glance.
+            let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
+            for n in &names {
+                *parts.entry(n.split('.').next().unwrap_or("")).or_default() += 1;
+            }
+            let by_part: Vec<String> = parts.iter().map(|(p, c)| format!("{p}: {c}")).collect();
+            write!(f, "\n  {} {what} ({}):", names.len(), by_part.join(", "))?;
             for n in names.iter().take(SHOW) {
                 write!(f, "\n    {n}")?;
             }

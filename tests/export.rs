@@ -1,0 +1,202 @@
+//! ONNX export: every shipped spec exports, passes the structural check and runs under onnxruntime and
+//! tract (matching tch in libtorch builds); the golden case matches stored tch outputs in any build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strnas::data::image::Preprocess;
+use strnas::infer::{self, Runtime};
+use strnas::weights::{NamedTensor, WeightFile};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn strnas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).output().expect("runs strnas")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn write_model(arch: &strnas::spec::Arch, w: &WeightFile, dir: &Path) -> PathBuf {
+    let model = strnas::export::export(arch, w).unwrap();
+    assert_eq!(strnas_onnx::check_structure(&model), Vec::<String>::new(), "{}", arch.name);
+    let p = dir.join(format!("{}.onnx", arch.name));
+    std::fs::write(&p, strnas_onnx::to_bytes(&model).unwrap()).unwrap();
+    p
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn scale(v: &[f32]) -> f32 {
+    v.iter().fold(1f32, |m, x| m.max(x.abs()))
+}
+
+#[cfg(feature = "torch")]
+fn tch_logits(arch: &strnas::spec::Arch, w: &WeightFile, images: &[f32], n: usize) -> (Vec<f32>, Vec<i64>) {
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = strnas::nn::StrNet::new(&vs.root(), arch);
+    strnas::train::checkpoint::load_model(&mut vs, arch, w, Path::new("weights")).unwrap();
+    let x = tch::Tensor::from_slice(images).reshape([n as i64, arch.input.c as i64, arch.input.h as i64, arch.input.w as i64]);
+    let l = tch::no_grad(|| net.forward_t(&x, None, false));
+    let idx = Vec::<i64>::try_from(l.argmax(2, false).contiguous().view(-1)).unwrap();
+    (Vec::<f32>::try_from(l.contiguous().view(-1)).unwrap(), idx)
+}
+
+#[test]
+fn every_shipped_spec_exports_and_runs_on_both_runtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = strnas::spec::expand_paths(&[root().join("arch_specs")]).unwrap();
+    assert_eq!(specs.len(), 13);
+    let mut report = vec![];
+    for path in specs {
+        let arch = strnas::spec::load(&path).unwrap();
+        let w = strnas::weights::random_init(&arch, 0);
+        let model = write_model(&arch, &w, tmp.path());
+        let pre = Preprocess::from_arch(&arch);
+        let chw = [pre.channels as usize, pre.height as usize, pre.width as usize];
+        // Batch 2 exercises the dynamic batch dimension.
+        let mut rng = strnas::rng::Rng::new(1);
+        let images: Vec<f32> = (0..2 * pre.len()).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+        let mut outs = vec![];
+        for rt in [Runtime::Ort, Runtime::Tract] {
+            let mut b = infer::load(rt, &model, 2, None).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.name()));
+            let o = b.run(&images, 2, chw).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.name()));
+            assert_eq!(o.classes, arch.num_classes() as usize);
+            assert!(o.logits.iter().all(|v| v.is_finite()), "{}: {}", arch.name, rt.name());
+            outs.push(o);
+        }
+        // Random (untrained) weights through the paper-scale depth (21 cells, 2 BiLSTMs, 26 attention steps)
+        // accumulate float32 rounding differently per runtime: measured up to 1.3e-4 of the logits' scale,
+        // so 1e-3 there; tiny specs and the golden case hold 1e-4.
+        let rel = if arch.name.starts_with("limited-") { 1e-3 } else { 1e-4 };
+        let tol = rel * scale(&outs[0].logits);
+        let d = max_diff(&outs[0].logits, &outs[1].logits);
+        assert!(d <= tol, "{}: onnxruntime vs tract differ by {d} (tolerance {tol})", arch.name);
+        let mut line = format!("{}: ort vs tract {d:.2e}", arch.name);
+        #[cfg(feature = "torch")]
+        {
+            let (want, idx) = tch_logits(&arch, &w, &images, 2);
+            let tol = rel * scale(&want);
+            for (o, rt) in outs.iter().zip(["ort", "tract"]) {
+                let d = max_diff(&o.logits, &want);
+                assert!(d <= tol, "{}: {rt} vs tch differ by {d} (tolerance {tol})", arch.name);
+                assert_eq!(o.indices, idx, "{}: {rt} argmax differs from tch", arch.name);
+                line += &format!(", {rt} vs tch {d:.2e}");
+            }
+        }
+        report.push(line);
+    }
+    eprintln!("max |logit diff| with random init, batch 2:\n  {}", report.join("\n  "));
+}
+
+fn golden(name: &str) -> PathBuf {
+    root().join("tests/golden").join(name)
+}
+
+/// Stored inputs and tch outputs for tests/golden/micro-attn.yaml; checked without libtorch.
+#[test]
+fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
+    let spec = golden("micro-attn.yaml");
+    let arch = strnas::spec::load(&spec).unwrap();
+    #[cfg(feature = "torch")]
+    if std::env::var_os("STRNAS_REGEN_GOLDEN").is_some() {
+        regenerate(&arch);
+    }
+    let w = WeightFile::read(&golden("micro-attn.safetensors")).unwrap();
+    let expected = WeightFile::read(&golden("micro-attn.expected.safetensors")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = write_model(&arch, &w, tmp.path());
+    let pre = Preprocess::from_arch(&arch);
+    let chw = [pre.channels as usize, pre.height as usize, pre.width as usize];
+    for set in ["random", "words"] {
+        let input = &expected.tensors[&format!("input.{set}")];
+        let want = &expected.tensors[&format!("logits.{set}")];
+        let want_idx: Vec<i64> = expected.tensors[&format!("indices.{set}")].data.iter().map(|&v| v as i64).collect();
+        let n = input.shape[0];
+        for rt in [Runtime::Ort, Runtime::Tract] {
+            let mut b = infer::load(rt, &model, 1, None).unwrap();
+            let o = b.run(&input.data, n, chw).unwrap();
+            let tol = 1e-4 * scale(&want.data);
+            let d = max_diff(&o.logits, &want.data);
+            assert!(d <= tol, "{set}: {} differs from tch by {d} (tolerance {tol})", rt.name());
+            assert_eq!(o.indices, want_idx, "{set}: {} decodes differently from tch", rt.name());
+        }
+    }
+}
+
+/// Writes the golden weights, inputs and tch outputs (run with STRNAS_REGEN_GOLDEN=1).
+#[cfg(feature = "torch")]
+fn regenerate(arch: &strnas::spec::Arch) {
+    let w = strnas::weights::random_init(arch, 5);
+    w.write(&golden("micro-attn.safetensors")).unwrap();
+    let pre = Preprocess::from_arch(arch);
+    let mut out = WeightFile::default();
+    out.metadata.insert("produced_by".into(), "STRNAS_REGEN_GOLDEN=1 cargo test --test export golden (tch forward, eval mode)".into());
+    let mut rng = strnas::rng::Rng::new(42);
+    let random: Vec<f32> = (0..2 * pre.len()).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let fonts = strnas::data::synth::load_fonts(&strnas::data::synth::default_font_dirs()).unwrap();
+    let r = strnas::data::synth::Renderer::new(fonts, strnas::data::synth::Style::default()).unwrap();
+    let mut words = vec![0f32; 3 * pre.len()];
+    for i in 0..3 {
+        let s = r.render(7, i as u64);
+        pre.image_into(&image::DynamicImage::ImageRgb8(s.image), &mut words[i * pre.len()..(i + 1) * pre.len()]);
+    }
+    for (set, images, n) in [("random", random, 2usize), ("words", words, 3)] {
+        let (logits, idx) = tch_logits(arch, &w, &images, n);
+        let steps = idx.len() / n;
+        out.tensors.insert(format!("input.{set}"), NamedTensor::new(vec![n, 1, 32, 100], images));
+        out.tensors.insert(format!("logits.{set}"), NamedTensor::new(vec![n, steps, logits.len() / n / steps], logits));
+        out.tensors.insert(format!("indices.{set}"), NamedTensor::new(vec![n, steps], idx.iter().map(|&v| v as f32).collect()));
+    }
+    out.write(&golden("micro-attn.expected.safetensors")).unwrap();
+}
+
+#[test]
+fn export_cli_names_missing_weights_and_mismatches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("m.yaml");
+    std::fs::copy(root().join("arch_specs/tiny/tiny-crnn-ctc.yaml"), &spec).unwrap();
+    // No sibling weights and no --init random: refused with the fix.
+    let o = strnas(&["export", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("m.safetensors does not exist") && text(&o).contains("--init random"), "{}", text(&o));
+    // Weights of another spec: every mismatching tensor class is listed by name.
+    let other = strnas::spec::load(&root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml")).unwrap();
+    strnas::weights::random_init(&other, 0).write(&tmp.path().join("m.safetensors")).unwrap();
+    let o = strnas(&["export", spec.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("weights do not match the spec") && t.contains("not in the spec (extractor: ") && t.contains("rectifier: "), "{t}");
+    assert!(t.contains("with the wrong shape") && t.contains("spec [") && t.contains("file ["), "{t}");
+    // Random init: written next to the spec, loadable by infer with the metadata's preprocessing.
+    let o = strnas(&["export", spec.to_str().unwrap(), "--init", "random"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let model = tmp.path().join("m.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    let proto = strnas_onnx::from_bytes(&bytes).unwrap();
+    let meta: std::collections::HashMap<_, _> = proto.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    assert_eq!(meta["decoding"], "ctc");
+    assert_eq!(meta["charset"], "0123456789abcdefghijklmnopqrstuvwxyz");
+    assert!(proto.graph.input.iter().all(|i| i.name == "image"), "initializers are not graph inputs");
+    let img = tmp.path().join("w.png");
+    image::GrayImage::from_pixel(80, 24, image::Luma([200])).save(&img).unwrap();
+    for rt in ["ort", "tract"] {
+        let o = strnas(&["infer", model.to_str().unwrap(), img.to_str().unwrap(), "--runtime", rt]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with(img.to_str().unwrap()), "{}", text(&o));
+    }
+    let o = strnas(&["verify", model.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--random-init", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Verifying against different weights is a mismatch: exit 1.
+    let o = strnas(&["verify", model.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--random-init", "1"]);
+    if cfg!(feature = "torch") {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("MISMATCH"), "{}", text(&o));
+    }
+}
