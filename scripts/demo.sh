@@ -29,6 +29,7 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   "$BIN" dataset synth -o "$DIR/test" --count 500 --seed 3 --distortion 0.5
   "$BIN" dataset info "$DIR/train" "$DIR/test"
   "$BIN" dataset preview "$DIR/train" -o "$DIR/train-preview.png" --count 16
+  "$BIN" dataset preview "$DIR/test" -o "$DIR/test-preview.png" --count 8 --extract "$DIR/test-images"
 
   step "Train tiny-crnn-ctc briefly (strnas train; at most ${DEMO_MINUTES:-3} minutes)"
   "$BIN" train arch_specs/tiny/tiny-crnn-ctc.yaml --train-data "$DIR/train" --valid-data "$DIR/valid" \
@@ -36,6 +37,12 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
 
   step "Evaluate on the held-out set (strnas eval)"
   "$BIN" eval "$DIR/run/model.yaml" --data "$DIR/test" --json "$DIR/eval.json" --show-errors 5
+
+  step "Export to ONNX and check it against tch, onnxruntime and tract (strnas export / verify / infer)"
+  "$BIN" export "$DIR/run/model.yaml"
+  "$BIN" verify "$DIR/run/model.onnx" --spec "$DIR/run/model.yaml"
+  echo "ground truth:"; cat "$DIR/test-images/labels.tsv"
+  "$BIN" infer "$DIR/run/model.onnx" --runtime tract "$DIR"/test-images/0*
   echo
   echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data)"
 fi

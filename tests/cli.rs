@@ -1,19 +1,9 @@
 //! The `strnas` binary end to end: exit codes, JSON shape, generated files.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::{root, strnas, text};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
-fn strnas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).output().expect("runs strnas")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 #[test]
 fn validate_exits_0_on_shipped_specs() {

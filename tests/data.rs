@@ -1,25 +1,17 @@
 //! Data path without libtorch: reference-format LMDB interop, dataset creation, synthetic rendering, label
 //! filtering, preprocessing, and the errors bad data gets.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{root, strnas, text};
+
+use std::path::Path;
+use std::process::Output;
 
 use strnas::data::image::Preprocess;
 use strnas::data::lmdb::{LmdbReader, LmdbWriter};
 use strnas::data::loader::{load_batch, Dataset};
 use strnas::spec::charset::Charset;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn strnas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).output().expect("runs strnas")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
     let img = image::GrayImage::from_pixel(w, h, image::Luma([v]));

@@ -1,24 +1,15 @@
 //! ONNX export: every shipped spec exports, passes the structural check and runs under onnxruntime and
 //! tract (matching tch in libtorch builds); the golden case matches stored tch outputs in any build.
 
+mod common;
+use common::{root, strnas, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use strnas::data::image::Preprocess;
 use strnas::infer::{self, Runtime};
 use strnas::weights::{NamedTensor, WeightFile};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn strnas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).output().expect("runs strnas")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn write_model(arch: &strnas::spec::Arch, w: &WeightFile, dir: &Path) -> PathBuf {
     let model = strnas::export::export(arch, w).unwrap();

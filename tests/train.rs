@@ -2,28 +2,18 @@
 //! uninterrupted run exactly, eval scores and times, and mismatched inputs get errors naming what is wrong.
 #![cfg(feature = "torch")]
 
+mod common;
+use common::{root, strnas, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use strnas::data::lmdb::LmdbWriter;
 use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
 use strnas::train::{self, optim::OptimKind, TrainConfig};
 use strnas::weights::WeightFile;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn spec(name: &str) -> PathBuf {
     root().join("arch_specs/tiny").join(name)
-}
-
-fn strnas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).output().expect("runs strnas")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn make_synth(dir: &Path, n: u64, seed: u64) {

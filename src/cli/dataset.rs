@@ -95,6 +95,9 @@ pub struct PreviewArgs {
     /// Number of samples (the first N)
     #[arg(long, default_value_t = 24)]
     count: usize,
+    /// Also write each sample's image as DIR/NNNN.<png|jpg> with a labels.tsv (path<TAB>label)
+    #[arg(long, value_name = "DIR")]
+    extract: Option<PathBuf>,
 }
 
 pub fn run(cmd: DatasetCommand) -> Result<i32> {
@@ -296,6 +299,18 @@ fn preview(a: PreviewArgs) -> Result<i32> {
     let n = a.count.min(r.len());
     if n == 0 {
         bail!("{}: the dataset is empty", a.dataset.display());
+    }
+    if let Some(dir) = &a.extract {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tsv = String::new();
+        for i in 1..=n {
+            let bytes = r.image(i)?;
+            let ext = if bytes.starts_with(&[0xFF, 0xD8]) { "jpg" } else { "png" };
+            let name = format!("{i:04}.{ext}");
+            crate::io::write_atomic(&dir.join(&name), &bytes)?;
+            tsv += &format!("{name}\t{}\n", r.label(i)?);
+        }
+        crate::io::write_atomic(&dir.join("labels.tsv"), tsv.as_bytes())?;
     }
     let fonts = synth::load_fonts(&synth::default_font_dirs())?;
     let font = fonts.iter().find(|f| f.path.ends_with("DejaVuSansMono.ttf")).unwrap_or(&fonts[0]);
