@@ -23,17 +23,17 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   DIR=${DEMO_DIR:-runs/demo}
   rm -rf "$DIR"
   mkdir -p "$DIR"
-  step "Synthetic data: 4000 training, 300 validation, 500 held-out test images (strnas dataset synth)"
-  "$BIN" dataset synth -o "$DIR/train" --count 4000 --seed 1 --distortion 0.5
-  "$BIN" dataset synth -o "$DIR/valid" --count 300 --seed 2 --distortion 0.5
-  "$BIN" dataset synth -o "$DIR/test" --count 500 --seed 3 --distortion 0.5
+  step "Synthetic data: 8000 training, 300 validation, 500 held-out test images (strnas dataset synth)"
+  "$BIN" dataset synth -o "$DIR/train" --count 8000 --seed 1 --distortion 0.3
+  "$BIN" dataset synth -o "$DIR/valid" --count 300 --seed 2 --distortion 0.3
+  "$BIN" dataset synth -o "$DIR/test" --count 500 --seed 3 --distortion 0.3
   "$BIN" dataset info "$DIR/train" "$DIR/test"
   "$BIN" dataset preview "$DIR/train" -o "$DIR/train-preview.png" --count 16
   "$BIN" dataset preview "$DIR/test" -o "$DIR/test-preview.png" --count 8 --extract "$DIR/test-images"
 
-  step "Train tiny-crnn-ctc briefly (strnas train; at most ${DEMO_MINUTES:-3} minutes)"
+  step "Train tiny-crnn-ctc briefly (strnas train; at most ${DEMO_MINUTES:-6} minutes)"
   "$BIN" train arch_specs/tiny/tiny-crnn-ctc.yaml --train-data "$DIR/train" --valid-data "$DIR/valid" \
-    --iters 2000 --batch-size 32 --optimizer adam --valid-every 100 --max-time "${DEMO_MINUTES:-3}" --out "$DIR/run"
+    --iters 2000 --batch-size 32 --optimizer adam --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/run"
 
   step "Evaluate on the held-out set (strnas eval)"
   "$BIN" eval "$DIR/run/model.yaml" --data "$DIR/test" --json "$DIR/eval.json" --show-errors 5

@@ -1,7 +1,8 @@
 //! `strnas train`: retrains the fixed network of a spec with tch (REFERENCE.md §2 and §3).
 //!
 //! A run directory holds everything needed to continue or deploy:
-//! - `model.yaml`: the spec as given; `model.safetensors`: the best-accuracy weights (the latest weights
+//! - `model.yaml`: the spec as given; `model.safetensors`: the best-accuracy weights, ties broken by
+//!   norm_ED (the latest weights
 //!   when there is no validation data). `strnas export RUN/model.yaml` picks these up by name (weights live
 //!   beside their spec as `<stem>.safetensors`).
 //! - `best_norm_ed.safetensors`: the best-norm_ED weights.
@@ -87,6 +88,9 @@ struct RunState {
     optimizer: Option<OptimKind>,
     optimizer_steps: i64,
     best_accuracy: Option<f64>,
+    /// norm_ED of the best-accuracy weights (breaks accuracy ties, e.g. 0% early on).
+    #[serde(default)]
+    best_accuracy_norm_ed: Option<f64>,
     best_norm_ed: Option<f64>,
 }
 
@@ -205,6 +209,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
     let optimizer_kind = state.optimizer.unwrap_or(cfg.optimizer);
     let mut opt = Optimizer::new(&vs, optimizer_kind);
     let mut best_acc = state.best_accuracy;
+    let mut best_acc_ned = state.best_accuracy_norm_ed;
     let mut best_ned = state.best_norm_ed;
     if let Some((wf, s)) = &resumed {
         checkpoint::load_model(&mut vs, &arch, wf, &ckpt_path)?;
@@ -308,8 +313,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
                 let mut total = Score::default();
                 scores.iter().for_each(|s| total.merge(s));
                 let (acc, ned) = (total.accuracy(), total.norm_ed());
-                if best_acc.is_none_or(|b| acc > b) {
+                let better = match (best_acc, best_acc_ned) {
+                    (Some(b), Some(bn)) => acc > b || (acc == b && ned > bn),
+                    (Some(b), None) => acc > b,
+                    _ => true,
+                };
+                if better {
                     best_acc = Some(acc);
+                    best_acc_ned = Some(ned);
                     checkpoint::save_weights(&vs, &arch, &cfg.out.join(MODEL_WEIGHTS), &extra)?;
                 }
                 if best_ned.is_none_or(|b| ned > b) {
@@ -334,6 +345,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
                 optimizer: Some(optimizer_kind),
                 optimizer_steps: opt.steps,
                 best_accuracy: best_acc,
+                best_accuracy_norm_ed: best_acc_ned,
                 best_norm_ed: best_ned,
             };
             save_checkpoint(&vs, &opt, &arch, &spec_text, &st, &ckpt_path)?;
