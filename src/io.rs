@@ -23,6 +23,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Writes a `--json` style output: `-` means stdout, anything else a file written atomically.
+pub fn write_output(path: &Path, text: &str) -> Result<()> {
+    if path.as_os_str() == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Appends one line to a log file (created if missing).
 pub fn append_line(path: &Path, line: &str) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()

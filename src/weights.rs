@@ -110,6 +110,12 @@ impl WeightFile {
     }
 }
 
+/// The weights that belong to a spec by convention: `dir/stem.yaml` -> `dir/stem.safetensors` (what
+/// `strnas train` writes as `RUN/model.yaml` + `RUN/model.safetensors`).
+pub fn sibling_of(spec: &Path) -> std::path::PathBuf {
+    spec.with_extension("safetensors")
+}
+
 /// How a weight file differs from a spec, tensor by tensor.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct WeightMismatch {

@@ -266,12 +266,7 @@ fn info(a: InfoArgs) -> Result<i32> {
         }
     }
     if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&out)?;
-        if p.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            crate::io::write_atomic(p, text.as_bytes())?;
-        }
+        crate::io::write_output(p, &serde_json::to_string_pretty(&out)?)?;
         return Ok(exit::OK);
     }
     let mut t = crate::report::Table::new(["dataset", "samples", "usable (36 chars, <=25)", "label len min/mean/max", "image h min/mean/max", "image w min/mean/max"]);

@@ -40,7 +40,7 @@ pub fn resolve_weights(spec: &Path, arch: &crate::spec::Arch, weights: Option<&P
     if let Some(seed) = random {
         return Ok((crate::weights::random_init(arch, seed), format!("random init (seed {seed})")));
     }
-    let path = weights.map(Path::to_path_buf).unwrap_or_else(|| spec.with_extension("safetensors"));
+    let path = weights.map(Path::to_path_buf).unwrap_or_else(|| crate::weights::sibling_of(spec));
     if !path.exists() {
         bail!(
             "no weights: {} does not exist (pass --weights W.safetensors, train into a run directory, or use --init random)",
@@ -140,29 +140,24 @@ pub fn run_verify(a: VerifyArgs, ort_lib: Option<&Path>) -> Result<i32> {
             Err(e) => errors.push(format!("{}: {e:#}", rt.name())),
         }
     }
+    // The reference is tch when built with libtorch (built once), else the first runtime that loaded.
+    let mut reference = tch_reference(&arch, &weights)?;
     let mut results = vec![];
     for (name, images, n) in &inputs {
-        let reference: Option<(String, Vec<f32>, Vec<i64>, usize)> = reference_outputs(&arch, &weights, images, *n, chw)?;
-        let mut outs = vec![];
+        let mut outs: Vec<(String, infer::Outputs)> = vec![];
+        if let Some(r) = reference.as_mut() {
+            outs.push(("tch".into(), r(images, *n, chw)?));
+        }
         for b in backends.iter_mut() {
             outs.push((b.runtime().name().to_string(), b.run(images, *n, chw)?));
         }
-        let (ref_name, ref_logits, ref_idx, ref_steps) = match reference {
-            Some(r) => r,
-            None => {
-                let Some((rn, o)) = outs.first() else { bail!("no runtime could load {}", a.model.display()) };
-                (rn.clone(), o.logits.clone(), o.indices.clone(), o.steps)
-            }
-        };
-        let scale = ref_logits.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
+        let Some(((ref_name, ref_out), others)) = outs.split_first() else { bail!("no runtime could load {}", a.model.display()) };
+        let scale = ref_out.logits.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
         let tol = a.tolerance * scale;
-        let ref_texts = texts(&codec, &ref_idx, ref_steps);
-        for (rt, o) in &outs {
-            if *rt == ref_name {
-                continue;
-            }
-            let diff = if o.logits.len() == ref_logits.len() {
-                o.logits.iter().zip(&ref_logits).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
+        let ref_texts = texts(&codec, &ref_out.indices, ref_out.steps);
+        for (rt, o) in others {
+            let diff = if o.logits.len() == ref_out.logits.len() {
+                o.logits.iter().zip(&ref_out.logits).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
             } else {
                 f64::INFINITY
             };
@@ -180,11 +175,7 @@ pub fn run_verify(a: VerifyArgs, ort_lib: Option<&Path>) -> Result<i32> {
     }
     if let Some(p) = &a.json {
         let text = serde_json::to_string_pretty(&serde_json::json!({"model": a.model, "comparisons": results, "errors": errors}))?;
-        if p.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            crate::io::write_atomic(p, text.as_bytes())?;
-        }
+        crate::io::write_output(p, &text)?;
     }
     if !errors.is_empty() {
         return Ok(exit::ERROR);
@@ -192,22 +183,28 @@ pub fn run_verify(a: VerifyArgs, ort_lib: Option<&Path>) -> Result<i32> {
     Ok(if results.iter().all(|r| r.ok) { exit::OK } else { exit::CHECK_FAILED })
 }
 
-/// tch's logits and argmax for the verification inputs (libtorch builds), else `None`.
+/// Runs a batch (`images`, `n`, `[C, H, W]`) and returns per-step logits and argmax.
+type Reference = Box<dyn FnMut(&[f32], usize, [usize; 3]) -> Result<infer::Outputs>>;
+
+/// The tch network with `weights`, as the verification reference (libtorch builds), else `None`.
 #[cfg(feature = "torch")]
-fn reference_outputs(arch: &crate::spec::Arch, weights: &WeightFile, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Option<(String, Vec<f32>, Vec<i64>, usize)>> {
+fn tch_reference(arch: &crate::spec::Arch, weights: &WeightFile) -> Result<Option<Reference>> {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = crate::nn::StrNet::new(&vs.root(), arch);
     crate::train::checkpoint::load_model(&mut vs, arch, weights, Path::new("weights"))?;
-    let x = tch::Tensor::from_slice(images).reshape([n as i64, chw[0] as i64, chw[1] as i64, chw[2] as i64]);
-    let logits = tch::no_grad(|| net.forward_t(&x, None, false));
-    let steps = logits.size()[1] as usize;
-    let idx = Vec::<i64>::try_from(logits.argmax(2, false).contiguous().view(-1))?;
-    let l = Vec::<f32>::try_from(logits.contiguous().view(-1))?;
-    Ok(Some(("tch".into(), l, idx, steps)))
+    Ok(Some(Box::new(move |images: &[f32], n: usize, chw: [usize; 3]| {
+        let _weights = &vs;
+        let x = tch::Tensor::from_slice(images).reshape([n as i64, chw[0] as i64, chw[1] as i64, chw[2] as i64]);
+        let logits = tch::no_grad(|| net.forward_t(&x, None, false));
+        let (steps, classes) = (logits.size()[1] as usize, logits.size()[2] as usize);
+        let indices = Vec::<i64>::try_from(logits.argmax(2, false).contiguous().view(-1))?;
+        let logits = Vec::<f32>::try_from(logits.contiguous().view(-1))?;
+        Ok(infer::Outputs { logits, indices, steps, classes })
+    })))
 }
 
 #[cfg(not(feature = "torch"))]
-fn reference_outputs(_: &crate::spec::Arch, _: &WeightFile, _: &[f32], _: usize, _: [usize; 3]) -> Result<Option<(String, Vec<f32>, Vec<i64>, usize)>> {
+fn tch_reference(_: &crate::spec::Arch, _: &WeightFile) -> Result<Option<Reference>> {
     Ok(None)
 }
 

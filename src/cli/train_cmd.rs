@@ -137,8 +137,8 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         r.start_iteration,
         r.final_iteration,
         r.images_per_sec,
-        opt(r.first_loss, 4),
-        opt(r.last_loss, 4),
+        opt(r.losses.first().copied(), 4),
+        opt(r.losses.last().copied(), 4),
         opt(r.best_accuracy, 2),
         opt(r.best_norm_ed, 4),
         r.out.join(train::MODEL_WEIGHTS).display()
@@ -202,18 +202,13 @@ struct EvalResult {
     timing: Option<tch_eval::Timing>,
 }
 
-/// Weights beside a spec: `dir/stem.yaml` -> `dir/stem.safetensors`.
-pub fn sibling_weights(spec: &std::path::Path) -> PathBuf {
-    spec.with_extension("safetensors")
-}
-
 pub fn run_eval(a: EvalArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
     train::check_device(a.device)?;
     let arch = crate::spec::load(&a.spec).map_err(|e| anyhow!("{e}"))?;
-    let weights = a.weights.clone().unwrap_or_else(|| sibling_weights(&a.spec));
+    let weights = a.weights.clone().unwrap_or_else(|| crate::weights::sibling_of(&a.spec));
     if !weights.exists() {
         bail!("weights {} not found (pass --weights, or train into a run directory and use its model.yaml)", weights.display());
     }
@@ -283,12 +278,7 @@ pub fn run_eval(a: EvalArgs) -> Result<i32> {
         );
     }
     if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&out)?;
-        if p.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            crate::io::write_atomic(p, text.as_bytes()).with_context(|| format!("--json {}", p.display()))?;
-        }
+        crate::io::write_output(p, &serde_json::to_string_pretty(&out)?).context("--json")?;
     }
     Ok(exit::OK)
 }

@@ -144,10 +144,7 @@ impl Backend for TractBackend {
 
     fn run(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Outputs> {
         use tract_onnx::prelude::*;
-        if self.plans.get(&n).is_none() || n != 1 {
-            self.plan(n, chw)?;
-        }
-        let plan = self.plans[&n].clone();
+        let plan = self.plan(n, chw)?;
         let input = Tensor::from_shape(&[n, chw[0], chw[1], chw[2]], images).map_err(|e| anyhow!("tract: {e:#}"))?;
         let out = plan.run(tvec!(input.into())).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
         let logits = out[0].to_plain_array_view::<f32>().map_err(|e| anyhow!("tract: logits: {e:#}"))?;

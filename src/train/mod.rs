@@ -71,8 +71,6 @@ pub struct TrainReport {
     pub batch_size: usize,
     /// Training images per second (forward + backward + step, validation excluded).
     pub images_per_sec: f64,
-    pub first_loss: Option<f64>,
-    pub last_loss: Option<f64>,
     /// The loss of every iteration of this run.
     pub losses: Vec<f64>,
     pub best_accuracy: Option<f64>,
@@ -261,8 +259,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
         final_iteration: start,
         batch_size: stream.batch_size(),
         images_per_sec: 0.0,
-        first_loss: None,
-        last_loss: None,
         losses: vec![],
         best_accuracy: best_acc,
         best_norm_ed: best_ned,
@@ -291,8 +287,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
         if !lv.is_finite() {
             bail!("iteration {iteration}: the loss is {lv}; lower the learning rate or check the data");
         }
-        report.first_loss.get_or_insert(lv);
-        report.last_loss = Some(lv);
         report.losses.push(lv);
         loss_sum += lv;
         loss_n += 1;

@@ -455,16 +455,14 @@ fn gaussian_blur(px: &mut [[f32; 3]], w: usize, h: usize, sigma: f64) {
     let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
     let sum: f32 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
-    let mut tmp = px.to_vec();
-    for pass in 0..2 {
-        let (src, dst): (&[[f32; 3]], &mut [[f32; 3]]) = if pass == 0 { (&*px, &mut tmp) } else { (&tmp, &mut *px) };
-        let src = src.to_vec();
+    // Separable: a horizontal pass into `tmp`, then a vertical pass back into `px`.
+    let pass = |src: &[[f32; 3]], dst: &mut [[f32; 3]], horizontal: bool| {
         for y in 0..h as i64 {
             for x in 0..w as i64 {
                 let mut acc = [0f32; 3];
                 for (j, kv) in k.iter().enumerate() {
                     let o = j as i64 - r;
-                    let (sx, sy) = if pass == 0 { ((x + o).clamp(0, w as i64 - 1), y) } else { (x, (y + o).clamp(0, h as i64 - 1)) };
+                    let (sx, sy) = if horizontal { ((x + o).clamp(0, w as i64 - 1), y) } else { (x, (y + o).clamp(0, h as i64 - 1)) };
                     let p = src[(sy * w as i64 + sx) as usize];
                     for c in 0..3 {
                         acc[c] += p[c] * kv;
@@ -473,7 +471,10 @@ fn gaussian_blur(px: &mut [[f32; 3]], w: usize, h: usize, sigma: f64) {
                 dst[(y * w as i64 + x) as usize] = acc;
             }
         }
-    }
+    };
+    let mut tmp = vec![[0f32; 3]; px.len()];
+    pass(px, &mut tmp, true);
+    pass(&tmp, px, false);
 }
 
 fn to_image(px: &[[f32; 3]], w: usize, h: usize) -> RgbImage {
