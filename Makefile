@@ -4,9 +4,13 @@
 #                    onnxruntime-gpu; NO_TORCH=1 skips PyTorch)
 #   make build       build strnas (with libtorch; rpath baked in, no LD_LIBRARY_PATH needed)
 #   make build-deploy  build the libtorch-free deployment binary (--no-default-features)
+#   make build-release optimised build (what `strnas bench` figures should come from; the gate uses it)
 #   make demo        the main job on built-in defaults
 #   make test        the test suite (what CI runs)
 #   make bench       criterion benchmarks
+#   make gate        latency regression gate: tiny specs vs bench/baseline.json (CI runs it)
+#   make baseline    re-measure bench/baseline.json (after an intended change, on the CI machine)
+#   make gate-proof  20 unchanged gate runs (no false alarm allowed) + a 25%-slower model (must be caught)
 #
 # Builds go to $(CARGO_TARGET_DIR), outside the clone, so fresh clones reuse compiled dependencies.
 
@@ -21,8 +25,13 @@ export GPU
 ENV = source <(scripts/deps.sh)
 BIN = $(CARGO_TARGET_DIR)/debug/strnas
 DEPLOY_BIN = $(CARGO_TARGET_DIR)/deploy/strnas
+RELEASE_BIN = $(CARGO_TARGET_DIR)/release/strnas
 
-.PHONY: deps build build-deploy demo test bench clean-cache
+# The gate's measurement: every tiny spec, onnxruntime and tract, batch 1, one thread (multi-threaded timings on
+# a shared 2-core machine swing with the neighbours), 1 s per entry alternating with the calibration network.
+GATE = $(RELEASE_BIN) bench arch_specs/tiny --runtime ort,tract --batch 1 --threads 1 --min-time 1
+
+.PHONY: deps build build-deploy build-release demo test bench gate baseline gate-proof clean-cache
 
 deps:
 	$(ENV) && echo "deps: libtorch $$LIBTORCH" && echo "deps: onnxruntime $$ORT_DYLIB_PATH"
@@ -34,6 +43,9 @@ build-deploy:
 	$(ENV) && cargo build --no-default-features --bins && mkdir -p $(dir $(DEPLOY_BIN)) \
 	  && cp $(CARGO_TARGET_DIR)/debug/strnas $(DEPLOY_BIN).tmp && mv $(DEPLOY_BIN).tmp $(DEPLOY_BIN)
 
+build-release:
+	$(ENV) && cargo build --release --bins
+
 demo: build
 	$(ENV) && scripts/demo.sh $(BIN)
 
@@ -41,7 +53,16 @@ test:
 	$(ENV) && scripts/test.sh
 
 bench:
-	$(ENV) && cargo bench --bench spec
+	$(ENV) && cargo bench --bench spec --bench runtimes
+
+gate: build-release
+	$(ENV) && $(GATE) --baseline bench/baseline.json
+
+baseline: build-release
+	$(ENV) && $(GATE) --save-baseline bench/baseline.json
+
+gate-proof: build-release
+	$(ENV) && scripts/gate-proof.sh $(RELEASE_BIN) 20
 
 clean-cache:
 	rm -rf $(STRNAS_CACHE)

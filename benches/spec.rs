@@ -1,5 +1,5 @@
 //! Speed of the libtorch-free spec path (parse + validate + count) on the paper-scale specs. Model latency
-//! benches (ort/tract on exported models) join these once export lands.
+//! under onnxruntime and tract is in `benches/runtimes.rs`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 

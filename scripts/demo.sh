@@ -43,6 +43,14 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   "$BIN" verify "$DIR/run/model.onnx" --spec "$DIR/run/model.yaml"
   echo "ground truth:"; cat "$DIR/test-images/labels.tsv"
   "$BIN" infer "$DIR/run/model.onnx" --runtime tract "$DIR"/test-images/0*
+
+  step "Time it like the paper's Table 1 on onnxruntime, tract and tch, with the accuracy above (strnas bench / report)"
+  RUNTIMES=ort,tract
+  "$BIN" train --help >/dev/null 2>&1 && RUNTIMES=ort,tract,tch
+  "$BIN" bench "$DIR/run/model.yaml" --runtime "$RUNTIMES" --batch 1,32 --min-time 1 --eval "$DIR/eval.json" \
+    --json "$DIR/bench.json" --markdown "$DIR/bench.md"
+  "$BIN" report --bench "$DIR/bench.json" --eval "$DIR/eval.json" --out "$DIR/charts"
   echo
-  echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data)"
+  echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data;"
+  echo "         bench.json/bench.md the timings; charts/ the latency and accuracy charts)"
 fi

@@ -4,10 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo test --workspace (with libtorch)"
 cargo test --workspace --all-targets 2>&1
-echo "== libtorch-free deployment build (--no-default-features): data path and export golden case"
+echo "== libtorch-free deployment build (--no-default-features): data path, export golden case, bench and gate"
 cargo build --no-default-features --bins 2>&1
 # The golden export case (stored tch outputs) and the data tests, in a build without libtorch.
-cargo test --no-default-features --test export --test data 2>&1
+cargo test --no-default-features --test export --test data --test bench 2>&1
 bin="$CARGO_TARGET_DIR/debug/strnas"
 if ldd "$bin" | grep -q libtorch; then
   echo "FAIL: the --no-default-features binary links libtorch" >&2

@@ -4,6 +4,7 @@
 //! [`runtime`] locates and reports the inference runtimes; [`cli`] wires commands to them. Modules that need
 //! libtorch sit behind the `torch` feature so the deployment path builds without it.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;

@@ -1,12 +1,14 @@
 //! Command-line interface. `main.rs` only calls [`main`]; each command lives in its own module and returns an
 //! exit code (0 ok, 1 check failed, 2 error).
 
+mod bench_cmd;
 mod dataset;
 mod doctor;
 mod export_cmd;
 mod progress;
 #[cfg(feature = "torch")]
 mod train_cmd;
+mod report_cmd;
 mod spec_cmd;
 
 use std::path::PathBuf;
@@ -53,6 +55,10 @@ pub enum Command {
     Verify(export_cmd::VerifyArgs),
     /// Recognise text in images with an exported model
     Infer(export_cmd::InferArgs),
+    /// Time per image and size under onnxruntime, tract and tch; latency regression gate
+    Bench(bench_cmd::BenchArgs),
+    /// Draw the paper's charts (accuracy vs params and vs time, latency per runtime) from bench and eval JSON
+    Report(report_cmd::ReportArgs),
     /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
     Doctor(doctor::DoctorArgs),
 }
@@ -79,6 +85,8 @@ pub fn main() -> i32 {
         Command::Export(a) => export_cmd::run_export(a),
         Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
         Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),
+        Command::Bench(a) => bench_cmd::run(a, cli.ort_lib.as_deref()),
+        Command::Report(a) => report_cmd::run(a),
         Command::Doctor(a) => doctor::run(a, cli.ort_lib.as_deref()),
     };
     match result {

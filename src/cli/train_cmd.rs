@@ -21,15 +21,7 @@ use crate::train::{self, checkpoint, TrainConfig};
 
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device, String> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("expected cpu, cuda or cuda:N (got {s:?})")),
-    }
+    s.parse::<crate::infer::Device>().map(crate::infer::Device::tch)
 }
 
 fn parse_ratios(s: &str) -> Result<Vec<f64>, String> {

@@ -2,7 +2,6 @@
 //! time per image measured two ways (REFERENCE.md §3 "Evaluation", §7).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -69,24 +68,7 @@ pub fn score(
     Ok(scores)
 }
 
-/// Summary statistics of repeated timings, in milliseconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimeStats {
-    pub runs: usize,
-    pub median_ms: f64,
-    pub mean_ms: f64,
-    pub p90_ms: f64,
-    pub min_ms: f64,
-}
-
-impl TimeStats {
-    pub fn from_samples(mut ms: Vec<f64>) -> Self {
-        ms.sort_by(f64::total_cmp);
-        let n = ms.len().max(1);
-        let q = |f: f64| ms.get(((n - 1) as f64 * f).round() as usize).copied().unwrap_or(0.0);
-        TimeStats { runs: ms.len(), median_ms: q(0.5), mean_ms: ms.iter().sum::<f64>() / n as f64, p90_ms: q(0.9), min_ms: q(0.0) }
-    }
-}
+pub use crate::bench::stats::Stats as TimeStats;
 
 /// Time per image measured two ways.
 #[derive(Debug, Clone, Serialize)]
@@ -111,26 +93,20 @@ fn sync(device: Device) {
 /// `warmup` unmeasured runs, then at least `min_runs` runs and `min_secs` seconds.
 pub fn time_forward(net: &StrNet, sample: &Tensor, batch_size: usize, warmup: usize, min_runs: usize, min_secs: f64) -> Timing {
     let device = sample.device();
+    let budget = crate::bench::stats::Budget { warmup, min_iters: min_runs, min_time_s: min_secs, max_iters: usize::MAX };
     let measure = |x: &Tensor| -> Vec<f64> {
         tch::no_grad(|| {
-            for _ in 0..warmup {
-                let _ = net.forward_t(x, None, false);
-            }
-            sync(device);
-            let mut out = vec![];
-            let start = Instant::now();
-            while out.len() < min_runs || start.elapsed().as_secs_f64() < min_secs {
-                let t = Instant::now();
+            crate::bench::stats::measure(&budget, || {
                 let _ = net.forward_t(x, None, false);
                 sync(device);
-                out.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            out
+                Ok(())
+            })
+            .unwrap_or_default()
         })
     };
-    let batch1 = TimeStats::from_samples(measure(sample));
+    let batch1 = TimeStats::from_ms(&measure(sample));
     let big = sample.repeat([batch_size as i64, 1, 1, 1]);
-    let batched = TimeStats::from_samples(measure(&big));
+    let batched = TimeStats::from_ms(&measure(&big));
     Timing {
         device: format!("{device:?}"),
         threads: tch::get_num_threads(),

@@ -1,4 +1,6 @@
-//! Plain-text tables for terminal output.
+//! Tables for terminal and Markdown output, and charts ([`chart`]).
+
+pub mod chart;
 
 /// A table with a header row; numeric-looking cells are right-aligned.
 #[derive(Debug, Default)]
@@ -60,6 +62,22 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The table as GitHub Markdown (numeric columns right-aligned).
+    pub fn markdown(&self) -> String {
+        let esc = |c: &str| c.replace('|', "\\|");
+        let n = self.header.len();
+        let right: Vec<bool> = (0..n).map(|i| !self.rows.is_empty() && self.rows.iter().all(|r| r.get(i).is_none_or(|c| numeric(c) || c == "-"))).collect();
+        let mut out = format!("| {} |\n", self.header.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | "));
+        out.push_str(&format!("|{}|\n", right.iter().map(|&r| if r { "---:" } else { "---" }).collect::<Vec<_>>().join("|")));
+        for r in &self.rows {
+            let cells: Vec<String> = (0..n).map(|i| esc(r.get(i).map(String::as_str).unwrap_or(""))).collect();
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        out
+    }
+}
+
 /// `14101234` -> `14,101,234`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -100,5 +118,6 @@ mod tests {
         t.row(["a", "1,000"]);
         t.row(["bbbb", "10"]);
         assert_eq!(t.render(), "model  params\n-----  ------\na       1,000\nbbbb       10\n");
+        assert_eq!(t.markdown(), "| model | params |\n|---|---:|\n| a | 1,000 |\n| bbbb | 10 |\n");
     }
 }

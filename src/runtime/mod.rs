@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 
 /// onnxruntime version pinned by `scripts/deps.sh`.
 pub const ORT_PINNED: &str = "1.31.1";
+/// PyTorch release whose libtorch tch 0.26 links (`scripts/deps.sh` installs it).
+pub const TORCH_PINNED: &str = "2.13.0";
 /// tract version compiled in (pinned in Cargo.toml).
 pub const TRACT_VERSION: &str = "0.23.9";
 

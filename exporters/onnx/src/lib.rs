@@ -137,6 +137,25 @@ impl GraphBuilder {
         self.initializer(name, dims, Elem::I64, data.len(), data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
+    /// Adds a `Constant` node named `name` whose output `name` holds `data` (how some exporters store weights).
+    pub fn constant_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) -> Result<()> {
+        let n: i64 = dims.iter().product();
+        if n as usize != data.len() {
+            bail!("constant {name:?}: shape {dims:?} holds {n} values, got {}", data.len());
+        }
+        self.node("Constant", name, &[], &[name], &[])?;
+        let mut t = TensorProto::new();
+        t.dims = dims.to_vec();
+        t.data_type = Elem::F32.code();
+        t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut a = AttributeProto::new();
+        a.name = "value".into();
+        a.type_ = AttributeType::TENSOR.into();
+        a.t = protobuf::MessageField::some(t);
+        self.graph.node.last_mut().expect("node just added").attribute.push(a);
+        Ok(())
+    }
+
     /// Appends a node; every input must be defined already (an empty name marks an omitted optional input).
     pub fn node(&mut self, op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) -> Result<()> {
         if !self.node_names.insert(name.to_string()) {
@@ -201,6 +220,115 @@ impl GraphBuilder {
         }
         m
     }
+}
+
+/// A graph input or output as declared: name, ONNX element type code and dimensions (an unnamed dynamic
+/// dimension is `Dim::Param("")`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueDecl {
+    pub name: String,
+    pub elem: i32,
+    pub dims: Vec<Dim>,
+}
+
+/// What a model declares and holds, for any ONNX model (not only strnas ones).
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// Graph inputs the caller must feed (initializers listed as inputs, as old exporters do, are left out).
+    pub inputs: Vec<ValueDecl>,
+    pub outputs: Vec<ValueDecl>,
+    /// Elements of floating-point weight tensors: initializers and `Constant` node values, subgraphs included.
+    pub weight_elements: u64,
+    /// Nodes, subgraphs included.
+    pub nodes: usize,
+    /// Node count per op type (`domain::Op` outside the default domain).
+    pub op_counts: std::collections::BTreeMap<String, usize>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Default-domain opset, when declared.
+    pub opset: Option<i64>,
+}
+
+/// ONNX element type names by code (`tensor_proto::DataType`).
+pub fn elem_name(code: i32) -> &'static str {
+    match code {
+        1 => "float32",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        12 => "uint32",
+        13 => "uint64",
+        16 => "bfloat16",
+        _ => "unknown",
+    }
+}
+
+fn is_float(code: i32) -> bool {
+    matches!(code, 1 | 10 | 11 | 16)
+}
+
+fn decl(v: &ValueInfoProto) -> ValueDecl {
+    let (mut elem, mut dims) = (0, vec![]);
+    if let Some(type_proto::Value::TensorType(t)) = v.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        elem = t.elem_type;
+        if let Some(shape) = t.shape.as_ref() {
+            dims = shape
+                .dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Fixed(*v),
+                    Some(tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Param(p.clone()),
+                    _ => Dim::Param(String::new()),
+                })
+                .collect();
+        }
+    }
+    ValueDecl { name: v.name.clone(), elem, dims }
+}
+
+fn tensor_elements(t: &TensorProto) -> u64 {
+    t.dims.iter().map(|&d| d.max(0) as u64).product()
+}
+
+fn inspect_graph(g: &GraphProto, out: &mut Inspection) {
+    out.weight_elements += g.initializer.iter().filter(|t| is_float(t.data_type)).map(tensor_elements).sum::<u64>();
+    for n in &g.node {
+        out.nodes += 1;
+        let op = if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}::{}", n.domain, n.op_type) };
+        *out.op_counts.entry(op).or_default() += 1;
+        for a in &n.attribute {
+            if n.op_type == "Constant" {
+                if let Some(t) = a.t.as_ref().filter(|t| is_float(t.data_type)) {
+                    out.weight_elements += tensor_elements(t);
+                }
+            }
+            for sub in a.g.as_ref().into_iter().chain(a.graphs.iter()) {
+                inspect_graph(sub, out);
+            }
+        }
+    }
+}
+
+/// Inspects `model`: its inputs and outputs, weights, nodes, metadata and opset.
+pub fn inspect(model: &ModelProto) -> Inspection {
+    let mut out = Inspection {
+        opset: model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version),
+        metadata: model.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+        ..Default::default()
+    };
+    if let Some(g) = model.graph.as_ref() {
+        let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        out.inputs = g.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(decl).collect();
+        out.outputs = g.output.iter().map(decl).collect();
+        inspect_graph(g, &mut out);
+    }
+    out
 }
 
 /// Serialises a model to protobuf bytes.
@@ -302,6 +430,24 @@ mod tests {
         assert!(e.contains("used twice"), "{e}");
         let e = g.initializer_f32("w2", &[3], &[1.0]).unwrap_err().to_string();
         assert!(e.contains("holds 3 values"), "{e}");
+    }
+
+    #[test]
+    fn inspection_counts_constant_weights_and_skips_initializer_inputs() {
+        let mut g = tiny();
+        g.constant_f32("c", &[2, 3], &[0.0; 6]).unwrap();
+        let mut m = g.finish("0", &[("k", "v".into())]);
+        // An old-style exporter lists the initializer among the inputs too.
+        m.graph.as_mut().unwrap().input.push(value_info("w", Elem::F32, &[Dim::Fixed(2)]));
+        let i = inspect(&from_bytes(&to_bytes(&m).unwrap()).unwrap());
+        assert_eq!(i.inputs.len(), 1);
+        assert_eq!(i.inputs[0].dims, vec![Dim::Param("batch".into()), Dim::Fixed(2)]);
+        assert_eq!(elem_name(i.outputs[1].elem), "int64");
+        assert_eq!(i.weight_elements, 2 + 6);
+        assert_eq!(i.nodes, 3);
+        assert_eq!(i.op_counts["Constant"], 1);
+        assert_eq!(i.metadata["k"], "v");
+        assert_eq!(i.opset, Some(OPSET));
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! The latency regression gate (REFERENCE.md §7): latencies normalised by a calibration workload measured in
+//! the same run, alternating with it; a threshold of max(floor, k x measured noise); flagged models re-run
+//! before failing; and exact gates (params, FLOPs, op count) beside latency.
+//!
+//! Why a ratio: on a shared machine whose speed drifts (frequency scaling, neighbours) and across machines,
+//! absolute milliseconds move together for every workload; the model's time divided by the calibration's time,
+//! both taken in alternating blocks seconds apart on the same runtime and threads, moves only when the model
+//! itself changed relative to a fixed reference network.
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::median;
+
+/// The calibration network: a fixed CRNN-style spec (convolutions, depthwise convolutions, a BiLSTM, a CTC
+/// head) that never changes, so its time measures the machine, runtime and threads, not the code under test.
+pub const CALIBRATION_SPEC: &str = r#"version: 1
+name: "strnas-calibration"
+description: "fixed reference workload of the latency gate; never edit (baselines depend on it)"
+input: {height: 32, width: 100, channels: 1}
+charset: {case_sensitive: false}
+batch_max_length: 25
+rectifier: {kind: none}
+extractor:
+  stem: {kernel: 3, stride: [1, 1], channels: 32}
+  first_cell: {kernel: 3, channels: 32}
+  cells:
+    - {kernel: 3, expansion: 3, stride: [2, 2], channels: 32}
+    - {kernel: 5, expansion: 3, stride: [1, 1], channels: 32}
+    - {kernel: 3, expansion: 3, stride: [2, 2], channels: 48}
+    - {kernel: 3, expansion: 6, stride: [1, 1], channels: 48}
+    - {kernel: 3, expansion: 3, stride: [2, 1], channels: 64}
+    - {kernel: 3, expansion: 3, stride: [2, 1], channels: 96}
+    - {kernel: 3, expansion: 3, stride: [2, 1], channels: 96}
+sequence: {kind: bilstm, layers: 2, hidden: 96}
+prediction: {kind: ctc}
+"#;
+
+/// A latency measured against the calibration workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibrated {
+    /// Median over rounds of (model median / calibration median) in that round.
+    pub ratio: f64,
+    /// Relative standard error of `ratio`: 1.2533 x robust sigma (1.4826 x MAD) / sqrt(rounds), over `ratio`.
+    pub noise: f64,
+    pub rounds: usize,
+    /// The calibration's median time per run, ms (for the record: absolute speed of this machine right now).
+    pub calibration_ms: f64,
+    /// Per-round ratios.
+    pub ratios: Vec<f64>,
+}
+
+impl Calibrated {
+    /// From per-round `(model median, calibration median)` pairs.
+    pub fn from_rounds(rounds: &[(f64, f64)]) -> Self {
+        let ratios: Vec<f64> = rounds.iter().map(|&(m, c)| if c > 0.0 { m / c } else { 0.0 }).collect();
+        let ratio = median(&ratios);
+        let mad = median(&ratios.iter().map(|r| (r - ratio).abs()).collect::<Vec<_>>());
+        let n = ratios.len().max(1) as f64;
+        let noise = if ratio > 0.0 { 1.2533 * 1.4826 * mad / n.sqrt() / ratio } else { 0.0 };
+        Calibrated { ratio, noise, rounds: ratios.len(), calibration_ms: median(&rounds.iter().map(|r| r.1).collect::<Vec<_>>()), ratios }
+    }
+}
+
+/// Gate settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// The smallest slowdown that fails, as a fraction (`--max-regression 10%` -> 0.10).
+    pub floor: f64,
+    /// Multiplier of the combined noise of baseline and current measurement.
+    pub k: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { floor: 0.10, k: 4.0 }
+    }
+}
+
+impl Thresholds {
+    /// The slowdown that fails for this pair of measurements: max(floor, k x sqrt(noise_b^2 + noise_c^2)).
+    pub fn threshold(&self, base: &Calibrated, cur: &Calibrated) -> f64 {
+        self.floor.max(self.k * (base.noise.powi(2) + cur.noise.powi(2)).sqrt())
+    }
+
+    /// `(change, threshold)`: the relative change of the normalised latency, and the threshold it is held to.
+    pub fn compare(&self, base: &Calibrated, cur: &Calibrated) -> (f64, f64) {
+        (cur.ratio / base.ratio - 1.0, self.threshold(base, cur))
+    }
+}
+
+/// Parses `10%`, `10` (percent) or `0.1` (fraction below 1).
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, pct) = match t.strip_suffix('%') {
+        Some(n) => (n, true),
+        None => (t, false),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a percentage (e.g. 10%)"))?;
+    let f = if pct || v >= 1.0 { v / 100.0 } else { v };
+    if !(0.0..10.0).contains(&f) || f == 0.0 {
+        return Err(format!("{s:?}: expected a positive percentage below 1000%"));
+    }
+    Ok(f)
+}
+
+/// Outcome of one gated entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ok,
+    /// Slower beyond the threshold in every attempt.
+    Regressed,
+    /// Faster beyond the threshold (not a failure; a hint to save a new baseline).
+    Faster,
+    /// Params, FLOPs or op count differ from the baseline.
+    ArchChanged,
+    /// Not in the baseline (nothing to compare).
+    New,
+}
+
+impl Verdict {
+    pub fn fails(self) -> bool {
+        matches!(self, Verdict::Regressed | Verdict::ArchChanged)
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Regressed => "REGRESSED",
+            Verdict::Faster => "faster",
+            Verdict::ArchChanged => "ARCH CHANGED",
+            Verdict::New => "new",
+        }
+    }
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRow {
+    pub model: String,
+    pub runtime: String,
+    pub device: String,
+    pub batch: usize,
+    pub verdict: Verdict,
+    /// Relative change of the normalised latency per attempt (the first, then re-runs).
+    pub changes: Vec<f64>,
+    pub threshold: f64,
+    pub baseline_ms: Option<f64>,
+    pub current_ms: f64,
+    /// What differs, for arch changes (`params 580,000 -> 612,000`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+}
+
+/// Differences between two (params, FLOPs, ops) triples, as readable lines.
+pub fn arch_differences(base: (u64, Option<u64>, usize), cur: (u64, Option<u64>, usize)) -> Vec<String> {
+    let mut d = vec![];
+    if base.0 != cur.0 {
+        d.push(format!("params {} -> {}", base.0, cur.0));
+    }
+    if base.1 != cur.1 {
+        let f = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "unknown".into());
+        d.push(format!("FLOPs {} -> {}", f(base.1), f(cur.1)));
+    }
+    if base.2 != cur.2 {
+        d.push(format!("ops {} -> {}", base.2, cur.2));
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_and_noise_of_known_rounds() {
+        // Ratios 2.0, 2.2, 1.8, 2.0, 2.0: median 2.0, MAD 0 (three of five are exact) -> noise 0.
+        let c = Calibrated::from_rounds(&[(4.0, 2.0), (4.4, 2.0), (3.6, 2.0), (2.0, 1.0), (6.0, 3.0)]);
+        assert_eq!((c.ratio, c.noise, c.rounds, c.calibration_ms), (2.0, 0.0, 5, 2.0));
+        // Ratios 1, 2, 3, 4: median rounds to index 2 -> 3; |r - 3| = 2,1,0,1 -> MAD (index 2 of 0,1,1,2) = 1.
+        let c = Calibrated::from_rounds(&[(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0)]);
+        let expect = 1.2533 * 1.4826 * 1.0 / 2.0 / 3.0;
+        assert!((c.noise - expect).abs() < 1e-12, "{}", c.noise);
+    }
+
+    #[test]
+    fn absolute_speed_cancels_and_noise_widens_the_threshold() {
+        // The same model measured on a machine twice as slow: every time doubles, the ratio does not move.
+        let fast = Calibrated::from_rounds(&[(3.0, 2.0), (3.1, 2.0), (2.9, 2.0)]);
+        let slow = Calibrated::from_rounds(&[(6.0, 4.0), (6.2, 4.0), (5.8, 4.0)]);
+        let t = Thresholds::default();
+        let (change, threshold) = t.compare(&fast, &slow);
+        assert!(change.abs() < 1e-12 && threshold >= 0.10);
+        // A noisy measurement is held to k x noise, not the floor.
+        let noisy = Calibrated { noise: 0.05, ..slow.clone() };
+        assert!((t.threshold(&fast, &noisy) - 4.0 * (fast.noise.powi(2) + 0.0025).sqrt()).abs() < 1e-12);
+        // 25% slower relative to the calibration is caught.
+        let slower = Calibrated::from_rounds(&[(3.75, 2.0), (3.875, 2.0), (3.625, 2.0)]);
+        let (change, threshold) = t.compare(&fast, &slower);
+        assert!((change - 0.25).abs() < 1e-9 && change > threshold);
+    }
+
+    #[test]
+    fn percentages_parse() {
+        assert_eq!(parse_fraction("10%"), Ok(0.10));
+        assert_eq!(parse_fraction("15"), Ok(0.15));
+        assert_eq!(parse_fraction("0.2"), Ok(0.2));
+        assert!(parse_fraction("fast").is_err());
+        assert!(parse_fraction("0").is_err());
+    }
+
+    #[test]
+    fn arch_differences_are_named() {
+        assert!(arch_differences((1, Some(2), 3), (1, Some(2), 3)).is_empty());
+        assert_eq!(arch_differences((1, Some(2), 3), (5, None, 4)), vec!["params 1 -> 5", "FLOPs 2 -> unknown", "ops 3 -> 4"]);
+    }
+}

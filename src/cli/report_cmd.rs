@@ -1,0 +1,124 @@
+//! `strnas report`: the paper's Figs. 5 and 6 (accuracy vs parameters, accuracy vs time) and a latency bar
+//! chart per runtime, as SVG and PNG, from `strnas bench --json` and `strnas eval --json` files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::bench_cmd::{read_evals, EvalFile};
+use crate::bench::engine::BenchRuntime;
+use crate::bench::Report;
+use crate::exit;
+use crate::report::chart::{self, Canvas, Point};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Writes into --out: latency.svg/.png (ms/image per model, one bar per runtime, from bench \
+    JSON) and, when eval JSON is given, acc_vs_params.svg/.png and acc_vs_time.svg/.png (the paper's Figs. 5 and 6; \
+    time from the bench run's batch-1 latency on --runtime, else from the eval's own timing). Models are matched by \
+    name.\n\nExample:\n  strnas bench arch_specs/tiny --runtime ort,tract --json bench.json\n  \
+    strnas report --bench bench.json --eval runs/a/eval.json runs/b/eval.json --out charts/")]
+pub struct ReportArgs {
+    /// `strnas bench --json` reports
+    #[arg(long, num_args = 1.., value_name = "BENCH.json")]
+    bench: Vec<PathBuf>,
+    /// `strnas eval --json` results
+    #[arg(long, num_args = 1.., value_name = "EVAL.json")]
+    eval: Vec<PathBuf>,
+    /// Output folder
+    #[arg(long, short, default_value = "charts")]
+    out: PathBuf,
+    /// Runtime whose time goes on the accuracy-vs-time chart
+    #[arg(long, value_enum, default_value = "ort")]
+    runtime: BenchRuntime,
+    /// Batch size of the latency figures
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+fn font() -> Option<ab_glyph::FontArc> {
+    let fonts = crate::data::synth::load_fonts(&crate::data::synth::default_font_dirs()).ok()?;
+    let pick = fonts.iter().position(|f| f.path.file_name().is_some_and(|n| n == "DejaVuSans.ttf")).unwrap_or(0);
+    fonts.into_iter().nth(pick).map(|f| f.font)
+}
+
+fn write(out: &Path, stem: &str, c: &Canvas, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
+    let svg = out.join(format!("{stem}.svg"));
+    crate::io::write_atomic(&svg, c.svg().as_bytes())?;
+    let png = out.join(format!("{stem}.png"));
+    let mut bytes = vec![];
+    c.png(font).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).context("encoding PNG")?;
+    crate::io::write_atomic(&png, &bytes)?;
+    written.extend([svg, png]);
+    Ok(())
+}
+
+pub fn run(a: ReportArgs) -> Result<i32> {
+    if a.bench.is_empty() && a.eval.is_empty() {
+        bail!("nothing to draw: give --bench BENCH.json and/or --eval EVAL.json");
+    }
+    let reports: Vec<Report> = a.bench.iter().map(|p| Report::read(p).with_context(|| format!("--bench {}", p.display()))).collect::<Result<_>>()?;
+    let evals = read_evals(&a.eval)?;
+    let font = font();
+    if font.is_none() {
+        eprintln!("warning: no .ttf font found (install fonts-dejavu-core); PNG charts will have no text (SVG is complete)");
+    }
+    let mut written = vec![];
+    // Latency bars: one group per model, one bar per runtime.
+    let mut models: Vec<String> = vec![];
+    let mut runtimes: Vec<BenchRuntime> = vec![];
+    for r in &reports {
+        for m in r.results.iter().filter(|m| m.batch == a.batch) {
+            if !models.contains(&m.model) {
+                models.push(m.model.clone());
+            }
+            if !runtimes.contains(&m.runtime) {
+                runtimes.push(m.runtime);
+            }
+        }
+    }
+    runtimes.sort();
+    let latency = |model: &str, rt: BenchRuntime| -> Option<f64> {
+        reports.iter().rev().find_map(|r| r.results.iter().find(|m| m.model == model && m.runtime == rt && m.batch == a.batch).map(|m| m.ms_per_image))
+    };
+    if !models.is_empty() {
+        let values: Vec<Vec<Option<f64>>> = models.iter().map(|m| runtimes.iter().map(|&rt| latency(m, rt)).collect()).collect();
+        let names: Vec<String> = runtimes.iter().map(|r| r.name().to_string()).collect();
+        let c = chart::bars(&format!("Time per image, batch {}", a.batch), "ms / image (median)", &models, &names, &values);
+        write(&a.out, "latency", &c, font.as_ref(), &mut written)?;
+    } else if !reports.is_empty() {
+        eprintln!("note: the bench reports hold no batch-{} results; no latency chart", a.batch);
+    }
+    if !evals.is_empty() {
+        let params = |e: &EvalFile| e.params.or_else(|| reports.iter().find_map(|r| r.model(&e.model).map(|m| m.params)));
+        let pts: Vec<Point> = evals
+            .iter()
+            .filter_map(|e| params(e).map(|p| Point { label: e.model.clone(), x: p as f64 / 1e6, y: e.total.accuracy, series: 0 }))
+            .collect();
+        if !pts.is_empty() {
+            let c = chart::scatter("Accuracy vs parameters", "params x10^6", "accuracy % (total)", &pts, &[]);
+            write(&a.out, "acc_vs_params", &c, font.as_ref(), &mut written)?;
+        }
+        // Bench time on --runtime; else the eval's own (tch) batch-1 timing, marked as such on the point.
+        let time = |e: &EvalFile| -> Option<(f64, String)> {
+            latency(&e.model, a.runtime).map(|t| (t, e.model.clone())).or_else(|| {
+                let t = e.timing.as_ref()?;
+                Some((t["batch1"]["median_ms"].as_f64()?, format!("{} (tch eval timing)", e.model)))
+            })
+        };
+        let pts: Vec<Point> = evals.iter().filter_map(|e| time(e).map(|(t, label)| Point { label, x: t, y: e.total.accuracy, series: 0 })).collect();
+        if !pts.is_empty() {
+            let c = chart::scatter("Accuracy vs time", &format!("ms / image, batch {} ({})", a.batch, a.runtime.name()), "accuracy % (total)", &pts, &[]);
+            write(&a.out, "acc_vs_time", &c, font.as_ref(), &mut written)?;
+        } else {
+            eprintln!("note: no time for the evaluated models (bench them, or eval without --no-timing); no accuracy-vs-time chart");
+        }
+    }
+    if written.is_empty() {
+        bail!("nothing to draw: no batch-{} latencies and no evaluated models with params", a.batch);
+    }
+    for p in &written {
+        println!("{}", p.display());
+    }
+    Ok(exit::OK)
+}

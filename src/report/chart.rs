@@ -1,0 +1,352 @@
+//! Charts as a display list drawn two ways: SVG text, and a PNG rasterised here (anti-aliased shapes, text
+//! through ab_glyph with an installed font). One layout, two outputs, so they never disagree.
+
+use ab_glyph::{Font, FontArc, PxScale, ScaleFont};
+use image::{Rgb, RgbImage};
+
+/// An sRGB colour.
+pub type Color = [u8; 3];
+
+pub const INK: Color = [34, 34, 34];
+pub const GRID: Color = [225, 225, 225];
+/// Series colours (colour-blind-safe Okabe-Ito order).
+pub const PALETTE: [Color; 6] = [[0, 114, 178], [230, 159, 0], [0, 158, 115], [204, 121, 167], [86, 180, 233], [213, 94, 0]];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    Line { x1: f64, y1: f64, x2: f64, y2: f64, width: f64, color: Color },
+    Rect { x: f64, y: f64, w: f64, h: f64, color: Color },
+    Circle { cx: f64, cy: f64, r: f64, color: Color },
+    /// `y` is the baseline.
+    Text { x: f64, y: f64, text: String, size: f64, anchor: Anchor, color: Color },
+}
+
+/// A white canvas of `w` x `h` pixels with shapes drawn in order.
+#[derive(Debug, Clone, Default)]
+pub struct Canvas {
+    pub w: u32,
+    pub h: u32,
+    pub shapes: Vec<Shape>,
+}
+
+fn hex(c: Color) -> String {
+    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl Canvas {
+    pub fn new(w: u32, h: u32) -> Self {
+        Canvas { w, h, shapes: vec![] }
+    }
+
+    pub fn text(&mut self, x: f64, y: f64, text: impl Into<String>, size: f64, anchor: Anchor) {
+        self.shapes.push(Shape::Text { x, y, text: text.into(), size, anchor, color: INK });
+    }
+
+    pub fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, width: f64, color: Color) {
+        self.shapes.push(Shape::Line { x1, y1, x2, y2, width, color });
+    }
+
+    pub fn svg(&self) -> String {
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"DejaVu Sans, Verdana, sans-serif\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"#ffffff\"/>\n",
+            w = self.w,
+            h = self.h
+        );
+        for sh in &self.shapes {
+            match sh {
+                Shape::Line { x1, y1, x2, y2, width, color } => s.push_str(&format!(
+                    "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{}\" stroke-width=\"{width:.1}\"/>\n",
+                    hex(*color)
+                )),
+                Shape::Rect { x, y, w, h, color } => {
+                    s.push_str(&format!("<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{}\"/>\n", hex(*color)))
+                }
+                Shape::Circle { cx, cy, r, color } => s.push_str(&format!("<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{r:.1}\" fill=\"{}\"/>\n", hex(*color))),
+                Shape::Text { x, y, text, size, anchor, color } => {
+                    let a = match anchor {
+                        Anchor::Start => "start",
+                        Anchor::Middle => "middle",
+                        Anchor::End => "end",
+                    };
+                    s.push_str(&format!(
+                        "<text x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"{size:.1}\" text-anchor=\"{a}\" fill=\"{}\">{}</text>\n",
+                        hex(*color),
+                        xml(text)
+                    ))
+                }
+            }
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// Rasterises the canvas; text is skipped when `font` is `None`.
+    pub fn png(&self, font: Option<&FontArc>) -> RgbImage {
+        let mut img = RgbImage::from_pixel(self.w, self.h, Rgb([255, 255, 255]));
+        for sh in &self.shapes {
+            match sh {
+                Shape::Line { x1, y1, x2, y2, width, color } => {
+                    let r = width / 2.0;
+                    let (dx, dy) = (x2 - x1, y2 - y1);
+                    let len2 = (dx * dx + dy * dy).max(1e-12);
+                    cover(&mut img, x1.min(*x2) - r - 1.0, y1.min(*y2) - r - 1.0, x1.max(*x2) + r + 1.0, y1.max(*y2) + r + 1.0, *color, |px, py| {
+                        let t = (((px - x1) * dx + (py - y1) * dy) / len2).clamp(0.0, 1.0);
+                        let d = ((px - x1 - t * dx).powi(2) + (py - y1 - t * dy).powi(2)).sqrt();
+                        (r + 0.5 - d).clamp(0.0, 1.0)
+                    });
+                }
+                Shape::Rect { x, y, w, h, color } => cover(&mut img, *x, *y, x + w, y + h, *color, |px, py| {
+                    let fx = (px - x + 0.5).min(x + w - px + 0.5).clamp(0.0, 1.0);
+                    let fy = (py - y + 0.5).min(y + h - py + 0.5).clamp(0.0, 1.0);
+                    fx * fy
+                }),
+                Shape::Circle { cx, cy, r, color } => cover(&mut img, cx - r - 1.0, cy - r - 1.0, cx + r + 1.0, cy + r + 1.0, *color, |px, py| {
+                    (r + 0.5 - ((px - cx).powi(2) + (py - cy).powi(2)).sqrt()).clamp(0.0, 1.0)
+                }),
+                Shape::Text { x, y, text, size, anchor, color } => {
+                    if let Some(f) = font {
+                        draw_text(&mut img, f, *x, *y, text, *size, *anchor, *color);
+                    }
+                }
+            }
+        }
+        img
+    }
+}
+
+fn blend(img: &mut RgbImage, x: i64, y: i64, color: Color, a: f64) {
+    if a <= 0.0 || x < 0 || y < 0 || x >= img.width() as i64 || y >= img.height() as i64 {
+        return;
+    }
+    let p = img.get_pixel_mut(x as u32, y as u32);
+    for c in 0..3 {
+        p.0[c] = (p.0[c] as f64 * (1.0 - a) + color[c] as f64 * a).round() as u8;
+    }
+}
+
+/// Blends `color` over the pixels of a bounding box with per-pixel coverage `f(centre x, centre y)`.
+fn cover(img: &mut RgbImage, x0: f64, y0: f64, x1: f64, y1: f64, color: Color, f: impl Fn(f64, f64) -> f64) {
+    for py in (y0.floor() as i64)..=(y1.ceil() as i64) {
+        for px in (x0.floor() as i64)..=(x1.ceil() as i64) {
+            blend(img, px, py, color, f(px as f64 + 0.5, py as f64 + 0.5));
+        }
+    }
+}
+
+/// Width of `text` in pixels at `size`.
+pub fn text_width(font: &FontArc, text: &str, size: f64) -> f64 {
+    let sf = font.as_scaled(PxScale::from(size as f32));
+    text.chars().map(|c| sf.h_advance(font.glyph_id(c)) as f64).sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_text(img: &mut RgbImage, font: &FontArc, x: f64, y: f64, text: &str, size: f64, anchor: Anchor, color: Color) {
+    let scale = PxScale::from(size as f32);
+    let sf = font.as_scaled(scale);
+    let w = text_width(font, text, size);
+    let mut pen = match anchor {
+        Anchor::Start => x,
+        Anchor::Middle => x - w / 2.0,
+        Anchor::End => x - w,
+    };
+    for c in text.chars() {
+        let id = font.glyph_id(c);
+        let g = id.with_scale_and_position(scale, ab_glyph::point(pen as f32, y as f32));
+        if let Some(o) = font.outline_glyph(g) {
+            let b = o.px_bounds();
+            o.draw(|gx, gy, a| blend(img, b.min.x as i64 + gx as i64, b.min.y as i64 + gy as i64, color, a as f64));
+        }
+        pen += sf.h_advance(id) as f64;
+    }
+}
+
+/// About 5 round tick values covering `[lo, hi]`.
+pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 5.0).unwrap_or(10.0 * mag);
+    let (k0, k1) = ((lo / step - 1e-9).ceil() as i64, (hi / step + 1e-9).floor() as i64);
+    (k0..=k1).map(|k| (k as f64 * step * 1e12).round() / 1e12).collect()
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e6 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}").trim_end_matches('0').to_string()
+    }
+}
+
+/// A labelled point of a scatter chart.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub label: String,
+    pub x: f64,
+    pub y: f64,
+    /// Series index (colour).
+    pub series: usize,
+}
+
+const W: u32 = 800;
+const H: u32 = 520;
+const L: f64 = 80.0;
+const R: f64 = 30.0;
+const T: f64 = 70.0;
+const B: f64 = 70.0;
+
+fn frame(c: &mut Canvas, title: &str, xlabel: &str, ylabel: &str, xr: (f64, f64), yr: (f64, f64), xticks: bool) {
+    let (pw, ph) = (W as f64 - L - R, H as f64 - T - B);
+    c.text(W as f64 / 2.0, 30.0, title, 18.0, Anchor::Middle);
+    c.text(L, T - 14.0, ylabel, 13.0, Anchor::Start);
+    c.text(L + pw / 2.0, H as f64 - 20.0, xlabel, 13.0, Anchor::Middle);
+    for t in ticks(yr.0, yr.1) {
+        let y = T + ph * (1.0 - (t - yr.0) / (yr.1 - yr.0));
+        c.line(L, y, L + pw, y, 1.0, GRID);
+        c.text(L - 8.0, y + 4.0, fmt_tick(t), 12.0, Anchor::End);
+    }
+    if xticks {
+        for t in ticks(xr.0, xr.1) {
+            let x = L + pw * (t - xr.0) / (xr.1 - xr.0);
+            c.line(x, T, x, T + ph, 1.0, GRID);
+            c.text(x, T + ph + 18.0, fmt_tick(t), 12.0, Anchor::Middle);
+        }
+    }
+    c.line(L, T + ph, L + pw, T + ph, 1.5, INK);
+    c.line(L, T, L, T + ph, 1.5, INK);
+}
+
+fn padded(lo: f64, hi: f64, zero: bool) -> (f64, f64) {
+    let lo = if zero { 0.0f64.min(lo) } else { lo };
+    let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
+    (if zero { lo } else { lo - span * 0.06 }, hi + span * 0.08)
+}
+
+/// A scatter chart with a label beside every point and a legend of `series` names.
+pub fn scatter(title: &str, xlabel: &str, ylabel: &str, points: &[Point], series: &[String]) -> Canvas {
+    let mut c = Canvas::new(W, H);
+    let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
+    let ys: Vec<f64> = points.iter().map(|p| p.y).collect();
+    let fold = |v: &[f64], f: fn(f64, f64) -> f64, init: f64| v.iter().copied().fold(init, f);
+    let xr = padded(fold(&xs, f64::min, f64::INFINITY), fold(&xs, f64::max, f64::NEG_INFINITY), true);
+    let yr = padded(fold(&ys, f64::min, f64::INFINITY), fold(&ys, f64::max, f64::NEG_INFINITY), false);
+    frame(&mut c, title, xlabel, ylabel, xr, yr, true);
+    let (pw, ph) = (W as f64 - L - R, H as f64 - T - B);
+    for p in points {
+        let x = L + pw * (p.x - xr.0) / (xr.1 - xr.0);
+        let y = T + ph * (1.0 - (p.y - yr.0) / (yr.1 - yr.0));
+        c.shapes.push(Shape::Circle { cx: x, cy: y, r: 5.0, color: PALETTE[p.series % PALETTE.len()] });
+        // Labels of points in the right third go to their left, so they stay inside the chart.
+        if x > L + pw * 0.67 {
+            c.text(x - 8.0, y - 6.0, p.label.clone(), 11.0, Anchor::End);
+        } else {
+            c.text(x + 8.0, y - 6.0, p.label.clone(), 11.0, Anchor::Start);
+        }
+    }
+    legend(&mut c, series);
+    c
+}
+
+fn legend(c: &mut Canvas, series: &[String]) {
+    if series.len() < 2 {
+        return;
+    }
+    let mut x = W as f64 - R - 10.0;
+    for (i, s) in series.iter().enumerate().rev() {
+        let w = 14.0 + 7.0 * s.chars().count() as f64;
+        x -= w + 14.0;
+        c.shapes.push(Shape::Rect { x, y: T - 26.0, w: 10.0, h: 10.0, color: PALETTE[i % PALETTE.len()] });
+        c.text(x + 14.0, T - 17.0, s.clone(), 12.0, Anchor::Start);
+    }
+}
+
+/// Grouped bars: one group per label, one bar per series (`values[group][series]`, `None` = not measured),
+/// each bar annotated with its value.
+pub fn bars(title: &str, ylabel: &str, groups: &[String], series: &[String], values: &[Vec<Option<f64>>]) -> Canvas {
+    let mut c = Canvas::new(W.max(120 + 90 * groups.len() as u32), H);
+    let w_total = c.w as f64;
+    let max = values.iter().flatten().flatten().copied().fold(0.0, f64::max);
+    let yr = (0.0, padded(0.0, max, true).1);
+    let pw = w_total - L - R;
+    let ph = H as f64 - T - B;
+    c.text(w_total / 2.0, 30.0, title, 18.0, Anchor::Middle);
+    c.text(L, T - 14.0, ylabel, 13.0, Anchor::Start);
+    for t in ticks(yr.0, yr.1) {
+        let y = T + ph * (1.0 - t / yr.1);
+        c.line(L, y, L + pw, y, 1.0, GRID);
+        c.text(L - 8.0, y + 4.0, fmt_tick(t), 12.0, Anchor::End);
+    }
+    let gw = pw / groups.len().max(1) as f64;
+    let bw = (gw * 0.8) / series.len().max(1) as f64;
+    for (g, label) in groups.iter().enumerate() {
+        let gx = L + g as f64 * gw + gw * 0.1;
+        for (s, v) in values.get(g).map(|v| v.as_slice()).unwrap_or(&[]).iter().enumerate() {
+            if let Some(v) = v {
+                let h = ph * v / yr.1;
+                let x = gx + s as f64 * bw;
+                c.shapes.push(Shape::Rect { x: x + 1.0, y: T + ph - h, w: bw - 2.0, h, color: PALETTE[s % PALETTE.len()] });
+                c.text(x + bw / 2.0, T + ph - h - 4.0, fmt_value(*v), 10.0, Anchor::Middle);
+            }
+        }
+        // Long model names alternate between two rows so neighbours do not collide.
+        c.text(L + (g as f64 + 0.5) * gw, T + ph + 18.0 + 14.0 * (g % 2) as f64, label.clone(), 11.0, Anchor::Middle);
+    }
+    c.line(L, T + ph, L + pw, T + ph, 1.5, INK);
+    c.line(L, T, L, T + ph, 1.5, INK);
+    legend(&mut c, series);
+    c
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(ticks(0.0, 10.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(ticks(0.3, 1.2), vec![0.4, 0.6, 0.8, 1.0, 1.2]);
+        assert_eq!(ticks(80.0, 95.0), vec![80.0, 85.0, 90.0, 95.0]);
+    }
+
+    #[test]
+    fn svg_and_png_draw_the_same_shapes() {
+        let pts = vec![Point { label: "a<b".into(), x: 1.0, y: 50.0, series: 0 }, Point { label: "c".into(), x: 3.0, y: 80.0, series: 1 }];
+        let c = scatter("acc vs params", "params x10^6", "accuracy %", &pts, &["x".into(), "y".into()]);
+        let svg = c.svg();
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains("a&lt;b") && svg.starts_with("<svg"));
+        let png = c.png(None);
+        assert_eq!((png.width(), png.height()), (W, H));
+        // Every circle's centre pixel carries its series colour.
+        for sh in &c.shapes {
+            if let Shape::Circle { cx, cy, color, .. } = sh {
+                assert_eq!(png.get_pixel(*cx as u32, *cy as u32).0, *color);
+            }
+        }
+        let b = bars("latency", "ms", &["m1".into(), "m2".into()], &["ort".into(), "tract".into()], &[vec![Some(1.0), Some(2.0)], vec![Some(3.0), None]]);
+        assert_eq!(b.shapes.iter().filter(|s| matches!(s, Shape::Rect { .. })).count(), 3 + 2);
+    }
+}
