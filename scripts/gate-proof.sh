@@ -18,9 +18,10 @@ COMMON=(--runtime ort,tract --batch 1 --threads 1 --min-time 1)
 HOG=
 if [[ "${STRESS:-0}" == 1 ]]; then
   # One core busy for 0.5-2.5 s, idle for 0.5-2.5 s, forever: load that comes and goes mid-measurement.
-  ( while :; do timeout "$(( RANDOM % 3 )).$(( RANDOM % 10 ))" sh -c 'while :; do :; done' || true; sleep "$(( RANDOM % 3 )).$(( RANDOM % 10 ))"; done ) &
+  # Its own process group (setsid), so the whole group, busy loop included, is killed on exit.
+  setsid bash -c 'while :; do timeout "$(( RANDOM % 3 )).$(( RANDOM % 10 ))" sh -c "while :; do :; done" || true; sleep "$(( RANDOM % 3 )).$(( RANDOM % 10 ))"; done' &
   HOG=$!
-  trap 'kill $HOG 2>/dev/null; pkill -P $HOG 2>/dev/null || true' EXIT
+  trap 'kill -- -$HOG 2>/dev/null || true' EXIT
   echo "gate-proof: noisy neighbour running (pid $HOG)"
 fi
 
