@@ -5,7 +5,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use strnas::bench::engine::{self, BenchRuntime};
-use strnas::bench::model::{input_data, resolve_inputs, BenchModel, Resolve};
+use strnas::bench::model::{input_data, resolve_inputs, BenchModel, Resolve, INPUT_SEED};
 use strnas::infer::Device;
 
 const MODELS: &[&str] = &["arch_specs/tiny/tiny-crnn-ctc.yaml", "arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml"];
@@ -17,7 +17,7 @@ fn runtimes(c: &mut Criterion) {
         let arch = strnas::spec::load(&root.join(spec)).unwrap_or_else(|e| panic!("{e}"));
         let model = BenchModel::from_arch(arch, spec).unwrap_or_else(|e| panic!("{e:#}"));
         let Resolve::Inputs(inputs) = resolve_inputs(&model, &[], 1).expect("inputs") else { panic!("{spec}: batch 1 skipped") };
-        let data = input_data(&inputs, 7);
+        let data = input_data(&inputs, INPUT_SEED);
         for rt in [BenchRuntime::Ort, BenchRuntime::Tract] {
             let mut e = engine::open(rt, Device::Cpu, &model, 1, None).unwrap_or_else(|e| panic!("{e:#} (run `make deps`)"));
             e.prepare(&data).unwrap_or_else(|e| panic!("{e:#}"));

@@ -70,7 +70,7 @@ pub fn open(runtime: BenchRuntime, device: Device, model: &BenchModel, threads: 
                 provider: if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() },
                 threads,
             };
-            // Load once at batch 1 so unsupported ops surface before any timing.
+            // The plan is built per input shape in `prepare`; a model tract cannot load fails there, before timing.
             let engine = TractEngine { bytes: model.bytes.clone(), origin: origin.clone(), plans: HashMap::new(), state: None, inputs: Default::default(), info };
             Ok(Box::new(engine))
         }

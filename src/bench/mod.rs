@@ -331,15 +331,8 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                 progress.step(&format!("{} · {} · batch {batch}", m.name, rt.name()));
                 let outcome = measure_batch(&m, &entry, engine.as_mut(), calib.as_deref_mut(), plan, batch, gate, report.gate.as_mut());
                 match outcome {
-                    Ok(Some(meas)) => report.results.push(meas),
-                    Ok(None) => report.skipped.push(Skip {
-                        model: m.name.clone(),
-                        batch,
-                        reason: match model::resolve_inputs(&m, &plan.shapes, batch) {
-                            Ok(Resolve::Skip(r)) => r,
-                            _ => "skipped".into(),
-                        },
-                    }),
+                    Ok(Ok(meas)) => report.results.push(meas),
+                    Ok(Err(reason)) => report.skipped.push(Skip { model: m.name.clone(), batch, reason }),
                     Err(e) => {
                         report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("batch {batch}: {e:#}") });
                     }
@@ -385,10 +378,12 @@ fn open_calibration(rt: BenchRuntime, plan: &Plan) -> Result<Calibration> {
         Resolve::Inputs(i) => i,
         Resolve::Skip(r) => anyhow::bail!("calibration workload: {r}"),
     };
-    engine.prepare(&model::input_data(&inputs, 7))?;
+    engine.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
     Ok(Calibration { engine })
 }
 
+/// Measures `m` at `batch` on `engine` (and gates it, with a baseline). `Ok(Err(reason))`: the model cannot take
+/// this batch size (a fixed batch dimension), which is a skip, not an error.
 #[allow(clippy::too_many_arguments)]
 fn measure_batch(
     m: &BenchModel,
@@ -399,15 +394,15 @@ fn measure_batch(
     batch: usize,
     gate: Option<&GateInput>,
     gate_report: Option<&mut GateReport>,
-) -> Result<Option<Measurement>> {
+) -> Result<std::result::Result<Measurement, String>> {
     let inputs = match model::resolve_inputs(m, &plan.shapes, batch)? {
         Resolve::Inputs(i) => i,
-        Resolve::Skip(_) => return Ok(None),
+        Resolve::Skip(reason) => return Ok(Err(reason)),
     };
-    engine.prepare(&model::input_data(&inputs, 7))?;
+    engine.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
     let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
     let mut meas = measurement(entry, engine.info(), batch, &samples, cal);
-    let (Some(g), Some(gr)) = (gate, gate_report) else { return Ok(Some(meas)) };
+    let (Some(g), Some(gr)) = (gate, gate_report) else { return Ok(Ok(meas)) };
     let info = engine.info().clone();
     let base = g.baseline.find(&m.name, info.runtime, info.device, batch);
     let mut row = GateRow {
@@ -455,5 +450,5 @@ fn measure_batch(
         row.verdict = Verdict::ArchChanged;
     }
     gr.rows.push(row);
-    Ok(Some(meas))
+    Ok(Ok(meas))
 }

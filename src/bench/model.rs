@@ -213,6 +213,9 @@ pub struct InputData {
     pub data: Data,
 }
 
+/// Seed of the input data every runtime is fed.
+pub const INPUT_SEED: u64 = 7;
+
 /// Deterministic data for `inputs` (the same for every runtime, so they compute the same thing).
 pub fn input_data(inputs: &[ConcreteInput], seed: u64) -> Vec<InputData> {
     let mut rng = Rng::new(seed);
@@ -257,7 +260,7 @@ mod tests {
         // A fixed dim cannot be overridden with another value.
         let e = resolve_inputs(&m, &["image=1x1x64x100".parse().unwrap()], 1).unwrap_err().to_string();
         assert!(e.contains("dim 2 = 64, the model fixes it at 32"), "{e}");
-        let d = input_data(&i, 7);
+        let d = input_data(&i, INPUT_SEED);
         let Data::F32(v) = &d[0].data else { panic!() };
         assert_eq!(v.len(), 4 * 32 * 100);
         assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)));

@@ -186,6 +186,7 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         None => None,
     };
     let mut runtimes = a.runtime.clone();
+    runtimes.sort();
     runtimes.dedup();
     let plan = Plan {
         runtimes,
