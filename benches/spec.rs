@@ -8,7 +8,7 @@ fn bench(c: &mut Criterion) {
     let text = std::fs::read_to_string(root.join("arch_specs/paper/limited-7x7-ex6.yaml")).expect("spec present");
     c.bench_function("spec/parse+validate paper 7x7-e6", |b| b.iter(|| strnas::spec::from_str(&text).expect("valid")));
     let arch = strnas::spec::from_str(&text).expect("valid");
-    c.bench_function("spec/inventory+count paper 7x7-e6", |b| b.iter(|| strnas::spec::summarize(&strnas::spec::inventory(&arch))));
+    c.bench_function("spec/inventory+count paper 7x7-e6", |b| b.iter(|| strnas::ops::summarize(&strnas::ops::inventory(&arch))));
 }
 
 criterion_group!(benches, bench);

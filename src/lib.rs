@@ -1,8 +1,23 @@
 //! strnas: STR-NAS (memory-efficient scene text recognisers by neural architecture search) as a toolchain.
 //!
-//! The library is layered one way: [`spec`] (architecture contract, counting) is used by everything else;
-//! [`runtime`] locates and reports the inference runtimes; [`cli`] wires commands to them. Modules that need
-//! libtorch sit behind the `torch` feature so the deployment path builds without it.
+//! One module per stage, layered one way (a module may use those on the lines above it, never below;
+//! `scripts/check-layering.sh` checks there is no cycle, and CI runs it):
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | foundation | [`io`], [`rng`], [`progress`], [`measure`], [`report`] | atomic writes, seeded randomness, progress reporting (drawn by the CLI), the timing loop and its statistics, tables and charts |
+//! | contract | [`spec`] | the YAML architecture spec, validation, shape inference, the paper's plans |
+//! | blocks | [`ops`] | one description per block: tensors, counts, tch module, ONNX nodes; the one walker of an architecture |
+//! | weights | [`weights`] | safetensors weight files, their check against a spec, random init |
+//! | data | [`data`] | LMDB datasets, preprocessing, labels, the synthetic renderer, batch streams |
+//! | network / graph | [`nn`] (tch), [`export`] (ONNX) | the whole network assembled from blocks; its weights; its ONNX graph and metadata |
+//! | runtimes | [`runtime`] | onnxruntime, tract and tch behind one engine trait; devices |
+//! | stages | [`eval`], [`train`], [`infer`], [`verify`], [`bench`] | scoring, training, recognition, cross-runtime checks, timing and the gate (`train` uses `eval`) |
+//! | interface | [`cli`] | argument parsing, printing, progress bars; `main.rs` only calls [`cli::main`] |
+//!
+//! Modules that need libtorch ([`nn`], [`train`], parts of [`eval`] and [`runtime`]) sit behind the `torch`
+//! feature so the deployment path (spec + weights -> ONNX -> bench under onnxruntime and tract) builds without
+//! it.
 
 pub mod bench;
 pub mod cli;
@@ -11,6 +26,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod io;
+pub mod ops;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;

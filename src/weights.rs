@@ -1,5 +1,5 @@
 //! Weight files: safetensors holding f32 tensors named exactly as the spec inventory names them
-//! ([`crate::spec::count::tensors`], e.g. `extractor.cells.3.dw.conv.weight`), readable without libtorch so
+//! ([`crate::ops::tensors`], e.g. `extractor.cells.3.dw.conv.weight`), readable without libtorch so
 //! the deployment path (export, bench) needs no 5 GB download.
 //!
 //! Two flavours share the format, told apart by the `format` metadata key:
@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::spec::arch::Arch;
-use crate::spec::count;
+use crate::ops::{self, TensorInfo};
 
 /// Prefix of optimizer-state tensors in a checkpoint; cannot collide with model names (they never hold `/`).
 pub const OPTIMIZER_PREFIX: &str = "optimizer/";
@@ -91,7 +91,7 @@ impl WeightFile {
 
     /// Checks the model tensors against the spec's inventory: same names, same shapes.
     pub fn check_against(&self, arch: &Arch) -> Result<(), WeightMismatch> {
-        let expected = count::tensors(arch);
+        let expected = ops::tensors(arch);
         let mut m = WeightMismatch::default();
         for t in &expected {
             match self.tensors.get(&t.name) {
@@ -186,15 +186,20 @@ mod tests {
     }
 }
 
-/// Random weights for `arch` without libtorch (`export --init random`, tests): Kaiming-normal weights,
-/// small random biases and BatchNorm statistics (so BN folding is exercised), and the TPS last FC as the
-/// reference initialises it (zero weights, RARE's fiducials as bias). Deterministic for a seed.
+/// Random weights for `arch` without libtorch (`export --init random`, tests): see [`random_tensors`].
 pub fn random_init(arch: &Arch, seed: u64) -> WeightFile {
+    random_tensors(&ops::tensors(arch), seed)
+}
+
+/// Random values for `tensors` (a network's or a single block's inventory): Kaiming-normal weights, small
+/// random biases and BatchNorm statistics (so BN folding is exercised), and the TPS last FC as the reference
+/// initialises it (zero weights, RARE's fiducials as bias). Deterministic for a seed and the tensors' order.
+pub fn random_tensors(tensors: &[TensorInfo], seed: u64) -> WeightFile {
     use crate::rng::Rng;
     let mut wf = WeightFile::default();
     wf.metadata.insert("format".into(), "strnas-random-init".into());
     wf.metadata.insert("seed".into(), seed.to_string());
-    for (k, t) in count::tensors(arch).into_iter().enumerate() {
+    for (k, t) in tensors.iter().enumerate() {
         let mut rng = Rng::for_item(seed, 0xB17, k as u64);
         let n = t.numel() as usize;
         let fan_in = if t.shape.len() > 1 { t.shape[1..].iter().product::<usize>().max(1) } else { 1 };
@@ -217,4 +222,10 @@ pub fn random_init(arch: &Arch, seed: u64) -> WeightFile {
         wf.tensors.insert(t.name.clone(), NamedTensor::new(t.shape.clone(), data));
     }
     wf
+}
+
+impl ops::TensorSource for WeightFile {
+    fn tensor(&self, name: &str) -> Option<ops::TensorRef<'_>> {
+        self.tensors.get(name).map(|t| ops::TensorRef { shape: &t.shape, data: &t.data })
+    }
 }

@@ -65,7 +65,7 @@ fn specs_bench_on_both_runtimes_with_full_statistics() {
     let m = &r["models"][0];
     // The paper's params column is the spec count (BatchNorm included, before folding).
     let arch = strnas::spec::load(&root().join("arch_specs/tiny/tiny-crnn-ctc.yaml")).unwrap();
-    let s = strnas::spec::summarize(&strnas::spec::inventory(&arch));
+    let s = strnas::ops::summarize(&strnas::ops::inventory(&arch));
     assert_eq!((m["params"].as_u64(), m["flops"].as_u64(), m["params_source"].as_str()), (Some(s.params), Some(s.flops), Some("spec")));
     assert!(m["ops"].as_u64().unwrap() > 30 && m["op_counts"]["LSTM"] == 2, "{m}");
     let results = r["results"].as_array().unwrap();

@@ -32,7 +32,7 @@ fn scale(v: &[f32]) -> f32 {
 fn tch_logits(arch: &strnas::spec::Arch, w: &WeightFile, images: &[f32], n: usize) -> (Vec<f32>, Vec<i64>) {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = strnas::nn::StrNet::new(&vs.root(), arch);
-    strnas::train::checkpoint::load_model(&mut vs, arch, w, Path::new("weights")).unwrap();
+    strnas::nn::weights::load_model(&mut vs, arch, w, Path::new("weights")).unwrap();
     let x = tch::Tensor::from_slice(images).reshape([n as i64, arch.input.c as i64, arch.input.h as i64, arch.input.w as i64]);
     let l = tch::no_grad(|| net.forward_t(&x, None, false));
     let idx = Vec::<i64>::try_from(l.argmax(2, false).contiguous().view(-1)).unwrap();
@@ -62,10 +62,12 @@ fn every_shipped_spec_exports_and_runs_on_both_runtimes() {
             assert!(o.logits.iter().all(|v| v.is_finite()), "{}: {}", arch.name, rt.name());
             outs.push(o);
         }
-        // Random (untrained) weights through the paper-scale depth (21 cells, 2 BiLSTMs, 26 attention steps)
-        // accumulate float32 rounding differently per runtime: measured up to 1.3e-4 of the logits' scale,
-        // so 1e-3 there; tiny specs and the golden case hold 1e-4.
-        let rel = if arch.name.starts_with("limited-") { 1e-3 } else { 1e-4 };
+        // Random (untrained) weights through 26 greedy attention steps accumulate float32 rounding differently
+        // per runtime and per CPU (the kernels libtorch, onnxruntime and tract pick depend on the instruction
+        // set): measured up to 1.3e-4 of the logits' scale at paper scale on one machine and 1.12e-4 for
+        // tiny-limited-3x3-ex3-attn on an AMD EPYC. So 1e-3 here, with the per-step argmax required to agree;
+        // the golden case (stored tch outputs) holds 1e-4.
+        let rel = 1e-3;
         let tol = rel * scale(&outs[0].logits);
         let d = max_diff(&outs[0].logits, &outs[1].logits);
         assert!(d <= tol, "{}: onnxruntime vs tract differ by {d} (tolerance {tol})", arch.name);
@@ -190,4 +192,87 @@ fn export_cli_names_missing_weights_and_mismatches() {
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains("MISMATCH"), "{}", text(&o));
     }
+}
+
+/// Runs a single-block model under tract at batch `b`: `x` (and `image` for the TPS sampler) random.
+fn run_block_tract(model: &strnas_onnx::ModelProto, node: &strnas::ops::Node, b: usize, x: &[f32], image: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    use tract_onnx::prelude::*;
+    let bytes = strnas_onnx::to_bytes(model).unwrap();
+    let dims = |p: strnas::ops::Port| -> Vec<usize> {
+        p.onnx_dims(strnas_onnx::Dim::Fixed(b as i64)).into_iter().map(|d| match d { strnas_onnx::Dim::Fixed(v) => v as usize, _ => unreachable!() }).collect()
+    };
+    let mut m = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
+    m = m.with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), dims(node.layer.input()))).unwrap();
+    let mut inputs: TVec<TValue> = tvec!(Tensor::from_shape(&dims(node.layer.input()), x).unwrap().into());
+    if let Some(img) = node.layer.reads_image() {
+        let d = dims(strnas::ops::Port::Image(img));
+        m = m.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), d.clone())).unwrap();
+        inputs.push(Tensor::from_shape(&d, image).unwrap().into());
+    }
+    let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+    let out = plan.run(inputs).unwrap_or_else(|e| panic!("{}: {e:#}", node.path));
+    let v = out[0].to_plain_array_view::<f32>().unwrap();
+    (v.shape().to_vec(), v.iter().copied().collect())
+}
+
+/// Every block of every tiny spec (and one paper spec) exports on its own at its input shape and runs under
+/// tract with the declared output shape; in libtorch builds its output equals the block's tch module on the
+/// same weights (layouts per `ops::Port`: tch sequences are batch-first, ONNX time-first).
+#[test]
+fn every_block_exports_alone_and_matches_its_tch_module() {
+    use strnas::ops::Port;
+    let mut specs = strnas::spec::expand_paths(&[root().join("arch_specs/tiny")]).unwrap();
+    specs.push(root().join("arch_specs/paper/limited-3x3-ex3.yaml"));
+    let b = 2usize;
+    for path in specs {
+        let arch = strnas::spec::load(&path).unwrap();
+        for (k, node) in strnas::ops::network(&arch).iter().enumerate() {
+            let w = strnas::weights::random_tensors(&node.tensors(), k as u64);
+            let model = strnas::export::export_block(node, &w).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, node.path));
+            let numel = |p: Port| -> usize { p.onnx_dims(strnas_onnx::Dim::Fixed(b as i64)).iter().map(|d| match d { strnas_onnx::Dim::Fixed(v) => *v as usize, _ => 1 }).product() };
+            let mut rng = strnas::rng::Rng::new(k as u64);
+            let x: Vec<f32> = match node.layer.input() {
+                // Fiducials near the identity transform keep the sampling grid inside the image.
+                Port::Fiducials(f) => strnas::spec::tps::initial_fiducials(f as usize).into_iter().cycle().take(numel(node.layer.input())).map(|v| (v + rng.range(-0.1, 0.1)) as f32).collect(),
+                p => (0..numel(p)).map(|_| rng.range(-1.0, 1.0) as f32).collect(),
+            };
+            let image: Vec<f32> = (0..numel(Port::Image(arch.input))).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+            let (shape, got) = run_block_tract(&model, node, b, &x, &image);
+            let want: Vec<usize> = node.layer.output().onnx_dims(strnas_onnx::Dim::Fixed(b as i64)).into_iter().map(|d| match d { strnas_onnx::Dim::Fixed(v) => v as usize, _ => 0 }).collect();
+            assert_eq!(shape, want, "{}: {}", arch.name, node.path);
+            #[cfg(feature = "torch")]
+            {
+                let reference = tch_block(node, &w, b, &x, &image, arch.input);
+                let d = max_diff(&got, &reference);
+                assert!(d <= 1e-4 * scale(&reference), "{}: {}: tract vs tch max |diff| {d}", arch.name, node.path);
+            }
+        }
+    }
+}
+
+/// The block's tch module on `w`, fed `x` in the ONNX layout and answering in it.
+#[cfg(feature = "torch")]
+fn tch_block(node: &strnas::ops::Node, w: &WeightFile, b: usize, x: &[f32], image: &[f32], img: strnas::spec::arch::Shape) -> Vec<f32> {
+    use strnas::ops::Port;
+    use tch::Tensor;
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let m = node.layer.tch(&strnas::ops::torch::path(&vs.root(), &node.scope));
+    tch::no_grad(|| {
+        for (name, mut v) in vs.variables() {
+            let t = &w.tensors[&name];
+            v.copy_(&Tensor::from_slice(&t.data).reshape(v.size()));
+        }
+    });
+    let dims = |p: Port| -> Vec<i64> { p.onnx_dims(strnas_onnx::Dim::Fixed(b as i64)).into_iter().map(|d| match d { strnas_onnx::Dim::Fixed(v) => v, _ => 0 }).collect() };
+    let mut xt = Tensor::from_slice(x).reshape(dims(node.layer.input()));
+    if let Port::Sequence { .. } = node.layer.input() {
+        xt = xt.permute([1, 0, 2]); // [T, b, D] -> [b, T, D]
+    }
+    let it = Tensor::from_slice(image).reshape([b as i64, img.c as i64, img.h as i64, img.w as i64]);
+    let ctx = strnas::ops::torch::Ctx { image: &it, text: None, train: false };
+    let mut y = tch::no_grad(|| m.forward(&xt, &ctx));
+    if let Port::Sequence { .. } = node.layer.output() {
+        y = y.permute([1, 0, 2]);
+    }
+    Vec::<f32>::try_from(y.contiguous().view(-1)).unwrap()
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strnas::nn::StrNet;
-use strnas::spec::{self, count::TensorKind};
+use strnas::ops::{self, TensorKind};
+use strnas::spec;
 use tch::{nn, Device, Kind, Tensor};
 
 fn shipped() -> Vec<PathBuf> {
@@ -21,12 +22,12 @@ fn varstore_matches_the_spec_inventory_for_every_shipped_spec() {
         let _net = StrNet::new(&vs.root(), &arch);
         let got: BTreeMap<String, Vec<usize>> =
             vs.variables().into_iter().map(|(k, v)| (k, v.size().iter().map(|&d| d as usize).collect())).collect();
-        let want: BTreeMap<String, Vec<usize>> = spec::count::tensors(&arch).into_iter().map(|t| (t.name, t.shape)).collect();
+        let want: BTreeMap<String, Vec<usize>> = ops::tensors(&arch).into_iter().map(|t| (t.name, t.shape)).collect();
         assert_eq!(got, want, "{}: VarStore variables differ from the spec inventory", path.display());
         let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-        let counted = spec::summarize(&spec::inventory(&arch)).params;
+        let counted = ops::summarize(&ops::inventory(&arch)).params;
         assert_eq!(trainable as u64, counted, "{}", path.display());
-        let buffers = spec::count::tensors(&arch).iter().filter(|t| t.kind == TensorKind::Buffer).count();
+        let buffers = ops::tensors(&arch).iter().filter(|t| t.kind == TensorKind::Buffer).count();
         assert_eq!(vs.variables().len() - vs.trainable_variables().len(), buffers, "{}", path.display());
     }
 }
@@ -61,7 +62,7 @@ fn tps_starts_at_rare_initial_fiducials() {
     let arch = tiny("tiny-limited-3x3-ex3-ctc.yaml");
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let tps = strnas::nn::TpsNet::new(&root / "rectifier", &arch);
+    let tps = strnas::nn::TpsNet::new(&root, &arch);
     let images = Tensor::rand([3, 1, 32, 100], (Kind::Float, Device::Cpu));
     let c = tch::no_grad(|| tps.fiducials(&images, false));
     let want: Vec<f32> = spec::tps::initial_fiducials(20).into_iter().map(|v| v as f32).collect();
@@ -78,7 +79,7 @@ fn tps_starts_at_rare_initial_fiducials() {
 fn tps_grid_for_target_fiducials_is_the_pixel_centre_grid() {
     let arch = tiny("tiny-limited-3x3-ex3-ctc.yaml");
     let vs = nn::VarStore::new(Device::Cpu);
-    let tps = strnas::nn::TpsNet::new(&vs.root() / "rectifier", &arch);
+    let tps = strnas::nn::TpsNet::new(&vs.root(), &arch);
     let mut c = vec![];
     for row in [-1.0f32, 1.0] {
         for i in 0..10 {
@@ -106,14 +107,14 @@ fn attention_greedy_decoding_matches_the_equations() {
     let (hid, d, classes, steps, t) = (8usize, 6usize, 7usize, 5usize, 4usize);
     tch::manual_seed(3);
     let vs = nn::VarStore::new(Device::Cpu);
-    let att = strnas::nn::AttentionNet::new(&vs.root() / "prediction", hid as u32, d as u32, classes as u32, steps as u32);
+    let att = strnas::nn::AttentionNet::new(&(&vs.root() / "prediction"), hid as u32, d as u32, classes as u32, steps as u32);
     tch::no_grad(|| {
         for (_, mut v) in vs.variables() {
             v.copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.7));
         }
     });
     let feats = Tensor::randn([2, t as i64, d as i64], (Kind::Float, Device::Cpu));
-    let got = tch::no_grad(|| att.forward(&feats, None));
+    let got = tch::no_grad(|| att.decode(&feats, None));
     assert_eq!(got.size(), vec![2, steps as i64, classes as i64]);
 
     let vars = vs.variables();

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use strnas::spec::{self, plans, Part};
+use strnas::ops::{self, Part};
+use strnas::spec::{self, plans};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -10,7 +11,7 @@ fn root() -> PathBuf {
 
 fn params(path: &Path) -> u64 {
     let arch = spec::load(path).unwrap_or_else(|e| panic!("{e}"));
-    spec::summarize(&spec::inventory(&arch)).params
+    ops::summarize(&ops::inventory(&arch)).params
 }
 
 #[test]
@@ -67,8 +68,8 @@ prediction: {kind: ctc}
 #[test]
 fn small_spec_matches_a_count_worked_out_by_hand() {
     let arch = spec::from_str(SMALL).unwrap();
-    let blocks = spec::inventory(&arch);
-    let s = spec::summarize(&blocks);
+    let blocks = ops::inventory(&arch);
+    let s = ops::summarize(&blocks);
     // Shapes: 1x8x32 -stem-> 4x8x32 -first-> 8x8x32 -c0 s2x2-> 8x4x16 -id-> 8x4x16 -c2 s2x1-> 16x2x16
     //         -c3 s2x1-> 16x1x16, so T = 16 >= batch_max_length 4.
     assert_eq!(arch.seq_len(), 16);
@@ -106,7 +107,7 @@ fn small_spec_matches_a_count_worked_out_by_hand() {
     // Residual only where stride is 1 and channels match: none of the mbconv cells here.
     assert!(arch.extractor.cells.iter().all(|c| !c.residual()));
     // Blocks are named as the network's variables.
-    let names: Vec<_> = spec::count::tensors(&arch).into_iter().map(|t| t.name).collect();
+    let names: Vec<_> = ops::tensors(&arch).into_iter().map(|t| t.name).collect();
     assert!(names.contains(&"extractor.cells.2.dw.conv.weight".to_string()));
     assert!(names.contains(&"sequence.0.lstm.weight_hh_l0_reverse".to_string()));
     assert!(names.contains(&"extractor.cells.0.expand.bn.running_var".to_string()));
@@ -120,7 +121,7 @@ fn attention_and_tps_counts_follow_the_reference_layout() {
         .replace("rectifier: {kind: none}", "rectifier:\n  kind: tps\n  fiducials: 4\n  fc_hidden: 6\n  stem: {kernel: 3, channels: 2}\n  first_cell: {kernel: 3, channels: 2}\n  cells: []")
         .replace("prediction: {kind: ctc}", "prediction: {kind: attention, hidden: 5}");
     let arch = spec::from_str(&text).unwrap();
-    let s = spec::summarize(&spec::inventory(&arch));
+    let s = ops::summarize(&ops::inventory(&arch));
     // rectifier: stem 9*2 + 4 = 22; first dw 9*2 + 4 + project 2*2 + 4 = 30; fc1 2*6 + 6 = 18; fc2 6*8 + 8 = 56.
     assert_eq!(s.parts["rectifier"].params, 22 + 30 + 18 + 56);
     // attention (hidden 5, input 8, 3 chars + [GO] + [s] = 5 classes): i2h 8*5 = 40; h2h 25 + 5 = 30; score 5;

@@ -135,7 +135,7 @@ fn eval_scores_times_and_rejects_mismatched_weights() {
     assert_eq!(v["total"]["samples"], 40, "two copies of 20 pooled");
     assert_eq!(v["datasets"].as_array().unwrap().len(), 2);
     assert!(v["timing"]["batch1"]["median_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["params"], strnas::spec::summarize(&strnas::spec::inventory(&strnas::spec::load(&spec("tiny-crnn-ctc.yaml")).unwrap())).params);
+    assert_eq!(v["params"], strnas::ops::summarize(&strnas::ops::inventory(&strnas::spec::load(&spec("tiny-crnn-ctc.yaml")).unwrap())).params);
 
     // Weights of another spec: exit 2 and the mismatching tensors by name.
     let o = strnas(&["eval", spec("tiny-limited-3x3-ex3-ctc.yaml").to_str().unwrap(), "--weights", run.join("model.safetensors").to_str().unwrap(), "--data", data.to_str().unwrap()]);

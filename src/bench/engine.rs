@@ -282,7 +282,7 @@ fn open_tch(model: &BenchModel, device: Device, threads: usize) -> Result<Box<dy
     tch::set_num_threads(threads as i32);
     let mut vs = tch::nn::VarStore::new(dev);
     let net = crate::nn::StrNet::new(&vs.root(), arch);
-    crate::train::checkpoint::load_model(&mut vs, arch, weights, Path::new(&model.source))?;
+    crate::nn::weights::load_model(&mut vs, arch, weights, Path::new(&model.source))?;
     let info = EngineInfo {
         runtime: BenchRuntime::Tch,
         version: format!("libtorch {}", crate::runtime::TORCH_PINNED),

@@ -191,7 +191,7 @@ type Reference = Box<dyn FnMut(&[f32], usize, [usize; 3]) -> Result<infer::Outpu
 fn tch_reference(arch: &crate::spec::Arch, weights: &WeightFile) -> Result<Option<Reference>> {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = crate::nn::StrNet::new(&vs.root(), arch);
-    crate::train::checkpoint::load_model(&mut vs, arch, weights, Path::new("weights"))?;
+    crate::nn::weights::load_model(&mut vs, arch, weights, Path::new("weights"))?;
     Ok(Some(Box::new(move |images: &[f32], n: usize, chw: [usize; 3]| {
         let _weights = &vs;
         let x = tch::Tensor::from_slice(images).reshape([n as i64, chw[0] as i64, chw[1] as i64, chw[2] as i64]);

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::exit;
 use crate::report::{gflops, millions, thousands, Table};
-use crate::spec::{self, plans, Arch, Summary};
+use crate::ops::{self, Summary};
+use crate::spec::{self, plans, Arch};
 
 #[derive(Subcommand, Debug)]
 pub enum SpecCommand {
@@ -78,7 +79,7 @@ fn validate(inputs: &[PathBuf]) -> Result<i32> {
     let (mut invalid, mut unreadable) = (0, 0);
     for f in &files {
         match spec::load(f) {
-            Ok(a) => println!("ok       {}  ({}, {} params)", f.display(), a.name, thousands(spec::summarize(&spec::inventory(&a)).params)),
+            Ok(a) => println!("ok       {}  ({}, {} params)", f.display(), a.name, thousands(ops::summarize(&ops::inventory(&a)).params)),
             Err(e) => {
                 if e.is_invalid() {
                     invalid += 1;
@@ -109,8 +110,8 @@ fn reference_diff(arch: &Arch, s: &Summary) -> Option<(f64, f64)> {
 }
 
 fn to_json(arch: &Arch, path: &std::path::Path, tensors: bool) -> serde_json::Value {
-    let blocks = spec::inventory(arch);
-    let s = spec::summarize(&blocks);
+    let blocks = ops::inventory(arch);
+    let s = ops::summarize(&blocks);
     let mut v = json!({
         "file": path.display().to_string(),
         "name": arch.name,
@@ -137,8 +138,8 @@ fn to_json(arch: &Arch, path: &std::path::Path, tensors: bool) -> serde_json::Va
 }
 
 fn detail_table(arch: &Arch) -> String {
-    let blocks = spec::inventory(arch);
-    let s = spec::summarize(&blocks);
+    let blocks = ops::inventory(arch);
+    let s = ops::summarize(&blocks);
     let mut t = Table::new(["block", "layer", "input", "output", "params", "FLOPs"]);
     let mut last = None;
     for b in &blocks {
@@ -177,7 +178,7 @@ fn detail_table(arch: &Arch) -> String {
 fn summary_table(archs: &[(PathBuf, Arch)]) -> String {
     let mut t = Table::new(["model", "head", "rectifier", "extractor", "sequence", "prediction", "params x10^6", "FLOPs", "reference", "diff"]);
     for (_, a) in archs {
-        let s = spec::summarize(&spec::inventory(a));
+        let s = ops::summarize(&ops::inventory(a));
         let p = |n: &str| millions(s.parts[n].params);
         let (r, d) = reference_diff(a, &s).map_or(("-".into(), "-".into()), |(r, d)| (format!("{r:.3}"), format!("{d:+.2}%")));
         t.row([a.name.clone(), a.prediction.kind().into(), p("rectifier"), p("extractor"), p("sequence"), p("prediction"), millions(s.params), gflops(s.flops), r, d]);
@@ -212,7 +213,7 @@ fn show(a: &ShowArgs) -> Result<i32> {
             print!("{}", detail_table(arch));
             if a.tensors {
                 let mut t = Table::new(["tensor", "shape", "kind", "numel"]);
-                for ts in spec::count::tensors(arch) {
+                for ts in ops::tensors(arch) {
                     t.row([ts.name.clone(), format!("{:?}", ts.shape), format!("{:?}", ts.kind).to_lowercase(), thousands(ts.numel())]);
                 }
                 print!("\n{}", t.render());

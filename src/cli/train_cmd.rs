@@ -17,7 +17,8 @@ use crate::exit;
 use crate::nn::StrNet;
 use crate::report::{millions, Table};
 use crate::train::optim::OptimKind;
-use crate::train::{self, checkpoint, TrainConfig};
+use crate::nn::weights as checkpoint;
+use crate::train::{self, TrainConfig};
 
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device, String> {
@@ -218,7 +219,7 @@ pub fn run_eval(a: EvalArgs) -> Result<i32> {
     if a.show_errors > 0 {
         show_errors(&net, &codec, &pre, &datasets, a.show_errors, a.device)?;
     }
-    let summary = crate::spec::count::summarize(&crate::spec::count::inventory(&arch));
+    let summary = crate::ops::summarize(&crate::ops::inventory(&arch));
     let mut total = Score::default();
     scores.iter().for_each(|s| total.merge(s));
     let result = |name: String, path: String, s: &Score, filtered: usize| DatasetResult { name, path, samples: s.samples, filtered, accuracy: s.accuracy(), norm_ed: s.norm_ed() };

@@ -2,12 +2,10 @@
 //!
 //! - [`file`]: the serde form (`version: 1`, unknown fields rejected).
 //! - [`arch`]: validation into an [`Arch`] with every shape inferred (REFERENCE.md §1, §3).
-//! - [`count`]: parameter tensors by name, parameter and FLOP counts, without libtorch.
 //! - [`emit`]: canonical YAML text; [`plans`]: the paper's space at paper and tiny scale.
 
 pub mod arch;
 pub mod charset;
-pub mod count;
 pub mod emit;
 pub mod file;
 pub mod plans;
@@ -18,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 pub use arch::{resolve, Arch, Cell, CellRole, Op, Shape, SpecError};
 pub use charset::Charset;
-pub use count::{inventory, summarize, Block, Part, Summary, TensorInfo};
 pub use file::SpecFile;
 
 /// Why a spec file could not be used.

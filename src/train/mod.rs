@@ -11,7 +11,7 @@
 //!   uninterrupted run would have seen (batch `i` is a function of `(seed, i)`).
 //! - `log.txt` (human-readable) and `metrics.jsonl` (one JSON object per validation).
 
-pub mod checkpoint;
+use crate::nn::weights as checkpoint;
 pub mod optim;
 
 use std::collections::BTreeMap;

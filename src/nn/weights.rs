@@ -1,4 +1,4 @@
-//! Weights and checkpoints between tch and [`WeightFile`] (safetensors, see [`crate::weights`]).
+//! Weights and checkpoints between a tch VarStore and [`WeightFile`] (safetensors, see [`crate::weights`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
