@@ -169,61 +169,91 @@ fn failures_are_one_line_per_model_and_runtime_and_the_rest_is_measured() {
     assert!(t.contains("error: [tract] ") && t.contains("tract runs on the CPU only"), "{t}");
 }
 
+/// The gate end to end, with every assertion independent of how busy the machine is: a real calibrated
+/// baseline is measured, then saved runs with known ratios and noise are judged with `--compare` (no timing),
+/// and the exact gates (params, FLOPs, ops) fail a changed architecture in a live run whatever its timings.
+/// That a real +25% model is caught on a quiet machine is `make gate-proof`'s job (a benchmark, not a test).
 #[test]
-fn latency_gate_passes_unchanged_models_and_catches_slower_ones() {
+fn latency_gate_verdicts_are_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("baseline.json");
     let b = base.to_str().unwrap();
     let gate = |model: &str, extra: &[&str]| {
-        let mut a = vec![model, "--runtime", "ort", "--batch", "1", "--rounds", "5", "--min-time", "0.5"];
-        a.extend_from_slice(extra);
-        let mut all = vec!["bench"];
-        all.extend_from_slice(&a);
+        let mut all = vec!["bench", model, "--runtime", "ort", "--batch", "1", "--rounds", "5", "--min-time", "0.5"];
+        all.extend_from_slice(extra);
         all.extend_from_slice(&["--warmup", "3", "--min-iters", "10", "--threads", "1"]);
         strnas(&all)
     };
     let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--save-baseline", b]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let saved = json(&base);
+    let mut saved = json(&base);
     let c = &saved["results"][0]["calibrated"];
     assert_eq!(c["rounds"], 5);
     assert!(c["ratio"].as_f64().unwrap() > 0.0 && c["calibration_ms"].as_f64().unwrap() > 0.0, "{c}");
+    // From here on the noise is set, so verdicts do not depend on this machine's load.
+    saved["results"][0]["calibrated"]["noise"] = 0.01.into();
+    std::fs::write(&base, serde_json::to_string(&saved).unwrap()).unwrap();
+    let run_with = |name: &str, ratio_factor: f64, noise: f64, time_factor: f64, cpu: Option<&str>| -> std::path::PathBuf {
+        let mut r = saved.clone();
+        if let Some(cpu) = cpu {
+            r["machine"]["cpu"] = cpu.into();
+        }
+        let m = &mut r["results"][0];
+        for k in ["median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms"] {
+            m["stats"][k] = (m["stats"][k].as_f64().unwrap() * time_factor).into();
+        }
+        let c = &mut m["calibrated"];
+        c["ratio"] = (c["ratio"].as_f64().unwrap() * ratio_factor).into();
+        c["calibration_ms"] = (c["calibration_ms"].as_f64().unwrap() * time_factor).into();
+        c["noise"] = noise.into();
+        let p = dir.path().join(format!("{name}.json"));
+        std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+        p
+    };
+    let compare = |run: &std::path::Path, extra: &[&str]| {
+        let mut a = vec!["bench", "--compare", run.to_str().unwrap(), "--baseline", b];
+        a.extend_from_slice(extra);
+        strnas(&a)
+    };
 
-    // Unchanged model: passes. The floor is wide here because the other tests of this file run beside it.
-    let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", b, "--max-regression", "40%"]);
+    // Unchanged: passes.
+    let o = compare(&run_with("same", 1.0, 0.01, 1.0, None), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("gate: passed"), "{}", text(&o));
 
-    // A baseline from a machine three times faster (every absolute time / 3, other CPU): the ratios are what
-    // is compared, so no false alarm; the note says so.
-    let mut other = saved.clone();
-    other["machine"]["cpu"] = "Faster CPU 9000".into();
-    for r in other["results"].as_array_mut().unwrap() {
-        for k in ["median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms"] {
-            r["stats"][k] = (r["stats"][k].as_f64().unwrap() / 3.0).into();
-        }
-        r["calibrated"]["calibration_ms"] = (r["calibrated"]["calibration_ms"].as_f64().unwrap() / 3.0).into();
-    }
-    let other_path = dir.path().join("other.json");
-    std::fs::write(&other_path, serde_json::to_string(&other).unwrap()).unwrap();
-    let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", other_path.to_str().unwrap(), "--max-regression", "40%"]);
+    // A run on a machine three times slower (every absolute time x 3, other CPU): the ratios are what is
+    // compared, so no false alarm; the note says so.
+    let o = compare(&run_with("other", 1.0, 0.01, 3.0, Some("Slower CPU 1000")), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("baseline from other hardware (Faster CPU 9000"), "{}", text(&o));
+    assert!(text(&o).contains("baseline from other hardware"), "{}", text(&o));
 
-    // The ~25%-slower variant (wider cells): the exact gates fail first ...
-    let slower = "bench/gate-proof/tiny-crnn-ctc.yaml";
-    let o = gate(slower, &["--baseline", b]);
+    // 25% slower relative to the calibration, quiet: regressed (threshold 10%).
+    let out = dir.path().join("g.json");
+    let o = compare(&run_with("slower", 1.25, 0.01, 1.25, None), &["--json", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let row = &json(&out)["gate"]["rows"][0];
+    assert_eq!(row["verdict"], "regressed", "{row}");
+    assert!((row["changes"][0].as_f64().unwrap() - 0.25).abs() < 1e-9, "{row}");
+
+    // The same slowdown measured with 6.7% noise: the threshold it would need (27%) exceeds --max-noise 15%,
+    // so the gate says it cannot judge (exit 1) instead of passing it, as it did before.
+    let noisy = run_with("noisy", 1.256, 0.067, 1.256, None);
+    let o = compare(&noisy, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("TOO NOISY") && text(&o).contains("gate: TOO NOISY to judge"), "{}", text(&o));
+    // With --max-noise raised above the needed threshold, that run is judged (and passes, as the noise allows).
+    let o = compare(&noisy, &["--max-noise", "30%"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Percentages are written with their sign: a bare number is refused with the fix.
+    let o = compare(&noisy, &["--max-regression", "0.9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("e.g. 10%"), "{}", text(&o));
+
+    // A live run of a wider variant: the exact gates fail it whatever its timings.
+    let o = gate("bench/gate-proof/tiny-crnn-ctc.yaml", &["--baseline", b]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("ARCH CHANGED") && text(&o).contains("params 577349 -> "), "{}", text(&o));
-    // ... and with --allow-arch-change the latency gate catches it (floor 10%).
-    let out = dir.path().join("g.json");
-    let o = gate(slower, &["--baseline", b, "--allow-arch-change", "--json", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let g = json(&out);
-    let row = &g["gate"]["rows"][0];
-    assert_eq!(row["verdict"], "regressed", "{row}");
-    assert_eq!(row["changes"].as_array().unwrap().len(), 3, "flagged, then re-run twice: {row}");
-    assert!(row["changes"].as_array().unwrap().iter().all(|c| c.as_f64().unwrap() > 0.10), "{row}");
 
     // A baseline that is not a bench report is an error naming the file.
     let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", "Cargo.toml"]);

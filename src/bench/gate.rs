@@ -61,46 +61,87 @@ impl Calibrated {
     }
 }
 
-/// Gate settings.
+/// Gate settings. Fractions here and in the JSON (0.10 = 10%); on the command line and in text, percentages
+/// with a `%` sign.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// The smallest slowdown that fails, as a fraction (`--max-regression 10%` -> 0.10).
     pub floor: f64,
     /// Multiplier of the combined noise of baseline and current measurement.
     pub k: f64,
+    /// The largest threshold the gate may use (`--max-noise 15%` -> 0.15): when k x noise exceeds it, an entry
+    /// that is not significantly slower is "too noisy to judge", never "ok".
+    #[serde(default = "default_max_noise")]
+    pub max_noise: f64,
+}
+
+fn default_max_noise() -> f64 {
+    0.15
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { floor: 0.10, k: 4.0 }
+        Thresholds { floor: 0.10, k: 4.0, max_noise: default_max_noise() }
     }
+}
+
+/// The comparison of one calibrated entry with its baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// Relative change of the normalised latency (+0.25 = 25% slower).
+    pub change: f64,
+    /// The slowdown it was held to.
+    pub threshold: f64,
+    /// [`Verdict::Ok`], [`Verdict::Regressed`], [`Verdict::Faster`] or [`Verdict::TooNoisy`].
+    pub verdict: Verdict,
 }
 
 impl Thresholds {
     /// The slowdown that fails for this pair of measurements: max(floor, k x sqrt(noise_b^2 + noise_c^2)).
     pub fn threshold(&self, base: &Calibrated, cur: &Calibrated) -> f64 {
-        self.floor.max(self.k * (base.noise.powi(2) + cur.noise.powi(2)).sqrt())
+        self.floor.max(self.needed(base, cur))
+    }
+
+    /// k x the combined noise: the smallest change this pair of measurements can tell from noise.
+    fn needed(&self, base: &Calibrated, cur: &Calibrated) -> f64 {
+        self.k * (base.noise.powi(2) + cur.noise.powi(2)).sqrt()
     }
 
     /// `(change, threshold)`: the relative change of the normalised latency, and the threshold it is held to.
     pub fn compare(&self, base: &Calibrated, cur: &Calibrated) -> (f64, f64) {
         (cur.ratio / base.ratio - 1.0, self.threshold(base, cur))
     }
+
+    /// The verdict: slower than the threshold is a regression (significant even when noisy); otherwise, when
+    /// the noise needs a threshold above `max_noise`, a regression of up to that size cannot be ruled out and
+    /// the entry is too noisy to judge; otherwise ok, or faster beyond the threshold.
+    pub fn judge(&self, base: &Calibrated, cur: &Calibrated) -> Judgement {
+        let (change, threshold) = self.compare(base, cur);
+        let verdict = if change > threshold {
+            Verdict::Regressed
+        } else if self.needed(base, cur) > self.max_noise {
+            Verdict::TooNoisy
+        } else if change < -threshold {
+            Verdict::Faster
+        } else {
+            Verdict::Ok
+        };
+        Judgement { change, threshold, verdict }
+    }
 }
 
-/// Parses `10%`, `10` (percent) or `0.1` (fraction below 1).
+/// Parses a percentage written with its sign, `10%` or `12.5%`, into a fraction (0.10). A bare number is an
+/// error: `0.9` and `1` would otherwise mean 90% and 1%.
 pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let t = s.trim();
-    let (num, pct) = match t.strip_suffix('%') {
-        Some(n) => (n, true),
-        None => (t, false),
+    let Some(num) = t.strip_suffix('%') else {
+        return Err(format!("{s:?}: write a percentage with its sign, e.g. 10%"));
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a percentage (e.g. 10%)"))?;
-    let f = if pct || v >= 1.0 { v / 100.0 } else { v };
-    if !(0.0..10.0).contains(&f) || f == 0.0 {
+    if !(v > 0.0 && v < 1000.0) {
         return Err(format!("{s:?}: expected a positive percentage below 1000%"));
     }
-    Ok(f)
+    Ok(v / 100.0)
 }
 
 /// Outcome of one gated entry.
@@ -116,11 +157,13 @@ pub enum Verdict {
     ArchChanged,
     /// Not in the baseline (nothing to compare).
     New,
+    /// Not significantly slower, but the measurement is too noisy to rule out a regression of `max_noise`.
+    TooNoisy,
 }
 
 impl Verdict {
     pub fn fails(self) -> bool {
-        matches!(self, Verdict::Regressed | Verdict::ArchChanged)
+        matches!(self, Verdict::Regressed | Verdict::ArchChanged | Verdict::TooNoisy)
     }
     pub fn label(self) -> &'static str {
         match self {
@@ -129,6 +172,7 @@ impl Verdict {
             Verdict::Faster => "faster",
             Verdict::ArchChanged => "ARCH CHANGED",
             Verdict::New => "new",
+            Verdict::TooNoisy => "TOO NOISY",
         }
     }
 }
@@ -200,12 +244,39 @@ mod tests {
     }
 
     #[test]
-    fn percentages_parse() {
+    fn percentages_parse_only_with_their_sign() {
         assert_eq!(parse_fraction("10%"), Ok(0.10));
-        assert_eq!(parse_fraction("15"), Ok(0.15));
-        assert_eq!(parse_fraction("0.2"), Ok(0.2));
-        assert!(parse_fraction("fast").is_err());
-        assert!(parse_fraction("0").is_err());
+        assert_eq!(parse_fraction("12.5 %"), Ok(0.125));
+        // Bare numbers are ambiguous (0.9 -> 90%? 1 -> 1%?): refused with the fix in the message.
+        for bare in ["15", "0.2", "0.9", "1"] {
+            assert!(parse_fraction(bare).unwrap_err().contains("e.g. 10%"), "{bare}");
+        }
+        assert!(parse_fraction("fast%").is_err());
+        assert!(parse_fraction("0%").is_err());
+    }
+
+    /// The case seen in CI: a noisy run (threshold 26.9%) judged a +25.6% model "ok". Now it is too noisy to
+    /// judge; a quiet run catches it; a slowdown beyond even the noisy threshold is still a regression.
+    #[test]
+    fn a_noisy_measurement_is_too_noisy_not_ok() {
+        let t = Thresholds::default();
+        let base = Calibrated { ratio: 1.0, noise: 0.01, rounds: 10, calibration_ms: 1.0, ratios: vec![] };
+        let noisy_slow = Calibrated { ratio: 1.256, noise: 0.067, ..base.clone() };
+        let j = t.judge(&base, &noisy_slow);
+        assert!((j.threshold - 4.0 * (0.01f64.powi(2) + 0.067f64.powi(2)).sqrt()).abs() < 1e-12 && j.threshold > 0.256);
+        assert_eq!(j.verdict, Verdict::TooNoisy);
+        assert!(j.verdict.fails());
+        let quiet_slow = Calibrated { ratio: 1.256, noise: 0.01, ..base.clone() };
+        assert_eq!(t.judge(&base, &quiet_slow).verdict, Verdict::Regressed);
+        let noisy_much_slower = Calibrated { ratio: 1.5, noise: 0.067, ..base.clone() };
+        assert_eq!(t.judge(&base, &noisy_much_slower).verdict, Verdict::Regressed);
+        let quiet_same = Calibrated { ratio: 1.02, noise: 0.01, ..base.clone() };
+        assert_eq!(t.judge(&base, &quiet_same).verdict, Verdict::Ok);
+        let quiet_fast = Calibrated { ratio: 0.8, noise: 0.01, ..base.clone() };
+        assert_eq!(t.judge(&base, &quiet_fast).verdict, Verdict::Faster);
+        // Old reports without max_noise read with the default.
+        let old: Thresholds = serde_json::from_str(r#"{"floor": 0.1, "k": 4.0}"#).unwrap();
+        assert_eq!(old, Thresholds::default());
     }
 
     #[test]

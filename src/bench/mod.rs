@@ -343,31 +343,103 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
     }
     progress.finish();
     if let (Some(g), Some(gr)) = (gate, report.gate.as_mut()) {
-        for b in &g.baseline.results {
-            let measured = report.results.iter().any(|r| r.model == b.model && r.runtime == b.runtime && r.device == b.device && r.batch == b.batch);
-            let asked = plan.runtimes.contains(&b.runtime) && plan.batches.contains(&b.batch) && plan.device == b.device;
-            if !measured && asked && report.models.iter().any(|m| m.name == b.model) {
-                gr.notes.push(format!("{} · {} · batch {}: in the baseline, not measured (see errors)", b.model, b.runtime.name(), b.batch));
-            }
-        }
-        if g.baseline.machine.hardware() != report.machine.hardware() {
-            gr.notes.push(format!(
-                "baseline from other hardware ({}); latencies are compared as ratios to the calibration workload, so absolute speed cancels",
-                g.baseline.machine.hardware()
-            ));
-        }
-        if g.baseline.settings.build != build_profile() {
-            gr.notes.push(format!(
-                "baseline measured with a {} build, this run is a {} build: tract's timings differ between them",
-                g.baseline.settings.build,
-                build_profile()
-            ));
-        }
-        if g.baseline.settings.threads != plan.threads {
-            gr.notes.push(format!("baseline measured with {} threads, this run with {}", g.baseline.settings.threads, plan.threads));
-        }
+        let asked = |b: &Measurement| plan.runtimes.contains(&b.runtime) && plan.batches.contains(&b.batch) && plan.device == b.device;
+        baseline_notes(g, &report.results, &report.models, &report.machine, &report.settings, asked, gr);
     }
     report
+}
+
+/// Remarks on the comparison as a whole: baseline entries this run was asked for but did not measure, and
+/// differences of hardware, build and threads between the baseline and the run.
+fn baseline_notes(
+    g: &GateInput,
+    results: &[Measurement],
+    models: &[ModelEntry],
+    machine: &machine::Machine,
+    settings: &Settings,
+    asked: impl Fn(&Measurement) -> bool,
+    gr: &mut GateReport,
+) {
+    for b in &g.baseline.results {
+        let measured = results.iter().any(|r| r.model == b.model && r.runtime == b.runtime && r.device == b.device && r.batch == b.batch);
+        if !measured && asked(b) && models.iter().any(|m| m.name == b.model) {
+            gr.notes.push(format!("{} · {} · batch {}: in the baseline, not measured (see errors)", b.model, b.runtime.name(), b.batch));
+        }
+    }
+    if g.baseline.machine.hardware() != machine.hardware() {
+        gr.notes.push(format!(
+            "baseline from other hardware ({}); latencies are compared as ratios to the calibration workload, so absolute speed cancels",
+            g.baseline.machine.hardware()
+        ));
+    }
+    if g.baseline.settings.build != settings.build {
+        gr.notes.push(format!(
+            "baseline measured with a {} build, this run is a {} build: tract's timings differ between them",
+            g.baseline.settings.build, settings.build
+        ));
+    }
+    if g.baseline.settings.threads != settings.threads {
+        gr.notes.push(format!("baseline measured with {} threads, this run with {}", g.baseline.settings.threads, settings.threads));
+    }
+}
+
+/// The gate's row for `meas` of model `entry`, or `prev` updated with a re-measurement: the exact gates
+/// (params, FLOPs, op count), then the latency judgement ([`Thresholds::judge`]) against the baseline entry.
+fn gate_row(g: &GateInput, entry: &ModelEntry, meas: &Measurement, prev: Option<GateRow>, notes: &mut Vec<String>) -> GateRow {
+    let base = g.baseline.find(&meas.model, meas.runtime, meas.device, meas.batch);
+    let first = prev.is_none();
+    let mut row = prev.unwrap_or_else(|| GateRow {
+        model: meas.model.clone(),
+        runtime: meas.runtime.name().into(),
+        device: meas.device.to_string(),
+        batch: meas.batch,
+        verdict: Verdict::New,
+        changes: vec![],
+        threshold: g.thresholds.floor,
+        baseline_ms: base.map(|b| b.stats.median_ms),
+        current_ms: meas.stats.median_ms,
+        differences: g
+            .baseline
+            .model(&meas.model)
+            .map(|bm| gate::arch_differences((bm.params, bm.flops, bm.ops), (entry.params, entry.flops, entry.ops)))
+            .unwrap_or_default(),
+    });
+    row.current_ms = meas.stats.median_ms;
+    let at = || format!("{} · {} · batch {}", meas.model, meas.runtime.name(), meas.batch);
+    if !row.differences.is_empty() && !g.allow_arch_change {
+        row.verdict = Verdict::ArchChanged;
+        return row;
+    }
+    match (base, base.and_then(|b| b.calibrated.as_ref()), meas.calibrated.as_ref()) {
+        (Some(_), Some(b), Some(cur)) => {
+            let j = g.thresholds.judge(b, cur);
+            row.changes.push(j.change);
+            row.threshold = j.threshold;
+            row.verdict = j.verdict;
+        }
+        (Some(_), None, _) if first => notes.push(format!("{}: the baseline entry is not calibrated; cannot compare", at())),
+        (Some(_), Some(_), None) if first => notes.push(format!("{}: this measurement is not calibrated (measure with --baseline or --save-baseline); cannot compare", at())),
+        _ => {}
+    }
+    row
+}
+
+/// Judges a saved run against the baseline without measuring anything (`strnas bench --compare RUN.json`):
+/// the same rows and verdicts as a live gate, without re-runs.
+pub fn compare(run: &Report, g: &GateInput) -> GateReport {
+    let mut gr = GateReport { baseline: g.baseline_path.clone(), thresholds: g.thresholds, allow_arch_change: g.allow_arch_change, rows: vec![], notes: vec![] };
+    for meas in &run.results {
+        match run.model(&meas.model) {
+            Some(entry) => {
+                let row = gate_row(g, entry, meas, None, &mut gr.notes);
+                gr.rows.push(row);
+            }
+            None => gr.notes.push(format!("{}: measured but not described in the run's models; skipped", meas.model)),
+        }
+    }
+    let asked = |b: &Measurement| run.results.iter().any(|r| r.runtime == b.runtime && r.device == b.device && r.batch == b.batch);
+    baseline_notes(g, &run.results, &run.models, &run.machine, &run.settings, asked, &mut gr);
+    gr
 }
 
 fn open_calibration(rt: BenchRuntime, plan: &Plan) -> Result<Calibration> {
@@ -403,51 +475,14 @@ fn measure_batch(
     let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
     let mut meas = measurement(entry, engine.info(), batch, &samples, cal);
     let (Some(g), Some(gr)) = (gate, gate_report) else { return Ok(Ok(meas)) };
-    let info = engine.info().clone();
-    let base = g.baseline.find(&m.name, info.runtime, info.device, batch);
-    let mut row = GateRow {
-        model: m.name.clone(),
-        runtime: info.runtime.name().into(),
-        device: info.device.to_string(),
-        batch,
-        verdict: Verdict::New,
-        changes: vec![],
-        threshold: g.thresholds.floor,
-        baseline_ms: base.map(|b| b.stats.median_ms),
-        current_ms: meas.stats.median_ms,
-        differences: vec![],
-    };
-    if let Some(bm) = g.baseline.model(&m.name) {
-        row.differences = gate::arch_differences((bm.params, bm.flops, bm.ops), (entry.params, entry.flops, entry.ops));
-    }
-    let arch_changed = !row.differences.is_empty() && !g.allow_arch_change;
-    if let (Some(b), false) = (base.and_then(|b| b.calibrated.as_ref()), arch_changed) {
-        let mut attempt = 0;
-        loop {
-            let cur = meas.calibrated.as_ref().ok_or_else(|| anyhow!("gate: measurement is not calibrated"))?;
-            let (change, threshold) = g.thresholds.compare(b, cur);
-            row.changes.push(change);
-            row.threshold = threshold;
-            row.current_ms = meas.stats.median_ms;
-            row.verdict = if change > threshold {
-                Verdict::Regressed
-            } else if change < -threshold {
-                Verdict::Faster
-            } else {
-                Verdict::Ok
-            };
-            if row.verdict != Verdict::Regressed || attempt >= g.retries {
-                break;
-            }
-            attempt += 1;
-            let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
-            meas = measurement(entry, engine.info(), batch, &samples, cal);
-        }
-    } else if base.is_some() && base.and_then(|b| b.calibrated.as_ref()).is_none() {
-        gr.notes.push(format!("{} · {} · batch {batch}: the baseline entry is not calibrated; cannot compare", m.name, info.runtime.name()));
-    }
-    if arch_changed {
-        row.verdict = Verdict::ArchChanged;
+    let mut row = gate_row(g, entry, &meas, None, &mut gr.notes);
+    // A flagged entry (slower, or too noisy to judge) is re-measured before its verdict stands.
+    let mut attempt = 0;
+    while matches!(row.verdict, Verdict::Regressed | Verdict::TooNoisy) && attempt < g.retries {
+        attempt += 1;
+        let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
+        meas = measurement(entry, engine.info(), batch, &samples, cal);
+        row = gate_row(g, entry, &meas, Some(row), &mut gr.notes);
     }
     gr.rows.push(row);
     Ok(Ok(meas))

@@ -26,9 +26,13 @@ use crate::report::{gflops, millions, Table};
     Latency gate: --save-baseline B.json measures every entry in alternation with a fixed calibration network \
     and stores latency as a ratio to it; --baseline B.json compares against that ratio, so machine speed and \
     drift cancel. An entry fails when it is slower by more than max(--max-regression, k x measured noise) in \
-    its first measurement and in every re-run; params, FLOPs and op count must match exactly unless \
-    --allow-arch-change.\n\n\
-    Exit codes: 0 ok, 1 regression or architecture change, 2 an error (the other models are still measured).\n\n\
+    its first measurement and in every re-run; when k x noise exceeds --max-noise and the entry is not \
+    significantly slower, it is TOO NOISY to judge (a failure: the gate cannot say it is ok). Params, FLOPs and \
+    op count must match exactly unless --allow-arch-change. --compare RUN.json judges a saved run (--json of a \
+    gated or --save-baseline run) against --baseline without measuring.\n\n\
+    Percentages are written with their sign (10%); JSON stores fractions (0.10).\n\n\
+    Exit codes: 0 ok, 1 regression, too noisy to judge, or architecture change, 2 an error (the other models are \
+    still measured).\n\n\
     Examples:\n  strnas bench arch_specs/tiny --runtime ort,tract --batch 1,32\n  \
     strnas bench model.onnx --runtime ort --device cuda --json bench.json\n  \
     strnas bench ppocr.onnx --input-shape x=1x3x48x320 --runtime ort,tract\n  \
@@ -85,6 +89,12 @@ pub struct BenchArgs {
     /// Threshold = max(--max-regression, K x combined noise of baseline and run)
     #[arg(long, default_value_t = 4.0, value_name = "K")]
     noise_k: f64,
+    /// Largest threshold the noise may demand; noisier entries that are not significantly slower are TOO NOISY
+    #[arg(long, default_value = "15%", value_parser = parse_fraction)]
+    max_noise: f64,
+    /// Judge this saved run (a bench --json report with calibrated entries) against --baseline; measures nothing
+    #[arg(long, value_name = "RUN.json", requires = "baseline", conflicts_with_all = ["models", "save_baseline"])]
+    compare: Option<PathBuf>,
     /// Re-runs of a model that looks regressed before it fails
     #[arg(long, default_value_t = 2)]
     retries: usize,
@@ -202,10 +212,19 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let gate = baseline.as_ref().map(|b| GateInput {
         baseline: b,
         baseline_path: a.baseline.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        thresholds: Thresholds { floor: a.max_regression, k: a.noise_k },
+        thresholds: Thresholds { floor: a.max_regression, k: a.noise_k, max_noise: a.max_noise },
         allow_arch_change: a.allow_arch_change,
         retries: a.retries,
     });
+    if let (Some(run_path), Some(g)) = (&a.compare, &gate) {
+        let mut run = Report::read(run_path)?;
+        run.gate = Some(bench::compare(&run, g));
+        print!("{}", render(&run, &evals, false));
+        if let Some(p) = &a.json {
+            crate::io::write_output(p, &serde_json::to_string_pretty(&run)?).context("--json")?;
+        }
+        return Ok(if run.gate.as_ref().is_some_and(|g| g.failed()) { exit::CHECK_FAILED } else { exit::OK });
+    }
     if bench::build_profile() == "debug" {
         eprintln!("note: this is a debug build; tract runs up to 2x slower than in a release build (`make build-release`). Report release figures.");
     }
@@ -374,13 +393,18 @@ pub fn render(r: &Report, evals: &[EvalFile], markdown: bool) -> String {
             out.push_str(&format!("note: {n}\n"));
         }
         let failed = g.rows.iter().filter(|r| r.verdict.fails()).count();
+        let noisy = g.rows.iter().filter(|r| r.verdict == crate::bench::gate::Verdict::TooNoisy).count();
+        let outcome = match (failed, noisy) {
+            (0, _) => "passed",
+            (f, n) if f == n => "TOO NOISY to judge (re-run on a quieter machine, or with more --rounds / --min-time)",
+            _ => "FAILED",
+        };
         out.push_str(&format!(
-            "gate: {} ({} of {} entries fail; threshold = max({:.0}%, {} x noise); flagged entries re-run before failing)\n",
-            if failed > 0 { "FAILED" } else { "passed" },
-            failed,
+            "gate: {outcome} ({failed} of {} entries fail; threshold = max({:.0}%, {} x noise), at most {:.0}%; flagged entries re-run before failing)\n",
             g.rows.len(),
             100.0 * g.thresholds.floor,
-            g.thresholds.k
+            g.thresholds.k,
+            100.0 * g.thresholds.max_noise
         ));
     }
 
