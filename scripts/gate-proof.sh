@@ -28,13 +28,22 @@ fi
 echo "gate-proof: baseline of ${MODELS[*]} (${COMMON[*]})"
 "$BIN" bench "${MODELS[@]}" "${COMMON[@]}" --save-baseline "$OUT/baseline.json" > "$OUT/baseline.txt"
 
+# Exit 1 is a regression or "too noisy to judge": tell them apart from the JSON.
+regressed() { python3 -c 'import json,sys; sys.exit(0 if any(r["verdict"] == "regressed" for r in json.load(open(sys.argv[1]))["gate"]["rows"]) else 1)' "$1"; }
+
 false_alarms=0
+too_noisy=0
 for i in $(seq 1 "$RUNS"); do
   rc=0
   "$BIN" bench "${MODELS[@]}" "${COMMON[@]}" --baseline "$OUT/baseline.json" --json "$OUT/unchanged-$i.json" > "$OUT/unchanged-$i.txt" || rc=$?
   case $rc in
     0) ;;
-    1) false_alarms=$((false_alarms + 1)); echo "gate-proof: unchanged run $i: FALSE ALARM"; grep -A8 "Latency gate" "$OUT/unchanged-$i.txt" ;;
+    1) if regressed "$OUT/unchanged-$i.json"; then
+         false_alarms=$((false_alarms + 1)); echo "gate-proof: unchanged run $i: FALSE ALARM"
+       else
+         too_noisy=$((too_noisy + 1)); echo "gate-proof: unchanged run $i: too noisy to judge"
+       fi
+       grep -A8 "Latency gate" "$OUT/unchanged-$i.txt" ;;
     *) echo "gate-proof: unchanged run $i: error (exit $rc)"; cat "$OUT/unchanged-$i.txt"; exit 2 ;;
   esac
   echo "gate-proof: unchanged run $i/$RUNS: exit $rc"
@@ -45,7 +54,7 @@ for i in $(seq 1 "$RUNS"); do
   rc=0
   "$BIN" bench "$SLOWER" "${COMMON[@]}" --baseline "$OUT/baseline.json" --allow-arch-change --json "$OUT/slower-$i.json" > "$OUT/slower-$i.txt" || rc=$?
   case $rc in
-    1) caught=$((caught + 1)) ;;
+    1) if regressed "$OUT/slower-$i.json"; then caught=$((caught + 1)); else too_noisy=$((too_noisy + 1)); echo "gate-proof: slower run $i: too noisy to judge"; fi ;;
     0) echo "gate-proof: slower run $i: MISSED"; grep -A6 "Latency gate" "$OUT/slower-$i.txt" ;;
     *) echo "gate-proof: slower run $i: error (exit $rc)"; cat "$OUT/slower-$i.txt"; exit 2 ;;
   esac
@@ -68,10 +77,10 @@ for kind in ["unchanged", "slower"]:
     for (m, rt), gs in sorted(rows(kind).items()):
         first = [g["changes"][0] * 100 for g in gs]
         thr = statistics.median(g["threshold"] * 100 for g in gs)
-        failed = sum(g["verdict"] in ("regressed", "arch-changed") for g in gs)
+        failed = sum(g["verdict"] in ("regressed", "arch-changed", "too-noisy") for g in gs)
         reruns = sum(len(g["changes"]) - 1 for g in gs)
         print(f"| {kind} x{len(gs)} | {m} | {rt} | {min(first):+.1f}% / {statistics.median(first):+.1f}% / {max(first):+.1f}% | {thr:.1f}% | {failed} | {reruns} |")
 PY
 cat "$OUT/summary.md"
-echo "gate-proof: $false_alarms false alarm(s) in $RUNS unchanged runs; slower model caught in $caught of $RUNS runs"
+echo "gate-proof: $false_alarms false alarm(s) in $RUNS unchanged runs; slower model caught in $caught of $RUNS runs; $too_noisy run(s) too noisy to judge"
 [[ $false_alarms == 0 && $caught == "$RUNS" ]]
