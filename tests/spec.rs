@@ -174,3 +174,82 @@ fn broken_specs_report_every_expected_error_path() {
         assert_eq!(n, expected.len(), "{}: expected exactly {} errors, got\n{errors}", f.display(), expected.len());
     }
 }
+
+/// Property test of the parser and validator (issue 14): thousands of mutations of the shipped specs and the
+/// broken fixtures (numbers replaced by edge values, lines dropped, duplicated or swapped, keys and op kinds
+/// swapped, the text truncated) never panic; every mutant either fails with errors or validates, and a valid
+/// mutant's counts and inventory are computed without overflow. Deterministic (seeded), bounded in time.
+#[test]
+fn no_mutated_spec_panics_the_parser_validator_or_counter() {
+    let mut seeds = spec::expand_paths(&[root().join("arch_specs"), root().join("tests/specs/broken")]).unwrap();
+    seeds.retain(|p| !p.to_string_lossy().contains("README"));
+    let texts: Vec<String> = seeds.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    const EDGE: [&str; 14] = ["0", "1", "2", "3", "-1", "7", "4096", "4097", "8193", "65535", "2147483648", "4294967295", "18446744073709551615", "1e9"];
+    const WORDS: [&str; 10] = ["identity", "mbconv", "tps", "none", "ctc", "attention", "bilstm", "[2, 1]", "[1, 2]", "~"];
+    let mut rng = strnas::rng::Rng::new(2024);
+    let (mut valid, mut invalid) = (0, 0);
+    for i in 0..3000 {
+        let base = &texts[i % texts.len()];
+        let mut lines: Vec<String> = base.lines().map(String::from).collect();
+        for _ in 0..1 + rng.below(3) {
+            let k = rng.below(lines.len().max(1));
+            match rng.below(6) {
+                0 | 1 => {
+                    // Replace one number on the line with an edge value.
+                    let l = &lines[k];
+                    let starts: Vec<usize> = l.char_indices().filter(|(j, c)| c.is_ascii_digit() && (*j == 0 || !l.as_bytes()[j - 1].is_ascii_digit())).map(|(j, _)| j).collect();
+                    if let Some(&s) = starts.get(rng.below(starts.len().max(1))) {
+                        let e = s + l[s..].find(|c: char| !c.is_ascii_digit()).unwrap_or(l.len() - s);
+                        lines[k] = format!("{}{}{}", &l[..s], rng.pick(&EDGE), &l[e..]);
+                    }
+                }
+                2 => {
+                    lines.remove(k.min(lines.len().saturating_sub(1)).min(lines.len()).saturating_sub(usize::from(lines.is_empty())));
+                }
+                3 => {
+                    let l = lines[k].clone();
+                    lines.insert(k, l);
+                }
+                4 => {
+                    let w = rng.pick(&WORDS).to_string();
+                    let l = &lines[k];
+                    lines[k] = match l.split_once(": ") {
+                        Some((key, _)) => format!("{key}: {w}"),
+                        None => format!("{l} {w}"),
+                    };
+                }
+                _ => {
+                    let j = rng.below(lines.len());
+                    lines.swap(k, j);
+                }
+            }
+            if lines.is_empty() {
+                break;
+            }
+        }
+        let mut text = lines.join("\n");
+        if rng.chance(0.05) {
+            let cut = rng.below(text.len() + 1);
+            text = text.chars().take(cut).collect();
+        }
+        let outcome = std::panic::catch_unwind(|| match spec::from_str(&text) {
+            Ok(arch) => {
+                let s = ops::summarize(&ops::inventory(&arch));
+                assert!(s.params > 0);
+                let _ = strnas::weights::WeightFile::default().check_against(&arch);
+                true
+            }
+            Err(errors) => {
+                assert!(!errors.is_empty());
+                false
+            }
+        });
+        match outcome {
+            Ok(true) => valid += 1,
+            Ok(false) => invalid += 1,
+            Err(_) => panic!("mutant {i} panicked:\n{text}"),
+        }
+    }
+    // Both outcomes occur, so the mutations reach the validator and the counter.
+    assert!(valid > 100 && invalid > 100, "valid {valid}, invalid {invalid}");
+}

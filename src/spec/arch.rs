@@ -202,6 +202,12 @@ impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(SpecError { path: path.into(), message: message.into() });
     }
+    /// A size in 1..=max: "must be at least 1", or "must be at most max" naming the limit.
+    fn size(&mut self, v: u32, max: u32, path: impl Into<String>) -> bool {
+        let path = path.into();
+        self.check(v >= 1, path.clone(), "must be at least 1") && self.check(v <= max, path, format!("must be at most {max} (got {v})"))
+    }
+
     fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) -> bool {
         if !ok {
             self.push(path, message);
@@ -214,15 +220,32 @@ const KERNELS: [u32; 3] = [3, 5, 7];
 const EXPANSIONS: [u32; 2] = [3, 6];
 const STEM_KERNELS: [u32; 4] = [1, 3, 5, 7];
 
+/// Upper bounds that keep every count of a valid spec in range (tensor shapes in u32, parameter and FLOP counts
+/// in u64) and every allocation made from a spec small: no shipped or searched model comes near them.
+pub mod limits {
+    /// Channels of any layer, and the hidden sizes of the TPS FC, BiLSTM and attention head.
+    pub const WIDTH: u32 = 8192;
+    /// Input height and width.
+    pub const INPUT_SIDE: u32 = 4096;
+    /// TPS fiducials (the TPS builds an (F + 3) x (F + 3) system).
+    pub const FIDUCIALS: u32 = 256;
+    /// Entries of the TPS grid matrix, H x W x F (kept below 2^26: 512 MB in f64 while it is built).
+    pub const GRID_ENTRIES: u64 = 1 << 26;
+    /// Maximum label length (the ONNX attention decoder is unrolled over batch_max_length + 1 steps).
+    pub const LABEL_LENGTH: u32 = 1024;
+    /// BiLSTM blocks.
+    pub const LSTM_LAYERS: u32 = 32;
+}
+
 fn check_stride(e: &mut Errors, path: &str, s: [u32; 2]) -> bool {
     e.check(s.iter().all(|&v| v == 1 || v == 2), path, format!("each stride must be 1 or 2 (got {s:?})"))
 }
 
 fn resolve_stem(e: &mut Errors, path: &str, s: &StemSpec, input: Shape) -> ConvBnAct {
     e.check(STEM_KERNELS.contains(&s.kernel), format!("{path}.kernel"), format!("must be 1, 3, 5 or 7 (got {})", s.kernel));
-    e.check(s.channels >= 1, format!("{path}.channels"), "must be at least 1");
+    e.size(s.channels, limits::WIDTH, format!("{path}.channels"));
     let stride = if check_stride(e, &format!("{path}.stride"), s.stride) { s.stride } else { [1, 1] };
-    let k = if s.kernel % 2 == 1 { s.kernel } else { 3 };
+    let k = if STEM_KERNELS.contains(&s.kernel) { s.kernel } else { 3 };
     let output = Shape { c: s.channels.max(1), h: conv_out(input.h, k, stride[0]), w: conv_out(input.w, k, stride[1]) };
     ConvBnAct { kernel: s.kernel, stride, input, output }
 }
@@ -232,7 +255,7 @@ fn resolve_first(e: &mut Errors, path: &str, s: &FirstCellSpec, input: Shape) ->
     if let Some(x) = s.expansion {
         e.check(x == 1, format!("{path}.expansion"), format!("the first cell's expansion is fixed to 1 (got {x})"));
     }
-    e.check(s.channels >= 1, format!("{path}.channels"), "must be at least 1");
+    e.size(s.channels, limits::WIDTH, format!("{path}.channels"));
     let stride = if check_stride(e, &format!("{path}.stride"), s.stride) { s.stride } else { [1, 1] };
     let k = if kernel_ok { s.kernel } else { 3 };
     let output = Shape { c: s.channels.max(1), h: conv_out(input.h, k, stride[0]), w: conv_out(input.w, k, stride[1]) };
@@ -288,11 +311,8 @@ fn resolve_cell(e: &mut Errors, path: &str, s: &CellSpec, input: Shape) -> Cell 
             let kernel = pick(e, &format!("{path}.kernel"), s.kernel, &KERNELS, "3, 5 or 7", "");
             let expansion = pick(e, &format!("{path}.expansion"), s.expansion, &EXPANSIONS, "3 or 6", ", the STR-NAS candidate set");
             let c = match s.channels {
-                Some(c) if c >= 1 => c,
-                Some(_) => {
-                    e.push(format!("{path}.channels"), "must be at least 1");
-                    input.c
-                }
+                Some(c) if e.size(c, limits::WIDTH, format!("{path}.channels")) => c,
+                Some(_) => input.c,
                 None => {
                     e.push(format!("{path}.channels"), "missing (output channels of an mbconv cell)");
                     input.c
@@ -323,7 +343,7 @@ fn resolve_cnn(
         out.push(cell);
     }
     let head = head.map(|c| {
-        e.check(c >= 1, format!("{path}.head_channels"), "must be at least 1");
+        e.size(c, limits::WIDTH, format!("{path}.head_channels"));
         ConvBnAct { kernel: 1, stride: [1, 1], input: shape, output: Shape { c: c.max(1), ..shape } }
     });
     Cnn { stem, first, cells: out, head }
@@ -343,11 +363,10 @@ pub fn resolve(spec: &SpecFile) -> Result<Arch, Vec<SpecError>> {
         format!("must be non-empty and use only letters, digits, '.', '_' and '-' (got {:?})", spec.name),
     );
     let inp = &spec.input;
-    e.check(inp.height >= 1, "input.height", "must be at least 1");
-    e.check(inp.width >= 1, "input.width", "must be at least 1");
+    let sides_ok = e.size(inp.height, limits::INPUT_SIDE, "input.height") & e.size(inp.width, limits::INPUT_SIDE, "input.width");
     e.check(inp.channels == 1 || inp.channels == 3, "input.channels", format!("must be 1 (grayscale) or 3 (RGB) (got {})", inp.channels));
-    let input = Shape { c: inp.channels, h: inp.height.max(1), w: inp.width.max(1) };
-    e.check(spec.batch_max_length >= 1, "batch_max_length", "must be at least 1");
+    let input = if sides_ok { Shape { c: inp.channels, h: inp.height, w: inp.width } } else { Shape { c: inp.channels, h: 32, w: 100 } };
+    e.size(spec.batch_max_length, limits::LABEL_LENGTH, "batch_max_length");
 
     let charset = match Charset::from_spec(&spec.charset) {
         Ok(c) => c,
@@ -365,7 +384,15 @@ pub fn resolve(spec: &SpecFile) -> Result<Arch, Vec<SpecError>> {
                 "rectifier.fiducials",
                 format!("must be even and at least 4, F/2 points on each of the top and bottom edges (got {})", t.fiducials),
             );
-            e.check(t.fc_hidden >= 1, "rectifier.fc_hidden", "must be at least 1");
+            if e.check(t.fiducials <= limits::FIDUCIALS, "rectifier.fiducials", format!("must be at most {} (got {})", limits::FIDUCIALS, t.fiducials)) {
+                let entries = input.h as u64 * input.w as u64 * t.fiducials as u64;
+                e.check(
+                    entries <= limits::GRID_ENTRIES,
+                    "rectifier.fiducials",
+                    format!("the TPS grid matrix (input H x W x F = {entries} entries) exceeds {}: use fewer fiducials or a smaller input", limits::GRID_ENTRIES),
+                );
+            }
+            e.size(t.fc_hidden, limits::WIDTH, "rectifier.fc_hidden");
             let localization = resolve_cnn(&mut e, "rectifier", &t.stem, &t.first_cell, &t.cells, None, input);
             Some(Tps { fiducials: t.fiducials, fc_hidden: t.fc_hidden, localization })
         }
@@ -395,8 +422,8 @@ pub fn resolve(spec: &SpecFile) -> Result<Arch, Vec<SpecError>> {
     let sequence = match &spec.sequence {
         SequenceSpec::None => None,
         SequenceSpec::Bilstm(b) => {
-            e.check(b.layers >= 1, "sequence.layers", "must be at least 1");
-            e.check(b.hidden >= 1, "sequence.hidden", "must be at least 1");
+            e.size(b.layers, limits::LSTM_LAYERS, "sequence.layers");
+            e.size(b.hidden, limits::WIDTH, "sequence.hidden");
             Some(BiLstm { layers: b.layers, hidden: b.hidden, input: feat.c })
         }
     };
@@ -416,7 +443,7 @@ pub fn resolve(spec: &SpecFile) -> Result<Arch, Vec<SpecError>> {
             Prediction::Ctc { input: head_input }
         }
         PredictionSpec::Attention(a) => {
-            e.check(a.hidden >= 1, "prediction.hidden", "must be at least 1");
+            e.size(a.hidden, limits::WIDTH, "prediction.hidden");
             Prediction::Attention { hidden: a.hidden, input: head_input }
         }
     };

@@ -18,6 +18,9 @@ pub struct Charset {
     case_sensitive: bool,
 }
 
+/// The most characters a charset may hold (keeps class counts, and so every count, in range).
+pub const MAX_CLASSES: usize = 65_536;
+
 impl Charset {
     pub fn default_lowercase() -> Self {
         Charset { chars: LOWERCASE_ALNUM.chars().collect(), case_sensitive: false }
@@ -30,6 +33,9 @@ impl Charset {
         let chars: Vec<char> = text.chars().collect();
         if chars.is_empty() {
             return Err("must not be empty".into());
+        }
+        if chars.len() > MAX_CLASSES {
+            return Err(format!("{} characters; at most {MAX_CLASSES} (every character is a class of the head)", chars.len()));
         }
         let mut seen = std::collections::HashSet::new();
         let dups: String = chars.iter().filter(|c| !seen.insert(**c)).collect();
