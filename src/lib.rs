@@ -1,8 +1,10 @@
 //! strnas: STR-NAS (memory-efficient scene text recognisers by neural architecture search) as a toolchain.
 //!
 //! The library is layered one way: [`spec`] (architecture contract, counting) is used by everything else;
-//! [`runtime`] locates and reports the inference runtimes; [`cli`] wires commands to them. Modules that need
-//! libtorch sit behind the `torch` feature so the deployment path builds without it.
+//! [`nn`] and [`export`] build networks and ONNX models from it; [`runtime`] loads and runs models (onnxruntime,
+//! tract, tch) behind one engine interface; [`infer`], [`verify`] and [`bench`] build on the runtime layer
+//! ([`measure`] times loops for bench and eval); [`cli`] wires commands to them. Modules that need libtorch sit
+//! behind the `torch` feature so the deployment path builds without it.
 
 pub mod bench;
 pub mod cli;
@@ -11,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod io;
+pub mod measure;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;
@@ -19,6 +22,7 @@ pub mod runtime;
 pub mod spec;
 #[cfg(feature = "torch")]
 pub mod train;
+pub mod verify;
 pub mod weights;
 
 /// Exit codes shared by every command (hyperfine/ripgrep convention).
