@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use strnas::bench::engine::{self, BenchRuntime};
 use strnas::bench::model::{input_data, resolve_inputs, BenchModel, Resolve, INPUT_SEED};
-use strnas::infer::Device;
+use strnas::runtime::{self, Device, Runtime};
 
 const MODELS: &[&str] = &["arch_specs/tiny/tiny-crnn-ctc.yaml", "arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml"];
 
@@ -18,8 +17,8 @@ fn runtimes(c: &mut Criterion) {
         let model = BenchModel::from_arch(arch, spec).unwrap_or_else(|e| panic!("{e:#}"));
         let Resolve::Inputs(inputs) = resolve_inputs(&model, &[], 1).expect("inputs") else { panic!("{spec}: batch 1 skipped") };
         let data = input_data(&inputs, INPUT_SEED);
-        for rt in [BenchRuntime::Ort, BenchRuntime::Tract] {
-            let mut e = engine::open(rt, Device::Cpu, &model, 1, None).unwrap_or_else(|e| panic!("{e:#} (run `make deps`)"));
+        for rt in [Runtime::Ort, Runtime::Tract] {
+            let mut e = runtime::open(rt, Device::Cpu, &model.model_ref(), 1, None).unwrap_or_else(|e| panic!("{e:#} (run `make deps`)"));
             e.prepare(&data).unwrap_or_else(|e| panic!("{e:#}"));
             group.bench_function(format!("{}/{}", model.name, rt.name()), |b| b.iter(|| e.run().expect("inference")));
         }

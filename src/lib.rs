@@ -27,6 +27,7 @@ pub mod export;
 pub mod infer;
 pub mod io;
 pub mod ops;
+pub mod measure;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;
@@ -35,6 +36,7 @@ pub mod runtime;
 pub mod spec;
 #[cfg(feature = "torch")]
 pub mod train;
+pub mod verify;
 pub mod weights;
 
 /// Exit codes shared by every command (hyperfine/ripgrep convention).

@@ -300,7 +300,7 @@ fn tract_cost_model_agrees_with_the_spec_flop_count() {
         let arch = strnas::spec::load(&root().join(spec)).unwrap();
         let m = strnas::bench::model::BenchModel::from_arch(arch, spec).unwrap();
         let strnas::bench::model::Resolve::Inputs(inputs) = strnas::bench::model::resolve_inputs(&m, &[], 1).unwrap() else { panic!() };
-        let tract = strnas::bench::engine::tract_flops(&m, &inputs).unwrap() as f64;
+        let tract = strnas::runtime::tract_flops(&m.bytes, &m.source, &inputs).unwrap() as f64;
         let spec_flops = m.flops.unwrap() as f64;
         // Measured: 102,003,450 vs 101,996,800 (+0.007%) and 101,403,908 vs 99,869,536 (+1.5%: tract also counts
         // reductions, the TPS grid product and the attention decoder's elementwise arithmetic).

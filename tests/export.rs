@@ -7,7 +7,8 @@ use common::{root, strnas, text};
 use std::path::{Path, PathBuf};
 
 use strnas::data::image::Preprocess;
-use strnas::infer::{self, Runtime};
+use strnas::infer::Recognizer;
+use strnas::runtime::Runtime;
 use strnas::weights::{NamedTensor, WeightFile};
 
 
@@ -56,10 +57,10 @@ fn every_shipped_spec_exports_and_runs_on_both_runtimes() {
         let images: Vec<f32> = (0..2 * pre.len()).map(|_| rng.range(-1.0, 1.0) as f32).collect();
         let mut outs = vec![];
         for rt in [Runtime::Ort, Runtime::Tract] {
-            let mut b = infer::load(rt, &model, 2, None).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.name()));
-            let o = b.run(&images, 2, chw).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.name()));
+            let mut b = Recognizer::open(rt, &model, 2, None).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.full_name()));
+            let o = b.run(&images, 2, chw).unwrap_or_else(|e| panic!("{}: {}: {e:#}", arch.name, rt.full_name()));
             assert_eq!(o.classes, arch.num_classes() as usize);
-            assert!(o.logits.iter().all(|v| v.is_finite()), "{}: {}", arch.name, rt.name());
+            assert!(o.logits.iter().all(|v| v.is_finite()), "{}: {}", arch.name, rt.full_name());
             outs.push(o);
         }
         // Random (untrained) weights through 26 greedy attention steps accumulate float32 rounding differently
@@ -113,12 +114,12 @@ fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
         let want_idx: Vec<i64> = expected.tensors[&format!("indices.{set}")].data.iter().map(|&v| v as i64).collect();
         let n = input.shape[0];
         for rt in [Runtime::Ort, Runtime::Tract] {
-            let mut b = infer::load(rt, &model, 1, None).unwrap();
+            let mut b = Recognizer::open(rt, &model, 1, None).unwrap();
             let o = b.run(&input.data, n, chw).unwrap();
             let tol = 1e-4 * scale(&want.data);
             let d = max_diff(&o.logits, &want.data);
-            assert!(d <= tol, "{set}: {} differs from tch by {d} (tolerance {tol})", rt.name());
-            assert_eq!(o.indices, want_idx, "{set}: {} decodes differently from tch", rt.name());
+            assert!(d <= tol, "{set}: {} differs from tch by {d} (tolerance {tol})", rt.full_name());
+            assert_eq!(o.indices, want_idx, "{set}: {} decodes differently from tch", rt.full_name());
         }
     }
 }
@@ -275,4 +276,21 @@ fn tch_block(node: &strnas::ops::Node, w: &WeightFile, b: usize, x: &[f32], imag
         y = y.permute([1, 0, 2]);
     }
     Vec::<f32>::try_from(y.contiguous().view(-1)).unwrap()
+/// The runtime layer's engines hand outputs back by name; a name the model lacks is an error naming the model
+/// and listing its outputs (tract: no onnxruntime library needed).
+#[test]
+fn engines_fetch_outputs_by_name() {
+    use strnas::runtime::{self, Data, Device, HostTensor, ModelRef};
+    let arch = strnas::spec::load(&root().join("arch_specs/tiny/tiny-crnn-ctc.yaml")).unwrap();
+    let w = strnas::weights::random_init(&arch, 0);
+    let bytes = strnas_onnx::to_bytes(&strnas::export::export(&arch, &w).unwrap()).unwrap();
+    let mut e = runtime::open(Runtime::Tract, Device::Cpu, &ModelRef { source: "m.onnx", onnx: &bytes, network: None }, 1, None).unwrap();
+    let pre = Preprocess::from_arch(&arch);
+    e.prepare(&[HostTensor::f32("image", vec![1, pre.channels as usize, pre.height as usize, pre.width as usize], vec![0.0; pre.len()])]).unwrap();
+    let out = e.run_and_fetch(&["indices", "logits"]).unwrap();
+    assert_eq!((out[0].name.as_str(), out[1].name.as_str()), ("indices", "logits"));
+    assert!(matches!(out[0].data, Data::I64(_)) && matches!(out[1].data, Data::F32(_)));
+    assert_eq!(out[1].shape, [1, arch.seq_len() as usize, arch.num_classes() as usize]);
+    let err = e.run_and_fetch(&["probs"]).unwrap_err().to_string();
+    assert_eq!(err, "m.onnx: tract: the model has no output \"probs\" (its outputs: [\"logits\", \"indices\"])");
 }

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::median;
+use crate::measure::median;
 
 /// The calibration network: a fixed CRNN-style spec (convolutions, depthwise convolutions, a BiLSTM, a CTC
 /// head) that never changes, so its time measures the machine, runtime and threads, not the code under test.

@@ -1,15 +1,17 @@
 //! `strnas bench`: time per image and size of text recognisers under onnxruntime, tract and tch, and the
-//! latency regression gate (REFERENCE.md §6 runtimes, §7 measurement practice). libtorch-free except the tch
-//! engine.
+//! latency regression gate (REFERENCE.md §6 runtimes, §7 measurement practice).
 //!
-//! Units, one-way: [`stats`] (numbers) <- [`model`] (what is measured) <- [`engine`] (runtimes) <- this module
-//! (the measurement plan and its report) -> [`gate`] (comparison against a baseline).
+//! Owns the measurement plan, its report (also the baseline format) and the gate. Depends on [`crate::runtime`]
+//! (engines, devices, input tensors) and [`crate::measure`] (the timing loop); must not depend on `cli`.
+//! Units, one-way: [`model`] (what is measured) <- this module (the measurement plan and its report) ->
+//! [`gate`] (comparison against a baseline).
 
-pub mod engine;
 pub mod gate;
 pub mod machine;
 pub mod model;
-pub mod stats;
+
+/// Transitional alias: the timing loop moved to [`crate::measure`]; `eval` still imports it from here until it
+/// points at `crate::measure`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::infer::Device;
-use engine::{BenchRuntime, Engine, EngineInfo};
+use crate::measure::{Budget, Stats};
+use crate::runtime::{ConcreteInput, Device, Engine, EngineInfo, Runtime};
 use gate::{Calibrated, GateRow, Thresholds, Verdict};
-use model::{BenchModel, ConcreteInput, Resolve, ShapeOverride};
-use stats::{Budget, Stats};
+use model::{BenchModel, Resolve, ShapeOverride};
 
 /// Format tag and version of the JSON report (also the baseline format).
 pub const REPORT_FORMAT: &str = "strnas-bench";
@@ -30,7 +31,7 @@ pub const REPORT_VERSION: u32 = 1;
 /// What to measure and how.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub runtimes: Vec<BenchRuntime>,
+    pub runtimes: Vec<Runtime>,
     pub device: Device,
     pub batches: Vec<usize>,
     pub threads: usize,
@@ -76,7 +77,7 @@ pub struct ModelEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
     pub model: String,
-    pub runtime: BenchRuntime,
+    pub runtime: Runtime,
     pub device: Device,
     pub batch: usize,
     pub stats: Stats,
@@ -92,7 +93,7 @@ pub struct Measurement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub model: String,
-    pub runtime: Option<BenchRuntime>,
+    pub runtime: Option<Runtime>,
     pub error: String,
 }
 
@@ -157,7 +158,7 @@ impl Report {
         self.models.iter().find(|m| m.name == name)
     }
 
-    pub fn find(&self, model: &str, runtime: BenchRuntime, device: Device, batch: usize) -> Option<&Measurement> {
+    pub fn find(&self, model: &str, runtime: Runtime, device: Device, batch: usize) -> Option<&Measurement> {
         self.results.iter().find(|r| r.model == model && r.runtime == runtime && r.device == device && r.batch == batch)
     }
 }
@@ -209,18 +210,18 @@ fn measure_entry(engine: &mut dyn Engine, calib: Option<&mut Calibration>, plan:
     match (calib, plan.rounds) {
         (Some(c), Some(rounds)) => {
             let block = plan.budget.split(rounds);
-            stats::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || engine.run())?;
-            stats::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || c.engine.run())?;
+            crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || engine.run())?;
+            crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || c.engine.run())?;
             let (mut all, mut pairs) = (vec![], vec![]);
             for _ in 0..rounds {
-                let cm = stats::measure(&block, || c.engine.run())?;
-                let mm = stats::measure(&block, || engine.run())?;
-                pairs.push((stats::median(&mm), stats::median(&cm)));
+                let cm = crate::measure::measure(&block, || c.engine.run())?;
+                let mm = crate::measure::measure(&block, || engine.run())?;
+                pairs.push((crate::measure::median(&mm), crate::measure::median(&cm)));
                 all.extend(mm);
             }
             Ok((all, Some(Calibrated::from_rounds(&pairs))))
         }
-        _ => Ok((stats::measure(&plan.budget, || engine.run())?, None)),
+        _ => Ok((crate::measure::measure(&plan.budget, || engine.run())?, None)),
     }
 }
 
@@ -279,7 +280,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
         }),
     };
     progress.start(models.len() * plan.runtimes.len() * plan.batches.len());
-    let mut calibrations: BTreeMap<BenchRuntime, Result<Calibration, String>> = BTreeMap::new();
+    let mut calibrations: BTreeMap<Runtime, Result<Calibration, String>> = BTreeMap::new();
     for path in models {
         let label = path.display().to_string();
         let m = match BenchModel::load(path) {
@@ -294,13 +295,13 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
         };
         let mut entry = size_entry(&m, plan);
         if entry.flops.is_none() && !entry.inputs.is_empty() {
-            if let Ok(f) = engine::tract_flops(&m, &entry.inputs) {
+            if let Ok(f) = crate::runtime::tract_flops(&m.bytes, &m.source, &entry.inputs) {
                 entry.flops = Some(f);
                 entry.flops_source = "tract cost model".into();
             }
         }
         for &rt in &plan.runtimes {
-            let mut engine = match engine::open(rt, plan.device, &m, plan.threads, plan.ort_lib.as_deref()) {
+            let mut engine = match crate::runtime::open(rt, plan.device, &m.model_ref(), plan.threads, plan.ort_lib.as_deref()) {
                 Ok(e) => e,
                 Err(e) => {
                     report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("{e:#}") });
@@ -442,10 +443,10 @@ pub fn compare(run: &Report, g: &GateInput) -> GateReport {
     gr
 }
 
-fn open_calibration(rt: BenchRuntime, plan: &Plan) -> Result<Calibration> {
+fn open_calibration(rt: Runtime, plan: &Plan) -> Result<Calibration> {
     let arch = crate::spec::from_str(gate::CALIBRATION_SPEC).map_err(|e| anyhow!("calibration spec: {e:?}"))?;
     let m = BenchModel::from_arch(arch, "calibration workload")?;
-    let mut engine = engine::open(rt, plan.device, &m, plan.threads, plan.ort_lib.as_deref())?;
+    let mut engine = crate::runtime::open(rt, plan.device, &m.model_ref(), plan.threads, plan.ort_lib.as_deref())?;
     let inputs = match model::resolve_inputs(&m, &[], 1)? {
         Resolve::Inputs(i) => i,
         Resolve::Skip(r) => anyhow::bail!("calibration workload: {r}"),

@@ -1,13 +1,16 @@
 //! What `strnas bench` measures: an ONNX file (any exporter's) or a spec exported on the fly, its declared
 //! inputs resolved to concrete shapes, deterministic input data, and its size figures (params, FLOPs, ops).
+//! Strnas metadata is read through [`crate::export::metadata::ModelMetadata`]; the tensors are the runtime
+//! layer's.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use strnas_onnx::{Dim, Inspection};
 
+use crate::export::metadata::ModelMetadata;
 use crate::rng::Rng;
+use crate::runtime::{ConcreteInput, Data, InputData, ModelRef};
 use crate::spec::Arch;
 use crate::weights::WeightFile;
 
@@ -25,7 +28,7 @@ pub struct BenchModel {
     /// before folding), else the elements of floating-point initializers and Constant tensors.
     pub params: u64,
     pub params_source: &'static str,
-    /// FLOPs (2 x multiply-accumulates) at batch 1; for foreign models filled by [`crate::bench::engine::tract_flops`].
+    /// FLOPs (2 x multiply-accumulates) at batch 1; for foreign models filled by [`crate::runtime::tract_flops`].
     pub flops: Option<u64>,
     pub flops_source: &'static str,
     /// The network, for the tch baseline (specs only).
@@ -72,18 +75,27 @@ impl BenchModel {
         if inspection.inputs.is_empty() {
             bail!("{source}: the model has no inputs to feed");
         }
-        let meta_num = |k: &str| inspection.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
-        let strnas = inspection.metadata.contains_key("strnas_version");
-        let (params, params_source) = match meta_num("params").filter(|_| strnas) {
-            Some(p) => (p, "spec"),
+        // Foreign models (and any whose strnas metadata does not parse) are sized from their weights.
+        let meta = ModelMetadata::read(&proto, source).ok();
+        let (params, params_source) = match &meta {
+            Some(m) => (m.params, "spec"),
             None => (inspection.weight_elements, "onnx weights"),
         };
-        let (flops, flops_source) = match meta_num("flops").filter(|_| strnas) {
-            Some(f) => (Some(f), "spec"),
+        let (flops, flops_source) = match &meta {
+            Some(m) => (Some(m.flops), "spec"),
             None => (None, "unknown"),
         };
-        let name = inspection.metadata.get("model").filter(|_| strnas).cloned().unwrap_or_else(|| stem.to_string());
+        let name = meta.map(|m| m.model).unwrap_or_else(|| stem.to_string());
         Ok(BenchModel { name, source: source.to_string(), kind: "onnx", bytes, inspection, params, params_source, flops, flops_source, arch: None, weights: None })
+    }
+
+    /// The model as the runtime layer loads it (with the network for tch, for specs).
+    pub fn model_ref(&self) -> ModelRef<'_> {
+        let network = match (&self.arch, &self.weights) {
+            (Some(a), Some(w)) => Some((a, w)),
+            _ => None,
+        };
+        ModelRef { source: &self.source, onnx: &self.bytes, network }
     }
 
     /// Node count (subgraphs included), the op-count gate.
@@ -114,14 +126,6 @@ impl std::str::FromStr for ShapeOverride {
             .ok_or_else(|| format!("--input-shape {s:?}: expected [NAME=]D1xD2x... with positive integers, e.g. image=1x3x48x320"))?;
         Ok(ShapeOverride { input, dims })
     }
-}
-
-/// One input with a concrete shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConcreteInput {
-    pub name: String,
-    pub elem: String,
-    pub shape: Vec<usize>,
 }
 
 /// Why a batch size cannot be run (not an error: the model declares a fixed batch).
@@ -192,31 +196,12 @@ pub fn resolve_inputs(m: &BenchModel, overrides: &[ShapeOverride], batch: usize)
     Ok(Resolve::Inputs(out))
 }
 
-/// Input values: floats uniform in [-1, 1] (what normalised images span), integers and booleans zero (valid
-/// token ids and masks for any vocabulary).
-#[derive(Debug, Clone)]
-pub enum Data {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    U8(Vec<u8>),
-    I8(Vec<i8>),
-    Bool(Vec<bool>),
-}
-
-/// An input with its values.
-#[derive(Debug, Clone)]
-pub struct InputData {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub data: Data,
-}
-
 /// Seed of the input data every runtime is fed.
 pub const INPUT_SEED: u64 = 7;
 
-/// Deterministic data for `inputs` (the same for every runtime, so they compute the same thing).
+/// Deterministic data for `inputs` (the same for every runtime, so they compute the same thing): floats uniform
+/// in [-1, 1] (what normalised images span), integers and booleans zero (valid token ids and masks for any
+/// vocabulary).
 pub fn input_data(inputs: &[ConcreteInput], seed: u64) -> Vec<InputData> {
     let mut rng = Rng::new(seed);
     inputs

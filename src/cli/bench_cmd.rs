@@ -7,13 +7,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::bench::engine::BenchRuntime;
 use crate::bench::gate::{parse_fraction, Thresholds};
 use crate::bench::model::ShapeOverride;
-use crate::bench::stats::Budget;
 use crate::bench::{self, GateInput, Plan, Report};
 use crate::exit;
-use crate::infer::Device;
+use crate::measure::Budget;
+use crate::runtime::{Device, Runtime};
 use crate::report::{gflops, millions, Table};
 
 #[derive(Args, Debug)]
@@ -43,7 +42,7 @@ pub struct BenchArgs {
     models: Vec<PathBuf>,
     /// Runtimes to compare, comma-separated: ort, tract, tch
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ort")]
-    runtime: Vec<BenchRuntime>,
+    runtime: Vec<Runtime>,
     /// cpu, cuda or cuda:N (onnxruntime's CUDA execution provider, tch on CUDA)
     #[arg(long, default_value = "cpu")]
     device: Device,
@@ -275,8 +274,8 @@ pub fn render(r: &Report, evals: &[EvalFile], markdown: bool) -> String {
             out.push_str(&format!("\n{s}\n"));
         }
     };
-    let runtimes: Vec<BenchRuntime> = {
-        let mut v: Vec<BenchRuntime> = r.results.iter().map(|m| m.runtime).collect();
+    let runtimes: Vec<Runtime> = {
+        let mut v: Vec<Runtime> = r.results.iter().map(|m| m.runtime).collect();
         v.sort();
         v.dedup();
         v

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::bench_cmd::{read_evals, EvalFile};
-use crate::bench::engine::BenchRuntime;
 use crate::bench::Report;
 use crate::exit;
+use crate::runtime::Runtime;
 use crate::report::chart::{self, Canvas, Point};
 
 #[derive(Args, Debug)]
@@ -30,7 +30,7 @@ pub struct ReportArgs {
     out: PathBuf,
     /// Runtime whose time goes on the accuracy-vs-time chart
     #[arg(long, value_enum, default_value = "ort")]
-    runtime: BenchRuntime,
+    runtime: Runtime,
     /// Batch size of the latency figures
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -66,7 +66,7 @@ pub fn run(a: ReportArgs) -> Result<i32> {
     let mut written = vec![];
     // Latency bars: one group per model, one bar per runtime.
     let mut models: Vec<String> = vec![];
-    let mut runtimes: Vec<BenchRuntime> = vec![];
+    let mut runtimes: Vec<Runtime> = vec![];
     for r in &reports {
         for m in r.results.iter().filter(|m| m.batch == a.batch) {
             if !models.contains(&m.model) {
@@ -78,7 +78,7 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         }
     }
     runtimes.sort();
-    let latency = |model: &str, rt: BenchRuntime| -> Option<f64> {
+    let latency = |model: &str, rt: Runtime| -> Option<f64> {
         reports.iter().rev().find_map(|r| r.results.iter().find(|m| m.model == model && m.runtime == rt && m.batch == a.batch).map(|m| m.ms_per_image))
     };
     if !models.is_empty() {

@@ -22,7 +22,7 @@ use crate::train::{self, TrainConfig};
 
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse::<crate::infer::Device>().map(crate::infer::Device::tch)
+    s.parse::<crate::runtime::Device>().map(crate::runtime::Device::tch)
 }
 
 fn parse_ratios(s: &str) -> Result<Vec<f64>, String> {

@@ -68,7 +68,7 @@ pub fn score(
     Ok(scores)
 }
 
-pub use crate::bench::stats::Stats as TimeStats;
+pub use crate::measure::Stats as TimeStats;
 
 /// Time per image measured two ways.
 #[derive(Debug, Clone, Serialize)]
@@ -93,10 +93,10 @@ fn sync(device: Device) {
 /// `warmup` unmeasured runs, then at least `min_runs` runs and `min_secs` seconds.
 pub fn time_forward(net: &StrNet, sample: &Tensor, batch_size: usize, warmup: usize, min_runs: usize, min_secs: f64) -> Timing {
     let device = sample.device();
-    let budget = crate::bench::stats::Budget { warmup, min_iters: min_runs, min_time_s: min_secs, max_iters: usize::MAX };
+    let budget = crate::measure::Budget { warmup, min_iters: min_runs, min_time_s: min_secs, max_iters: usize::MAX };
     let measure = |x: &Tensor| -> Vec<f64> {
         tch::no_grad(|| {
-            crate::bench::stats::measure(&budget, || {
+            crate::measure::measure(&budget, || {
                 let _ = net.forward_t(x, None, false);
                 sync(device);
                 Ok(())

@@ -10,6 +10,8 @@
 //! and `indices` `[batch, steps]` (int64, the per-step argmax). Nodes are named after their spec path
 //! (`extractor.cells.3.dw`); initializers are never graph inputs.
 
+pub mod metadata;
+
 use anyhow::{anyhow, bail, Context, Result};
 use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
 
@@ -21,28 +23,7 @@ pub use crate::ops::onnx::BN_EPS;
 
 /// Metadata keys written into every exported model (`infer` reads its preprocessing from them).
 pub fn metadata(arch: &Arch, weights: &WeightFile) -> Vec<(&'static str, String)> {
-    let summary = crate::ops::summarize(&crate::ops::inventory(arch));
-    let decoding = match arch.prediction {
-        Prediction::Ctc { .. } => "ctc",
-        Prediction::Attention { .. } => "attention",
-    };
-    vec![
-        ("strnas_version", env!("CARGO_PKG_VERSION").to_string()),
-        ("model", arch.name.clone()),
-        ("spec_hash", crate::spec::arch_hash(&arch.spec)),
-        ("params", summary.params.to_string()),
-        ("flops", summary.flops.to_string()),
-        ("charset", arch.charset.as_string()),
-        ("case_sensitive", arch.charset.case_sensitive().to_string()),
-        ("decoding", decoding.to_string()),
-        ("batch_max_length", arch.batch_max_length.to_string()),
-        ("input_height", arch.input.h.to_string()),
-        ("input_width", arch.input.w.to_string()),
-        ("input_channels", arch.input.c.to_string()),
-        ("keep_ratio_pad", arch.keep_ratio_pad.to_string()),
-        ("normalization", "(x / 255 - 0.5) / 0.5".to_string()),
-        ("weights", weights.metadata.get("format").cloned().unwrap_or_else(|| "unknown".into())),
-    ]
+    metadata::ModelMetadata::new(arch, weights).to_props()
 }
 
 /// Builds the ONNX model of `arch` with `weights` (checked against the spec first; a mismatch lists the

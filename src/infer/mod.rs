@@ -1,26 +1,59 @@
-//! Running exported models under onnxruntime and tract (REFERENCE.md §6), behind one interface so
-//! `verify`, `infer` and the tests treat runtimes alike. libtorch-free.
+//! Recognising images with an exported strnas model: the model's preprocessing and decoding contract (read
+//! from its metadata), image batches in, text out.
+//!
+//! Owns the strnas model interface (input `image` `[n, C, H, W]`; outputs `logits` `[n, steps, classes]`
+//! float32 and `indices` `[n, steps]` int64, looked up by name) and the turning of those outputs into text
+//! with a confidence. Runs models only through [`crate::runtime`]'s engines; depends on `export::metadata`
+//! (the contract) and `data` (preprocessing, label decoding). Must not depend on `verify`, `bench` or `cli`.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// Which runtime executes a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Runtime {
-    Ort,
-    Tract,
+use crate::data::image::Preprocess;
+use crate::data::labels::LabelCodec;
+use crate::export::metadata::ModelMetadata;
+use crate::runtime::{Data, Engine, HostTensor, ModelRef, Runtime};
+
+/// Transitional: the device type now lives in [`crate::runtime`]; kept here for callers not yet moved.
+
+/// Name of a strnas model's input.
+pub const IMAGE: &str = "image";
+/// Name of the per-step scores output, `[n, steps, classes]` float32.
+pub const LOGITS: &str = "logits";
+/// Name of the per-step argmax output, `[n, steps]` int64.
+pub const INDICES: &str = "indices";
+
+/// How a model wants its images and how its outputs decode, as recorded in its metadata.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub preprocess: Preprocess,
+    pub codec: LabelCodec,
 }
 
-impl Runtime {
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Ort => "onnxruntime",
-            Runtime::Tract => "tract",
-        }
+impl Contract {
+    /// The contract recorded in `meta`.
+    pub fn from_metadata(meta: &ModelMetadata) -> Self {
+        let preprocess =
+            Preprocess { height: meta.input_height, width: meta.input_width, channels: meta.input_channels, keep_ratio_pad: meta.keep_ratio_pad };
+        let codec = LabelCodec { charset: meta.charset.clone(), decoding: meta.decoding, max_len: meta.batch_max_length as usize };
+        Contract { preprocess, codec }
     }
+
+    /// Reads the contract from the strnas metadata of the ONNX file at `model`; errors name the file and key.
+    pub fn read(model: &Path) -> Result<Self> {
+        Ok(Self::from_metadata(&ModelMetadata::from_file(model)?))
+    }
+
+    /// `[C, H, W]` of one preprocessed image.
+    pub fn chw(&self) -> [usize; 3] {
+        chw(&self.preprocess)
+    }
+}
+
+/// `[C, H, W]` of one image preprocessed by `pre`.
+pub fn chw(pre: &Preprocess) -> [usize; 3] {
+    [pre.channels as usize, pre.height as usize, pre.width as usize]
 }
 
 /// Per-step outputs of a batch: `logits` `[n, steps, classes]` row-major, `indices` `[n, steps]`.
@@ -32,205 +65,134 @@ pub struct Outputs {
     pub classes: usize,
 }
 
-/// A loaded model on one runtime.
-pub trait Backend {
-    fn runtime(&self) -> Runtime;
-    /// Runs `n` images (`[n, C, H, W]` row-major, `chw` values each).
-    fn run(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Outputs>;
+/// One image's recognised text and its confidence (product of the per-step maximum probabilities).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recognition {
+    pub text: String,
+    pub confidence: f32,
 }
 
-fn outputs(logits: (Vec<usize>, Vec<f32>), indices: Vec<i64>) -> Result<Outputs> {
-    let (shape, logits) = logits;
-    if shape.len() != 3 {
-        bail!("output logits has rank {} (expected [batch, steps, classes])", shape.len());
-    }
-    Ok(Outputs { logits, indices, steps: shape[1], classes: shape[2] })
-}
-
-/// onnxruntime on the CPU, all graph optimisations, `threads` intra-op threads.
-pub struct OrtBackend {
-    session: ort::session::Session,
-}
-
-impl OrtBackend {
-    pub fn load(model: &Path, threads: usize, ort_lib: Option<&Path>) -> Result<Self> {
-        let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-        Ok(OrtBackend { session: ort_session(&bytes, &model.display().to_string(), threads, Device::Cpu, ort_lib)? })
-    }
-}
-
-/// Where a runtime executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    /// A CUDA device by ordinal.
-    Cuda(usize),
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(0) => f.write_str("cuda"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
+impl Outputs {
+    /// The `logits` and `indices` tensors of a run (found by name among `tensors`), checked for type and shape;
+    /// `origin` names the model in errors.
+    pub fn from_tensors(tensors: Vec<HostTensor>, origin: &str) -> Result<Self> {
+        let find = |name: &str| {
+            tensors.iter().find(|t| t.name == name).ok_or_else(|| anyhow!("{origin}: the model produced no output {name:?} (not a strnas recogniser?)"))
+        };
+        let (logits, indices) = (find(LOGITS)?, find(INDICES)?);
+        let Data::F32(l) = &logits.data else { bail!("{origin}: output {LOGITS:?} is {}, expected float32", logits.data.elem()) };
+        let Data::I64(i) = &indices.data else { bail!("{origin}: output {INDICES:?} is {}, expected int64", indices.data.elem()) };
+        let &[n, steps, classes] = logits.shape.as_slice() else {
+            bail!("{origin}: output logits has rank {} (expected [batch, steps, classes])", logits.shape.len())
+        };
+        if indices.shape.as_slice() != [n, steps] {
+            bail!("{origin}: output indices has shape {:?}, expected [{n}, {steps}] to match logits", indices.shape);
         }
+        Ok(Outputs { logits: l.clone(), indices: i.clone(), steps, classes })
+    }
+
+    /// The decoded text of every image of the batch.
+    pub fn texts(&self, codec: &LabelCodec) -> Vec<String> {
+        self.indices.chunks(self.steps.max(1)).map(|k| codec.decode(k).0).collect()
+    }
+
+    /// Text and confidence of every image of the batch.
+    pub fn recognitions(&self, codec: &LabelCodec) -> Vec<Recognition> {
+        let steps = self.steps.max(1);
+        self.indices
+            .chunks(steps)
+            .zip(self.logits.chunks(steps * self.classes.max(1)))
+            .map(|(idx, logits)| {
+                let maxp: Vec<f32> = logits
+                    .chunks(self.classes.max(1))
+                    .map(|row| {
+                        let m = row.iter().cloned().fold(f32::MIN, f32::max);
+                        let z: f32 = row.iter().map(|v| (v - m).exp()).sum();
+                        1.0 / z
+                    })
+                    .collect();
+                let (text, used) = codec.decode(idx);
+                Recognition { text, confidence: LabelCodec::confidence(&maxp, used) }
+            })
+            .collect()
     }
 }
 
-impl std::str::FromStr for Device {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|i| i.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| format!("unknown device {s:?} (expected cpu, cuda or cuda:N)")),
-        }
-    }
-}
-
-#[cfg(feature = "torch")]
-impl Device {
-    /// The same device for libtorch.
-    pub fn tch(self) -> tch::Device {
-        match self {
-            Device::Cpu => tch::Device::Cpu,
-            Device::Cuda(i) => tch::Device::Cuda(i),
-        }
-    }
-}
-
-/// An onnxruntime session for `model` (protobuf bytes; `origin` names it in errors): all graph optimisations,
-/// `threads` intra-op threads. On CUDA the CUDA execution provider is registered with error-on-failure and
-/// `session.disable_cpu_ep_fallback` = 1, so a model that cannot run there fails instead of silently running on
-/// the CPU (REFERENCE.md §6).
-pub fn ort_session(model: &[u8], origin: &str, threads: usize, device: Device, ort_lib: Option<&Path>) -> Result<ort::session::Session> {
-    let env = crate::runtime::ort_environment(ort_lib)?;
-    let cfg = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{origin}: onnxruntime: configuring the session: {e}");
-    let builder = ort::session::Session::builder(env).map_err(|e| anyhow!("onnxruntime: creating a session: {e}"))?;
-    let builder = builder.with_optimization_level(ort::session::builder::GraphOptimizationLevel::All).map_err(cfg)?;
-    let mut builder = builder.with_intra_threads(threads.max(1)).map_err(cfg)?;
-    if let Device::Cuda(id) = device {
-        if !crate::runtime::ort_has_cuda()? {
-            bail!(
-                "{origin}: onnxruntime has no CUDA execution provider in this build (install onnxruntime-gpu: `make deps GPU=1`, \
-                 or point --ort-lib at a CUDA build)"
-            );
-        }
-        let cuda = ort::ep::CUDA::default().with_device_id(id as i32).build().error_on_failure();
-        builder = builder
-            .with_execution_providers([cuda])
-            .map_err(|e| anyhow!("{origin}: onnxruntime: CUDA execution provider on device {id}: {e}"))?
-            .with_config_entry("session.disable_cpu_ep_fallback", "1")
-            .map_err(cfg)?;
-    }
-    builder.commit_from_memory(model).map_err(|e| anyhow!("{origin}: onnxruntime cannot load the model: {e}"))
-}
-
-/// Sets tract's matrix-product executor: `threads` > 1 multithreads, else single-threaded. Process-wide.
-pub fn set_tract_threads(threads: usize) {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    set_default_executor(if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread });
-}
-
-/// A tract plan for `model` (protobuf bytes; `origin` names it in errors) with concrete input facts
-/// (`facts[i]` for input `i`; none: the model's declared input 0 at batch 1), optimised and runnable.
-pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::DatumType, Vec<usize>)]) -> Result<TractPlan> {
-    use tract_onnx::prelude::*;
-    let mut m = tract_onnx::onnx().model_for_read(&mut &model[..]).map_err(|e| anyhow!("{origin}: tract cannot load the model: {e:#}"))?;
-    if facts.is_empty() {
-        let fact = m.input_fact(0).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?.clone();
-        let dims: Vec<usize> = fact
-            .shape
-            .dims()
-            .skip(1)
-            .map(|d| tract_onnx::tract_hir::infer::Factoid::concretize(d).and_then(|d| tract_onnx::tract_core::internal::DimLike::to_usize(&d).ok()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| anyhow!("{origin}: input dimensions besides batch must be fixed"))?;
-        let dt = tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type).unwrap_or(f32::datum_type());
-        m = m.with_input_fact(0, InferenceFact::dt_shape(dt, [&[1][..], &dims].concat())).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?;
-    }
-    for (i, (dt, shape)) in facts.iter().enumerate() {
-        m = m.with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone())).map_err(|e| anyhow!("{origin}: tract: input {i}: {e:#}"))?;
-    }
-    m.into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| anyhow!("{origin}: tract cannot optimise the model: {e:#}"))
-}
-
-impl Backend for OrtBackend {
-    fn runtime(&self) -> Runtime {
-        Runtime::Ort
-    }
-
-    fn run(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Outputs> {
-        let input = ort::value::Tensor::from_array(([n, chw[0], chw[1], chw[2]], images.to_vec()))
-            .map_err(|e| anyhow!("onnxruntime: building the input: {e}"))?;
-        let out = self.session.run(ort::inputs!["image" => input]).map_err(|e| anyhow!("onnxruntime: run failed: {e}"))?;
-        let (shape, logits) = out["logits"].try_extract_tensor::<f32>().map_err(|e| anyhow!("onnxruntime: logits: {e}"))?;
-        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        let logits = logits.to_vec();
-        let (_, idx) = out["indices"].try_extract_tensor::<i64>().map_err(|e| anyhow!("onnxruntime: indices: {e}"))?;
-        outputs((shape, logits), idx.to_vec())
-    }
-}
-
-/// An optimised, runnable tract model.
-pub type TractPlan = Arc<tract_onnx::prelude::TypedRunnableModel>;
-
-/// tract: the model optimised for each batch size seen (plans are cached), multithreaded executor.
-pub struct TractBackend {
-    bytes: Vec<u8>,
-    plans: HashMap<usize, TractPlan>,
+/// A strnas model on one engine: feeds preprocessed image batches, returns [`Outputs`].
+pub struct Recognizer {
+    engine: Box<dyn Engine>,
     origin: String,
 }
 
-impl TractBackend {
-    pub fn load(model: &Path, threads: usize) -> Result<Self> {
+impl Recognizer {
+    /// Opens the ONNX file `model` on `runtime` on the CPU with `threads` intra-op threads.
+    pub fn open(runtime: Runtime, model: &Path, threads: usize, ort_lib: Option<&Path>) -> Result<Self> {
         let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-        set_tract_threads(threads);
-        let mut b = TractBackend { bytes, plans: HashMap::new(), origin: model.display().to_string() };
-        b.plans.insert(1, tract_plan(&b.bytes, &b.origin, &[])?); // load errors (unsupported ops) surface here
-        Ok(b)
+        let origin = model.display().to_string();
+        let engine = crate::runtime::open(runtime, crate::runtime::Device::Cpu, &ModelRef { source: &origin, onnx: &bytes, network: None }, threads, ort_lib)?;
+        Ok(Recognizer { engine, origin })
     }
 
-    fn plan(&mut self, n: usize, chw: [usize; 3]) -> Result<TractPlan> {
-        if let Some(p) = self.plans.get(&n) {
-            return Ok(p.clone());
+    /// Wraps an engine already open on a strnas model; `origin` names the model in errors.
+    pub fn new(engine: Box<dyn Engine>, origin: &str) -> Self {
+        Recognizer { engine, origin: origin.to_string() }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        self.engine.info().runtime
+    }
+
+    /// Binds a batch of `n` images (`[n, C, H, W]` row-major, `chw` values each) for [`Self::run_prepared`];
+    /// a model the runtime cannot load fails here.
+    pub fn prepare(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<()> {
+        let expected = n * chw.iter().product::<usize>();
+        if images.len() != expected {
+            bail!("{}: {} image values for {n} images of {chw:?} (expected {expected})", self.origin, images.len());
         }
-        let dt = tract_onnx::prelude::DatumType::F32;
-        let plan = tract_plan(&self.bytes, &self.origin, &[(dt, vec![n, chw[0], chw[1], chw[2]])])?;
-        self.plans.insert(n, plan.clone());
-        Ok(plan)
+        self.engine.prepare(&[HostTensor::f32(IMAGE, vec![n, chw[0], chw[1], chw[2]], images.to_vec())])
+    }
+
+    /// Runs the prepared batch.
+    pub fn run_prepared(&mut self) -> Result<Outputs> {
+        Outputs::from_tensors(self.engine.run_and_fetch(&[LOGITS, INDICES])?, &self.origin)
+    }
+
+    /// Runs a batch of `n` images (`[n, C, H, W]` row-major, `chw` values each).
+    pub fn run(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Outputs> {
+        self.prepare(images, n, chw)?;
+        self.run_prepared()
     }
 }
 
-impl Backend for TractBackend {
-    fn runtime(&self) -> Runtime {
-        Runtime::Tract
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec() -> LabelCodec {
+        let charset = crate::spec::Charset::from_spec(&crate::spec::file::CharsetSpec { chars: Some("ab".into()), case_sensitive: false }).unwrap();
+        LabelCodec { charset, decoding: crate::data::labels::Decoding::Ctc, max_len: 4 }
     }
 
-    fn run(&mut self, images: &[f32], n: usize, chw: [usize; 3]) -> Result<Outputs> {
-        use tract_onnx::prelude::*;
-        let plan = self.plan(n, chw)?;
-        let input = Tensor::from_shape(&[n, chw[0], chw[1], chw[2]], images).map_err(|e| anyhow!("tract: {e:#}"))?;
-        let out = plan.run(tvec!(input.into())).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
-        let logits = out[0].to_plain_array_view::<f32>().map_err(|e| anyhow!("tract: logits: {e:#}"))?;
-        let shape = logits.shape().to_vec();
-        let logits: Vec<f32> = logits.iter().copied().collect();
-        let idx: Vec<i64> = out[1].to_plain_array_view::<i64>().map_err(|e| anyhow!("tract: indices: {e:#}"))?.iter().copied().collect();
-        outputs((shape, logits), idx)
+    #[test]
+    fn outputs_are_found_by_name_in_any_order() {
+        // 2 images x 3 steps x 3 classes (CTC: blank, a, b).
+        let logits = HostTensor::f32(LOGITS, vec![2, 3, 3], (0..18).map(|v| v as f32).collect());
+        let indices = HostTensor { name: INDICES.into(), shape: vec![2, 3], data: Data::I64(vec![1, 1, 2, 0, 2, 0]) };
+        let o = Outputs::from_tensors(vec![indices, logits], "m.onnx").unwrap();
+        assert_eq!((o.steps, o.classes), (3, 3));
+        assert_eq!(o.texts(&codec()), ["ab", "b"]);
+        let r = o.recognitions(&codec());
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.confidence > 0.0 && r.confidence <= 1.0), "{r:?}");
     }
-}
 
-/// Loads `model` on `runtime`.
-pub fn load(runtime: Runtime, model: &Path, threads: usize, ort_lib: Option<&Path>) -> Result<Box<dyn Backend>> {
-    Ok(match runtime {
-        Runtime::Ort => Box::new(OrtBackend::load(model, threads, ort_lib)?),
-        Runtime::Tract => Box::new(TractBackend::load(model, threads)?),
-    })
+    #[test]
+    fn a_missing_or_mistyped_output_is_an_error_naming_the_model() {
+        let logits = HostTensor::f32(LOGITS, vec![1, 2, 3], vec![0.0; 6]);
+        let e = Outputs::from_tensors(vec![logits.clone()], "m.onnx").unwrap_err().to_string();
+        assert_eq!(e, "m.onnx: the model produced no output \"indices\" (not a strnas recogniser?)");
+        let indices = HostTensor::f32(INDICES, vec![1, 2], vec![0.0; 2]);
+        let e = Outputs::from_tensors(vec![logits, indices], "m.onnx").unwrap_err().to_string();
+        assert_eq!(e, "m.onnx: output \"indices\" is float32, expected int64");
+    }
 }

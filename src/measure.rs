@@ -1,5 +1,8 @@
 //! Timing statistics and the measurement loop (REFERENCE.md §7): explicit warm-up, then at least N runs and
 //! at least T seconds; median, mean, p90, p99, stdev %, min.
+//!
+//! Owns [`measure`], [`Budget`] and [`Stats`], which `bench` and `eval` both time with. A leaf: depends on no
+//! other strnas module.
 
 use std::time::{Duration, Instant};
 

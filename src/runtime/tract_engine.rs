@@ -1,0 +1,230 @@
+//! tract: the plan builder (concrete input facts, optimised, runnable), the engine (one plan per input
+//! shapes, one reused state), the executor's thread count, and the cost model behind [`tract_flops`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+
+use super::engine::missing_output;
+use super::{ConcreteInput, Data, Device, Engine, EngineInfo, HostTensor, InputData, ModelRef, Runtime};
+
+/// An optimised, runnable tract model.
+pub type TractPlan = Arc<tract_onnx::prelude::TypedRunnableModel>;
+
+/// Sets tract's matrix-product executor: `threads` > 1 multithreads, else single-threaded. Process-wide.
+pub fn set_tract_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    set_default_executor(if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread });
+}
+
+/// A tract plan for `model` (protobuf bytes; `origin` names it in errors) with concrete input facts
+/// (`facts[i]` for input `i`; none: the model's declared input 0 at batch 1), optimised and runnable.
+pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::DatumType, Vec<usize>)]) -> Result<TractPlan> {
+    use tract_onnx::prelude::*;
+    let mut m = tract_onnx::onnx().model_for_read(&mut &model[..]).map_err(|e| anyhow!("{origin}: tract cannot load the model: {e:#}"))?;
+    if facts.is_empty() {
+        let fact = m.input_fact(0).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?.clone();
+        let dims: Vec<usize> = fact
+            .shape
+            .dims()
+            .skip(1)
+            .map(|d| tract_onnx::tract_hir::infer::Factoid::concretize(d).and_then(|d| tract_onnx::tract_core::internal::DimLike::to_usize(&d).ok()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow!("{origin}: input dimensions besides batch must be fixed"))?;
+        let dt = tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type).unwrap_or(f32::datum_type());
+        m = m.with_input_fact(0, InferenceFact::dt_shape(dt, [&[1][..], &dims].concat())).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?;
+    }
+    for (i, (dt, shape)) in facts.iter().enumerate() {
+        m = m.with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone())).map_err(|e| anyhow!("{origin}: tract: input {i}: {e:#}"))?;
+    }
+    m.into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| anyhow!("{origin}: tract cannot optimise the model: {e:#}"))
+}
+
+/// A model on tract: plans optimised per input shapes (cached), one state reused across runs.
+pub(super) struct TractEngine {
+    bytes: Vec<u8>,
+    origin: String,
+    /// Optimised plans by input shapes.
+    plans: HashMap<Vec<Vec<usize>>, TractPlan>,
+    state: Option<tract_onnx::prelude::TypedSimpleState>,
+    inputs: tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+    /// The ONNX graph's output names in order (read on the first fetch).
+    output_names: Option<Vec<String>>,
+    info: EngineInfo,
+}
+
+impl TractEngine {
+    /// Sets the process-wide executor for `threads`; builds no plan yet (see [`Engine::prepare`]).
+    pub(super) fn open(model: &ModelRef, device: Device, threads: usize) -> Result<Self> {
+        if device != Device::Cpu {
+            bail!("{}: tract runs on the CPU only (drop --device {device} for tract)", model.source);
+        }
+        set_tract_threads(threads);
+        let info = EngineInfo {
+            runtime: Runtime::Tract,
+            version: super::TRACT_VERSION.into(),
+            device,
+            provider: if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() },
+            threads,
+        };
+        // The plan is built per input shape in `prepare`; a model tract cannot load fails there, before timing.
+        Ok(TractEngine {
+            bytes: model.onnx.to_vec(),
+            origin: model.source.to_string(),
+            plans: HashMap::new(),
+            state: None,
+            inputs: Default::default(),
+            output_names: None,
+            info,
+        })
+    }
+
+    fn output_names(&mut self) -> Result<&[String]> {
+        if self.output_names.is_none() {
+            let proto = strnas_onnx::from_bytes(&self.bytes).map_err(|e| anyhow!("{}: not a valid ONNX model ({e})", self.origin))?;
+            let names = proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default();
+            self.output_names = Some(names);
+        }
+        Ok(self.output_names.as_deref().unwrap_or_default())
+    }
+}
+
+fn datum(d: &Data) -> tract_onnx::prelude::DatumType {
+    use tract_onnx::prelude::DatumType as D;
+    match d {
+        Data::F32(_) => D::F32,
+        Data::F64(_) => D::F64,
+        Data::I64(_) => D::I64,
+        Data::I32(_) => D::I32,
+        Data::U8(_) => D::U8,
+        Data::I8(_) => D::I8,
+        Data::Bool(_) => D::Bool,
+    }
+}
+
+fn tract_tensor(i: &InputData) -> Result<tract_onnx::prelude::Tensor> {
+    use tract_onnx::prelude::Tensor;
+    let s = &i.shape;
+    match &i.data {
+        Data::F32(d) => Tensor::from_shape(s, d),
+        Data::F64(d) => Tensor::from_shape(s, d),
+        Data::I64(d) => Tensor::from_shape(s, d),
+        Data::I32(d) => Tensor::from_shape(s, d),
+        Data::U8(d) => Tensor::from_shape(s, d),
+        Data::I8(d) => Tensor::from_shape(s, d),
+        Data::Bool(d) => Tensor::from_shape(s, d),
+    }
+    .map_err(|e| anyhow!("tract: building input {:?}: {e:#}", i.name))
+}
+
+/// Copies a tract output into a [`HostTensor`] (element types as in [`Data`]).
+fn host_tensor(origin: &str, name: &str, t: &tract_onnx::prelude::Tensor) -> Result<HostTensor> {
+    use tract_onnx::prelude::DatumType as D;
+    fn values<T: tract_onnx::prelude::Datum + Copy>(origin: &str, name: &str, t: &tract_onnx::prelude::Tensor) -> Result<Vec<T>> {
+        Ok(t.to_plain_array_view::<T>().map_err(|e| anyhow!("{origin}: tract: output {name:?}: {e:#}"))?.iter().copied().collect())
+    }
+    let data = match t.datum_type() {
+        D::F32 => Data::F32(values(origin, name, t)?),
+        D::F64 => Data::F64(values(origin, name, t)?),
+        D::I64 => Data::I64(values(origin, name, t)?),
+        D::I32 => Data::I32(values(origin, name, t)?),
+        D::U8 => Data::U8(values(origin, name, t)?),
+        D::I8 => Data::I8(values(origin, name, t)?),
+        D::Bool => Data::Bool(values(origin, name, t)?),
+        other => bail!("{origin}: tract: output {name:?} has type {other:?}, which strnas cannot read"),
+    };
+    Ok(HostTensor { name: name.to_string(), shape: t.shape().to_vec(), data })
+}
+
+impl Engine for TractEngine {
+    fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    fn prepare(&mut self, inputs: &[InputData]) -> Result<()> {
+        let key: Vec<Vec<usize>> = inputs.iter().map(|i| i.shape.clone()).collect();
+        let plan = match self.plans.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let facts: Vec<_> = inputs.iter().map(|i| (datum(&i.data), i.shape.clone())).collect();
+                let p = tract_plan(&self.bytes, &self.origin, &facts)?;
+                self.plans.insert(key, p.clone());
+                p
+            }
+        };
+        self.state = Some(plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))?);
+        self.inputs = inputs.iter().map(|i| tract_tensor(i).map(|t| t.into())).collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
+        state.run(self.inputs.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
+        Ok(())
+    }
+
+    fn run_and_fetch(&mut self, names: &[&str]) -> Result<Vec<HostTensor>> {
+        if self.state.is_none() {
+            bail!("tract: run before prepare");
+        }
+        let have = self.output_names()?.to_vec();
+        let index = names
+            .iter()
+            .map(|n| have.iter().position(|h| h == n).ok_or_else(|| missing_output(&self.origin, Runtime::Tract, n, &have)))
+            .collect::<Result<Vec<_>>>()?;
+        let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
+        let out = state.run(self.inputs.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
+        names
+            .iter()
+            .zip(index)
+            .map(|(n, i)| {
+                let t = out.get(i).ok_or_else(|| anyhow!("{}: tract: the plan returned {} outputs, expected {}", self.origin, out.len(), have.len()))?;
+                host_tensor(&self.origin, n, t)
+            })
+            .collect()
+    }
+}
+
+/// FLOPs (2 x multiply-accumulates) of one inference of `model` (ONNX bytes; `origin` names it in errors) with
+/// `inputs`, from tract's cost model over the decluttered graph, recurrent bodies (LSTM, GRU, Scan) multiplied
+/// by their iteration counts. For models without strnas metadata. Counts convolutions and matrix products as the
+/// spec count does, plus reductions (a pooling's sums), which tract also costs as multiply-accumulates.
+pub fn tract_flops(model: &[u8], origin: &str, inputs: &[ConcreteInput]) -> Result<u64> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::{scan::Scan, Cost};
+    fn fma(m: &TypedModel) -> TractResult<i64> {
+        let mut total = 0i64;
+        for node in m.nodes() {
+            let facts = m.node_input_facts(node.id)?;
+            if let Some(scan) = node.op_as::<Scan>() {
+                let iters = scan.iteration_count(&facts).map(|d| d.to_i64()).transpose()?.unwrap_or(1);
+                total += fma(&scan.body)? * iters;
+            } else {
+                for (c, n) in node.op.cost(&facts)? {
+                    if let Cost::FMA(_) = c {
+                        total += n.to_i64()?;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+    let mut m = tract_onnx::onnx().model_for_read(&mut &model[..]).map_err(|e| anyhow!("{origin}: tract cannot load the model: {e:#}"))?;
+    for (i, inp) in inputs.iter().enumerate() {
+        let dt = match inp.elem.as_str() {
+            "float32" => DatumType::F32,
+            "float64" => DatumType::F64,
+            "int64" => DatumType::I64,
+            "int32" => DatumType::I32,
+            "uint8" => DatumType::U8,
+            "int8" => DatumType::I8,
+            _ => DatumType::Bool,
+        };
+        m = m.with_input_fact(i, InferenceFact::dt_shape(dt, inp.shape.clone())).map_err(|e| anyhow!("{e:#}"))?;
+    }
+    let typed = m.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?;
+    Ok(2 * fma(&typed).map_err(|e| anyhow!("{origin}: tract cost model: {e:#}"))? as u64)
+}

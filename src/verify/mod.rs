@@ -1,0 +1,160 @@
+//! Checking an exported model against its source network (`strnas verify`): the same inputs through every
+//! runtime, logits compared with the reference's within a relative tolerance, decoded texts compared exactly.
+//!
+//! The reference is the eager tch network (libtorch builds, from the runtime layer's tch engine), else the
+//! first ONNX runtime that loads. Depends on `runtime` (engines), `infer` (the model interface and decoding),
+//! `data` (preprocessing, rendered words) and `spec`/`weights` (the network); must not depend on `bench` or
+//! `cli`. The CLI only parses arguments and prints the [`Report`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::data::image::Preprocess;
+use crate::data::labels::LabelCodec;
+use crate::infer::{Outputs, Recognizer};
+use crate::runtime::{Device, ModelRef, Runtime};
+use crate::spec::Arch;
+use crate::weights::WeightFile;
+
+/// What to verify.
+pub struct Request<'a> {
+    /// The exported ONNX file.
+    pub model: &'a Path,
+    /// The spec it was exported from and the weights it was exported with.
+    pub arch: &'a Arch,
+    pub weights: &'a WeightFile,
+    /// Relative tolerance: a runtime's logits may differ from the reference's by this times the reference
+    /// logits' largest magnitude (at least 1).
+    pub tolerance: f64,
+    pub ort_lib: Option<&'a Path>,
+}
+
+/// One runtime against the reference on one input set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// `<runtime> vs <reference>`, e.g. `tract vs tch`.
+    pub runtime: String,
+    /// The input set (`random` or `words`).
+    pub input: String,
+    pub max_abs_diff: f64,
+    /// The absolute tolerance applied (relative tolerance x the reference's scale).
+    pub tolerance: f64,
+    pub texts_agree: bool,
+    pub ok: bool,
+}
+
+/// The outcome: comparisons, and the runtimes that could not load the model.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub model: PathBuf,
+    pub comparisons: Vec<Comparison>,
+    /// `<runtime>: <error>` for each runtime that could not load the model.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// Exit status per the shared convention: an error when a runtime could not load the model, else a failed
+    /// check when any comparison is off.
+    pub fn exit_code(&self) -> i32 {
+        if !self.errors.is_empty() {
+            crate::exit::ERROR
+        } else if self.comparisons.iter().all(|c| c.ok) {
+            crate::exit::OK
+        } else {
+            crate::exit::CHECK_FAILED
+        }
+    }
+}
+
+/// A named batch of preprocessed images: name, values `[n, C, H, W]`, `n`.
+pub type InputSet = (String, Vec<f32>, usize);
+
+/// The verification inputs: 2 uniform-random images and 4 rendered words, preprocessed as for training.
+pub fn inputs(pre: &Preprocess) -> Result<Vec<InputSet>> {
+    let mut rng = crate::rng::Rng::new(42);
+    let n = pre.len();
+    let random: Vec<f32> = (0..2 * n).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let fonts = crate::data::synth::load_fonts(&crate::data::synth::default_font_dirs())?;
+    let r = crate::data::synth::Renderer::new(fonts, crate::data::synth::Style::default())?;
+    let mut words = vec![0f32; 4 * n];
+    for i in 0..4 {
+        let s = r.render(7, i as u64);
+        pre.image_into(&image::DynamicImage::ImageRgb8(s.image), &mut words[i * n..(i + 1) * n]);
+    }
+    Ok(vec![("random".into(), random, 2), ("words".into(), words, 4)])
+}
+
+/// The engines to compare, reference first: tch (libtorch builds; failing to build it is an error), then
+/// onnxruntime and tract on the CPU with one thread. A runtime that cannot load the model (checked by preparing
+/// `first`) is recorded in `errors` and left out.
+fn recognizers(req: &Request, first: &InputSet, chw: [usize; 3], errors: &mut Vec<String>) -> Result<Vec<Recognizer>> {
+    let origin = req.model.display().to_string();
+    let bytes = std::fs::read(req.model).with_context(|| format!("reading {origin}"));
+    let mut out = vec![];
+    if cfg!(feature = "torch") {
+        let onnx = bytes.as_deref().unwrap_or_default();
+        let model = ModelRef { source: &origin, onnx, network: Some((req.arch, req.weights)) };
+        // 0 threads: libtorch's own thread count, as the reference always ran.
+        out.push(Recognizer::new(crate::runtime::open(Runtime::Tch, Device::Cpu, &model, 0, None)?, &origin));
+    }
+    for rt in [Runtime::Ort, Runtime::Tract] {
+        let opened = bytes.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|onnx| {
+            let model = ModelRef { source: &origin, onnx, network: None };
+            let mut r = Recognizer::new(crate::runtime::open(rt, Device::Cpu, &model, 1, req.ort_lib)?, &origin);
+            r.prepare(&first.1, first.2, chw)?;
+            Ok(r)
+        });
+        match opened {
+            Ok(r) => out.push(r),
+            Err(e) => errors.push(format!("{}: {e:#}", rt.full_name())),
+        }
+    }
+    Ok(out)
+}
+
+/// Largest absolute logit difference of `other` from `reference` (infinite when the shapes differ), and
+/// whether both decode to the same texts.
+fn compare(codec: &LabelCodec, reference: &Outputs, other: &Outputs) -> (f64, bool) {
+    let diff = if other.logits.len() == reference.logits.len() {
+        other.logits.iter().zip(&reference.logits).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
+    } else {
+        f64::INFINITY
+    };
+    (diff, other.texts(codec) == reference.texts(codec))
+}
+
+/// Runs every input set through every runtime and compares each with the reference. Errors (rather than a
+/// report): the reference network cannot be built, no runtime loads, or a loaded runtime fails to run.
+pub fn verify(req: &Request) -> Result<Report> {
+    let pre = Preprocess::from_arch(req.arch);
+    let codec = LabelCodec::from_arch(req.arch);
+    let chw = crate::infer::chw(&pre);
+    let sets = inputs(&pre)?;
+    let Some(first) = sets.first() else { bail!("no verification inputs") };
+    let mut errors = vec![];
+    let mut engines = recognizers(req, first, chw, &mut errors)?;
+    let mut comparisons = vec![];
+    for (name, images, n) in &sets {
+        let mut outs: Vec<(&'static str, Outputs)> = vec![];
+        for e in engines.iter_mut() {
+            outs.push((e.runtime().full_name(), e.run(images, *n, chw)?));
+        }
+        let Some(((ref_name, ref_out), others)) = outs.split_first() else { bail!("no runtime could load {}", req.model.display()) };
+        let scale = ref_out.logits.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
+        let tol = req.tolerance * scale;
+        for (rt, o) in others {
+            let (diff, agree) = compare(&codec, ref_out, o);
+            comparisons.push(Comparison {
+                runtime: format!("{rt} vs {ref_name}"),
+                input: name.clone(),
+                max_abs_diff: diff,
+                tolerance: tol,
+                texts_agree: agree,
+                ok: diff <= tol && agree,
+            });
+        }
+    }
+    Ok(Report { model: req.model.to_path_buf(), comparisons, errors })
+}
