@@ -276,6 +276,8 @@ fn tch_block(node: &strnas::ops::Node, w: &WeightFile, b: usize, x: &[f32], imag
         y = y.permute([1, 0, 2]);
     }
     Vec::<f32>::try_from(y.contiguous().view(-1)).unwrap()
+}
+
 /// The runtime layer's engines hand outputs back by name; a name the model lacks is an error naming the model
 /// and listing its outputs (tract: no onnxruntime library needed).
 #[test]
