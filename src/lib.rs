@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod io;
+pub mod progress;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;

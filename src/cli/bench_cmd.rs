@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Deserialize;
 
 use crate::bench::engine::BenchRuntime;
 use crate::bench::gate::{parse_fraction, Thresholds};
 use crate::bench::model::ShapeOverride;
 use crate::bench::stats::Budget;
 use crate::bench::{self, GateInput, Plan, Report};
+use crate::eval::result::EvalResult;
 use crate::exit;
 use crate::infer::Device;
 use crate::report::{gflops, millions, Table};
@@ -96,33 +96,9 @@ pub struct BenchArgs {
     allow_arch_change: bool,
 }
 
-/// The parts of `strnas eval --json` the table uses.
-#[derive(Debug, Deserialize)]
-pub struct EvalFile {
-    pub model: String,
-    pub datasets: Vec<EvalDataset>,
-    pub total: EvalDataset,
-    #[serde(default)]
-    pub params: Option<u64>,
-    #[serde(default)]
-    pub timing: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EvalDataset {
-    pub name: String,
-    pub accuracy: f64,
-}
-
-/// Reads `strnas eval --json` files; errors name the file.
-pub fn read_evals(paths: &[PathBuf]) -> Result<Vec<EvalFile>> {
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("--eval {}: cannot read", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("--eval {}: not a `strnas eval --json` result", p.display()))
-        })
-        .collect()
+/// Reads `strnas eval --json` files; errors name the flag and the file.
+pub fn read_evals(paths: &[PathBuf]) -> Result<Vec<EvalResult>> {
+    paths.iter().map(|p| EvalResult::read(p).context("--eval")).collect()
 }
 
 struct Bar {
@@ -246,7 +222,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The report as text (or Markdown): the paper-style table, the detail table, the gate, and the footer.
-pub fn render(r: &Report, evals: &[EvalFile], markdown: bool) -> String {
+pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
     let show = |t: &Table| if markdown { t.markdown() } else { t.render() };
     let mut out = String::new();
     let heading = |s: &str, out: &mut String| {
