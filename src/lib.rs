@@ -28,6 +28,7 @@ pub mod infer;
 pub mod io;
 pub mod ops;
 pub mod measure;
+pub mod progress;
 #[cfg(feature = "torch")]
 pub mod nn;
 pub mod report;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use strnas::data::lmdb::LmdbWriter;
 use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
+use strnas::progress::Silent;
 use strnas::train::{self, optim::OptimKind, TrainConfig};
 use strnas::weights::WeightFile;
 
@@ -54,7 +55,7 @@ fn training_lowers_the_loss_for_ctc_and_attention() {
     make_synth(&data, 32, 1);
     for (name, iters, ratio) in [("tiny-crnn-ctc.yaml", 25, 0.6), ("tiny-limited-3x3-ex3-attn.yaml", 40, 0.9)] {
         let out = tmp.path().join(name);
-        let r = train::train(&config(spec(name), &data, Some(&data), &out, iters)).unwrap();
+        let r = train::train(&config(spec(name), &data, Some(&data), &out, iters), &mut Silent).unwrap();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (first, last) = (mean(&r.losses[..5]), mean(&r.losses[r.losses.len() - 5..]));
         assert!(last < ratio * first, "{name}: mean loss of the first 5 iterations {first}, of the last 5 {last}");
@@ -80,19 +81,19 @@ fn resume_continues_exactly_where_it_stopped() {
     let full = tmp.path().join("full");
     let mut c = config(s.clone(), &data, None, &full, 6);
     c.valid_every = 3;
-    train::train(&c).unwrap();
+    train::train(&c, &mut Silent).unwrap();
     // Interrupted after 3, then resumed to 6.
     let split = tmp.path().join("split");
     let mut c = config(s.clone(), &data, None, &split, 3);
     c.valid_every = 3;
-    train::train(&c).unwrap();
+    train::train(&c, &mut Silent).unwrap();
     // Without --resume an existing run is never overwritten.
-    let e = format!("{:#}", train::train(&c).unwrap_err());
+    let e = format!("{:#}", train::train(&c, &mut Silent).unwrap_err());
     assert!(e.contains("already holds a run") && e.contains("--resume"), "{e}");
     c.resume = true;
     c.iters = 6;
     c.seed = 999; // ignored: the checkpoint's seed and data order win
-    let r = train::train(&c).unwrap();
+    let r = train::train(&c, &mut Silent).unwrap();
     assert_eq!((r.start_iteration, r.final_iteration), (3, 6));
 
     let a = WeightFile::read(&full.join(train::CHECKPOINT)).unwrap();
@@ -110,7 +111,7 @@ fn resume_continues_exactly_where_it_stopped() {
 
     // A checkpoint from another spec is refused.
     c.spec = spec("tiny-limited-3x3-ex3-ctc.yaml");
-    let e = format!("{:#}", train::train(&c).unwrap_err());
+    let e = format!("{:#}", train::train(&c, &mut Silent).unwrap_err());
     assert!(e.contains("different spec"), "{e}");
 }
 

@@ -173,13 +173,6 @@ pub struct GateInput<'a> {
     pub retries: usize,
 }
 
-/// Progress callbacks: `total` work items, then one `step` per item with a label.
-pub trait Progress {
-    fn start(&mut self, total: usize);
-    fn step(&mut self, label: &str);
-    fn finish(&mut self);
-}
-
 /// Loaded runtime for the calibration workload, per runtime.
 struct Calibration {
     engine: Box<dyn Engine>,
@@ -258,7 +251,7 @@ fn now_unix() -> u64 {
 /// Runs `plan` over `models` (paths to .onnx files or specs). A model or runtime that fails is recorded in
 /// `errors` and the others are still measured. With `gate`, every measured entry is compared with the
 /// baseline as soon as it is measured, and re-measured up to `retries` times while it looks regressed.
-pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: &mut dyn Progress) -> Report {
+pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: &mut dyn crate::progress::Progress) -> Report {
     let mut report = Report {
         format: REPORT_FORMAT.into(),
         version: REPORT_VERSION,
@@ -279,7 +272,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
             notes: vec![],
         }),
     };
-    progress.start(models.len() * plan.runtimes.len() * plan.batches.len());
+    progress.start((models.len() * plan.runtimes.len() * plan.batches.len()) as u64, "runs");
     let mut calibrations: BTreeMap<Runtime, Result<Calibration, String>> = BTreeMap::new();
     for path in models {
         let label = path.display().to_string();
@@ -288,7 +281,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
             Err(e) => {
                 report.errors.push(Failure { model: label, runtime: None, error: format!("{e:#}") });
                 for _ in 0..plan.runtimes.len() * plan.batches.len() {
-                    progress.step("");
+                    progress.advance(1);
                 }
                 continue;
             }
@@ -306,7 +299,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                 Err(e) => {
                     report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("{e:#}") });
                     for _ in &plan.batches {
-                        progress.step("");
+                        progress.advance(1);
                     }
                     continue;
                 }
@@ -322,14 +315,15 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                     Err(e) => {
                         report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("calibration workload: {e}") });
                         for _ in &plan.batches {
-                            progress.step("");
+                            progress.advance(1);
                         }
                         continue;
                     }
                 }
             }
             for &batch in &plan.batches {
-                progress.step(&format!("{} · {} · batch {batch}", m.name, rt.name()));
+                progress.message(&format!("{} · {} · batch {batch}", m.name, rt.name()));
+                progress.advance(1);
                 let outcome = measure_batch(&m, &entry, engine.as_mut(), calib.as_deref_mut(), plan, batch, gate, report.gate.as_mut());
                 match outcome {
                     Ok(Ok(meas)) => report.results.push(meas),

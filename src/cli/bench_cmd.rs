@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Deserialize;
 
 use crate::bench::gate::{parse_fraction, Thresholds};
 use crate::bench::model::ShapeOverride;
 use crate::bench::{self, GateInput, Plan, Report};
+use crate::eval::result::EvalResult;
 use crate::exit;
 use crate::measure::Budget;
 use crate::runtime::{Device, Runtime};
@@ -105,56 +105,9 @@ pub struct BenchArgs {
     allow_arch_change: bool,
 }
 
-/// The parts of `strnas eval --json` the table uses.
-#[derive(Debug, Deserialize)]
-pub struct EvalFile {
-    pub model: String,
-    pub datasets: Vec<EvalDataset>,
-    pub total: EvalDataset,
-    #[serde(default)]
-    pub params: Option<u64>,
-    #[serde(default)]
-    pub timing: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EvalDataset {
-    pub name: String,
-    pub accuracy: f64,
-}
-
-/// Reads `strnas eval --json` files; errors name the file.
-pub fn read_evals(paths: &[PathBuf]) -> Result<Vec<EvalFile>> {
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("--eval {}: cannot read", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("--eval {}: not a `strnas eval --json` result", p.display()))
-        })
-        .collect()
-}
-
-struct Bar {
-    pb: Option<indicatif::ProgressBar>,
-}
-
-impl bench::Progress for Bar {
-    fn start(&mut self, total: usize) {
-        self.pb = Some(crate::cli::progress_bar(total as u64, "runs"));
-    }
-    fn step(&mut self, label: &str) {
-        if let Some(pb) = &self.pb {
-            if !label.is_empty() {
-                pb.set_message(label.to_string());
-            }
-            pb.inc(1);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(pb) = self.pb.take() {
-            pb.finish_and_clear();
-        }
-    }
+/// Reads `strnas eval --json` files; errors name the flag and the file.
+pub fn read_evals(paths: &[PathBuf]) -> Result<Vec<EvalResult>> {
+    paths.iter().map(|p| EvalResult::read(p).context("--eval")).collect()
 }
 
 fn model_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -227,7 +180,7 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
     if bench::build_profile() == "debug" {
         eprintln!("note: this is a debug build; tract runs up to 2x slower than in a release build (`make build-release`). Report release figures.");
     }
-    let report = bench::run(&models, &plan, gate.as_ref(), &mut Bar { pb: None });
+    let report = bench::run(&models, &plan, gate.as_ref(), &mut crate::cli::progress::Bars::new());
 
     let text = render(&report, &evals, false);
     print!("{text}");
@@ -264,7 +217,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The report as text (or Markdown): the paper-style table, the detail table, the gate, and the footer.
-pub fn render(r: &Report, evals: &[EvalFile], markdown: bool) -> String {
+pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
     let show = |t: &Table| if markdown { t.markdown() } else { t.render() };
     let mut out = String::new();
     let heading = |s: &str, out: &mut String| {

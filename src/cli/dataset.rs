@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use image::ImageEncoder;
 
-use super::progress;
+use super::progress::Bars;
+use crate::progress::Progress;
 use crate::data::lmdb::{find_datasets, LmdbReader, LmdbWriter};
 use crate::data::synth::{self, Renderer, Style};
 use crate::exit;
@@ -114,9 +115,10 @@ fn create(a: CreateArgs) -> Result<i32> {
     let lines: Vec<(usize, &str)> = gt.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
     let mut w = LmdbWriter::create(&a.output)?;
     let mut skipped: Vec<String> = vec![];
-    let pb = progress::bar(lines.len() as u64, "images");
+    let mut pb = Bars::new();
+    pb.start(lines.len() as u64, "images");
     for (n, line) in lines {
-        pb.inc(1);
+        pb.advance(1);
         let Some((path, label)) = line.split_once('\t') else {
             skipped.push(format!("{}:{}: no TAB between path and label", a.gt.display(), n + 1));
             continue;
@@ -135,7 +137,7 @@ fn create(a: CreateArgs) -> Result<i32> {
         }
         w.push(bytes, label)?;
     }
-    pb.finish_and_clear();
+    pb.finish();
     let written = w.finish()?;
     for s in &skipped {
         eprintln!("skipped {s}");
@@ -178,7 +180,8 @@ fn synth_cmd(a: SynthArgs) -> Result<i32> {
     let mut w = LmdbWriter::create(&a.output)?;
     eprintln!("rendering {} images with {} fonts on {threads} threads into {}", a.count, renderer.fonts().len(), a.output.display());
     let started = std::time::Instant::now();
-    let pb = progress::bar(a.count, "images");
+    let mut pb = Bars::new();
+    pb.start(a.count, "images");
     const CHUNK: u64 = 512;
     let mut start = 0;
     while start < a.count {
@@ -202,7 +205,7 @@ fn synth_cmd(a: SynthArgs) -> Result<i32> {
         pb.set_position(end);
         start = end;
     }
-    pb.finish_and_clear();
+    pb.finish();
     let n = w.finish()?;
     let secs = started.elapsed().as_secs_f64();
     println!("{}: {n} images in {secs:.1} s ({:.0} images/s, seed {})", a.output.display(), n as f64 / secs, a.seed);

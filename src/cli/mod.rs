@@ -1,9 +1,15 @@
 //! Command-line interface. `main.rs` only calls [`main`]; each command lives in its own module and returns an
 //! exit code (0 ok, 1 check failed, 2 error).
+//!
+//! The top layer: parses arguments, calls the library, prints tables and JSON, and draws progress
+//! (`progress::Bars` implements [`crate::progress::Progress`]). It may depend on every other module; no
+//! other module depends on it.
 
 mod bench_cmd;
 mod dataset;
 mod doctor;
+#[cfg(feature = "torch")]
+mod eval_cmd;
 mod export_cmd;
 mod progress;
 #[cfg(feature = "torch")]
@@ -48,7 +54,7 @@ pub enum Command {
     Train(train_cmd::TrainArgs),
     /// Score trained weights on LMDB datasets with the STR benchmark protocol, and time them
     #[cfg(feature = "torch")]
-    Eval(train_cmd::EvalArgs),
+    Eval(eval_cmd::EvalArgs),
     /// Write the ONNX model of a spec and its weights (onnxruntime and tract run it)
     Export(export_cmd::ExportArgs),
     /// Check an exported model against tch (when built with it), onnxruntime and tract
@@ -81,7 +87,7 @@ pub fn main() -> i32 {
         #[cfg(feature = "torch")]
         Command::Train(a) => train_cmd::run_train(a),
         #[cfg(feature = "torch")]
-        Command::Eval(a) => train_cmd::run_eval(a),
+        Command::Eval(a) => eval_cmd::run_eval(a),
         Command::Export(a) => export_cmd::run_export(a),
         Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
         Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),
@@ -99,4 +105,4 @@ pub fn main() -> i32 {
 }
 
 pub use crate::io::write_atomic;
-pub use progress::{bar as progress_bar, note as progress_note};
+pub use progress::bar as progress_bar;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::bench_cmd::{read_evals, EvalFile};
+use super::bench_cmd::read_evals;
+use crate::eval::result::EvalResult;
 use crate::bench::Report;
 use crate::exit;
 use crate::runtime::Runtime;
@@ -90,7 +91,7 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         eprintln!("note: the bench reports hold no batch-{} results; no latency chart", a.batch);
     }
     if !evals.is_empty() {
-        let params = |e: &EvalFile| e.params.or_else(|| reports.iter().find_map(|r| r.model(&e.model).map(|m| m.params)));
+        let params = |e: &EvalResult| e.params.or_else(|| reports.iter().find_map(|r| r.model(&e.model).map(|m| m.params)));
         let pts: Vec<Point> = evals
             .iter()
             .filter_map(|e| params(e).map(|p| Point { label: e.model.clone(), x: p as f64 / 1e6, y: e.total.accuracy, series: 0 }))
@@ -100,10 +101,10 @@ pub fn run(a: ReportArgs) -> Result<i32> {
             write(&a.out, "acc_vs_params", &c, font.as_ref(), &mut written)?;
         }
         // Bench time on --runtime; else the eval's own (tch) batch-1 timing, marked as such on the point.
-        let time = |e: &EvalFile| -> Option<(f64, String)> {
+        let time = |e: &EvalResult| -> Option<(f64, String)> {
             latency(&e.model, a.runtime).map(|t| (t, e.model.clone())).or_else(|| {
                 let t = e.timing.as_ref()?;
-                Some((t["batch1"]["median_ms"].as_f64()?, format!("{} (tch eval timing)", e.model)))
+                Some((t.batch1.median_ms, format!("{} (tch eval timing)", e.model)))
             })
         };
         let pts: Vec<Point> = evals.iter().filter_map(|e| time(e).map(|(t, label)| Point { label, x: t, y: e.total.accuracy, series: 0 })).collect();

@@ -9,7 +9,18 @@ use serde_json::json;
 use crate::exit;
 use crate::report::{gflops, millions, thousands, Table};
 use crate::ops::{self, Summary};
-use crate::spec::{self, plans, Arch};
+use crate::spec::plans::{self, Choice};
+use crate::spec::{self, Arch};
+
+/// A value parser for a [`Choice`]: accepts its names, and `--help` lists them with their descriptions.
+fn choice<T: Choice + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = T::ALL.iter().map(|v| match v.about() {
+        Some(about) => PossibleValue::new(v.name()).help(about),
+        None => PossibleValue::new(v.name()),
+    });
+    PossibleValuesParser::new(values).map(|s| s.parse::<T>().unwrap_or_else(|e| unreachable!("a listed name: {e}")))
+}
 
 #[derive(Subcommand, Debug)]
 pub enum SpecCommand {
@@ -43,7 +54,7 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 pub struct NewArgs {
     /// Which family to generate
-    #[arg(long, value_enum, default_value = "limited")]
+    #[arg(long, value_parser = choice::<plans::Space>(), default_value = "limited")]
     space: plans::Space,
     /// Kernel of every cell (limited space)
     #[arg(long, value_parser = ["3", "5", "7"], default_value = "3")]
@@ -51,9 +62,9 @@ pub struct NewArgs {
     /// Expansion of every normal and reduction cell (limited space)
     #[arg(long, value_parser = ["3", "6"], default_value = "3")]
     expansion: String,
-    #[arg(long, value_enum, default_value = "paper")]
+    #[arg(long, value_parser = choice::<plans::Scale>(), default_value = "paper")]
     scale: plans::Scale,
-    #[arg(long, value_enum, default_value = "attention")]
+    #[arg(long, value_parser = choice::<plans::Head>(), default_value = "attention")]
     head: plans::Head,
     /// Model name (default: derived from the options)
     #[arg(long)]

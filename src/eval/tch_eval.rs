@@ -1,17 +1,31 @@
 //! Recognition and scoring with the tch network: greedy decoding, per-dataset and pooled scores, and
-//! time per image measured two ways (REFERENCE.md §3 "Evaluation", §7).
+//! time per image measured two ways (REFERENCE.md §3 "Evaluation", §7), and the device check shared with
+//! training.
 
 use std::sync::Arc;
 
-use anyhow::Result;
-use serde::Serialize;
+use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::metrics::Score;
+use super::result::Timing;
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
 use crate::data::loader::{eval_plans, Batch, Dataset, Prefetcher};
 use crate::nn::StrNet;
+
+/// Checks that `device` can be used: CUDA must be available to libtorch and the index within its devices.
+pub fn check_device(device: Device) -> Result<()> {
+    if let Device::Cuda(i) = device {
+        if !tch::Cuda::is_available() {
+            bail!("--device cuda: libtorch sees no CUDA device (is this the CPU build of torch, or no GPU?)");
+        }
+        if i as i64 >= tch::Cuda::device_count() {
+            bail!("--device cuda:{i}: only {} CUDA devices", tch::Cuda::device_count());
+        }
+    }
+    Ok(())
+}
 
 /// Images of a batch as a `[n, C, H, W]` tensor on `device`.
 pub fn images_tensor(batch: &Batch, pre: &Preprocess, device: Device) -> Tensor {
@@ -69,19 +83,6 @@ pub fn score(
 }
 
 pub use crate::measure::Stats as TimeStats;
-
-/// Time per image measured two ways.
-#[derive(Debug, Clone, Serialize)]
-pub struct Timing {
-    pub device: String,
-    pub threads: i32,
-    /// Synchronised batch-1 forward latency after warm-up (what a deployed single-image service sees).
-    pub batch1: TimeStats,
-    /// Synchronised forward time of a full batch divided by its size (throughput; DTRB's ms/image is this
-    /// figure without synchronisation).
-    pub batched_ms_per_image: f64,
-    pub batch_size: usize,
-}
 
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {

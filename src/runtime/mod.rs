@@ -8,8 +8,7 @@
 //! and fetched ([`HostTensor`], [`Data`]); and, in [`libs`], locating the libraries and their versions.
 //!
 //! May depend on: `spec` and `weights` (what a tch network is built from), `nn` (the tch network, `torch`
-//! feature). Must not depend on `infer`, `verify`, `bench` or `cli`, which build on it. (The tch engine still
-//! loads weights through `train::checkpoint::load_model` until that function moves below this layer.)
+//! feature). Must not depend on `infer`, `verify`, `bench` or `cli`, which build on it.
 
 mod device;
 mod engine;

@@ -3,6 +3,9 @@
 //! The paper prints no channel widths; [`PAPER`] is the plan derived in `arch_specs/README.md` that reproduces
 //! all four "limited architecture space" parameter counts of Table 1 within 0.35%. [`TINY`] keeps the same
 //! structure (1 + 10 rectifier cells, 1 + 21 extractor cells) at a width that trains in minutes on 2 CPU cores.
+//!
+//! The choices of `strnas spec new` ([`Space`], [`Scale`], [`Head`]) are plain enums named through
+//! [`Choice`] (`FromStr`/`Display`); this module knows nothing of the command line.
 
 use super::file::*;
 
@@ -65,13 +68,60 @@ pub const TINY: Plan = Plan {
 pub const TABLE1_LIMITED: [(u32, u32, f64, f64); 4] =
     [(3, 3, 14.101, 30.361), (5, 3, 14.292, 31.251), (5, 6, 23.283, 32.994), (7, 6, 23.857, 30.415)];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// A setting chosen by name (an option of `strnas spec new`): every value, its name and a description.
+/// `FromStr` accepts exactly the names and `Display` writes them.
+pub trait Choice: Copy + Eq + std::fmt::Display + std::str::FromStr<Err = String> + 'static {
+    /// What is chosen, for messages ("head").
+    const WHAT: &'static str;
+    /// Every value, in the order they are listed.
+    const ALL: &'static [Self];
+    /// The value's name (lowercase, as typed).
+    fn name(self) -> &'static str;
+    /// A one-line description, if the name needs one.
+    fn about(self) -> Option<&'static str> {
+        None
+    }
+    /// Every name, in order.
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|v| v.name()).collect()
+    }
+}
+
+/// Parses `s` as one of `T`'s names; the error lists them.
+fn parse_choice<T: Choice>(s: &str) -> Result<T, String> {
+    T::ALL
+        .iter()
+        .copied()
+        .find(|v| v.name() == s)
+        .ok_or_else(|| format!("unknown {} {s:?} (expected one of: {})", T::WHAT, T::names().join(", ")))
+}
+
+/// Implements `FromStr` (by [`parse_choice`]) and `Display` (the name) for a [`Choice`].
+macro_rules! choice_text {
+    ($t:ty) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                parse_choice(s)
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+/// The prediction head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
     Attention,
     Ctc,
 }
 
 impl Head {
+    /// The head's suffix in model names: `attn`, `ctc`.
     pub fn short(self) -> &'static str {
         match self {
             Head::Attention => "attn",
@@ -80,7 +130,20 @@ impl Head {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+impl Choice for Head {
+    const WHAT: &'static str = "head";
+    const ALL: &'static [Self] = &[Head::Attention, Head::Ctc];
+    fn name(self) -> &'static str {
+        match self {
+            Head::Attention => "attention",
+            Head::Ctc => "ctc",
+        }
+    }
+}
+choice_text!(Head);
+
+/// The width plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scale {
     /// The paper's widths (32x100 input, TPS F=20, BiLSTM/attention 256): Table 1 parameter counts
     Paper,
@@ -88,13 +151,50 @@ pub enum Scale {
     Tiny,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+impl Choice for Scale {
+    const WHAT: &'static str = "scale";
+    const ALL: &'static [Self] = &[Scale::Paper, Scale::Tiny];
+    fn name(self) -> &'static str {
+        match self {
+            Scale::Paper => "paper",
+            Scale::Tiny => "tiny",
+        }
+    }
+    fn about(self) -> Option<&'static str> {
+        Some(match self {
+            Scale::Paper => "The paper's widths (32x100 input, TPS F=20, BiLSTM/attention 256): Table 1 parameter counts",
+            Scale::Tiny => "About a quarter of the width: trains in minutes on 2 CPU cores",
+        })
+    }
+}
+choice_text!(Scale);
+
+/// The family of architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
     /// The paper's "limited architecture space": every cell uses the same kernel and expansion
     Limited,
     /// A CRNN-like CTC baseline without rectifier (kernel 3, expansion 3)
     Crnn,
 }
+
+impl Choice for Space {
+    const WHAT: &'static str = "space";
+    const ALL: &'static [Self] = &[Space::Limited, Space::Crnn];
+    fn name(self) -> &'static str {
+        match self {
+            Space::Limited => "limited",
+            Space::Crnn => "crnn",
+        }
+    }
+    fn about(self) -> Option<&'static str> {
+        Some(match self {
+            Space::Limited => "The paper's \"limited architecture space\": every cell uses the same kernel and expansion",
+            Space::Crnn => "A CRNN-like CTC baseline without rectifier (kernel 3, expansion 3)",
+        })
+    }
+}
+choice_text!(Space);
 
 /// What `strnas spec new` generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,21 +224,12 @@ impl Request {
 
     /// The command line that regenerates this request (written into the file's header).
     pub fn command(&self, name: &str) -> String {
-        let scale = match self.scale {
-            Scale::Paper => "paper",
-            Scale::Tiny => "tiny",
-        };
+        let scale = self.scale;
         match self.space {
             Space::Crnn => format!("strnas spec new --space crnn --scale {scale} --name {name}"),
-            Space::Limited => format!(
-                "strnas spec new --scale {scale} --kernel {} --expansion {} --head {} --name {name}",
-                self.kernel,
-                self.expansion,
-                match self.head {
-                    Head::Attention => "attention",
-                    Head::Ctc => "ctc",
-                }
-            ),
+            Space::Limited => {
+                format!("strnas spec new --scale {scale} --kernel {} --expansion {} --head {} --name {name}", self.kernel, self.expansion, self.head)
+            }
         }
     }
 }
@@ -281,4 +372,25 @@ pub fn catalog() -> Vec<(String, Request)> {
     let req = Request { space: Space::Crnn, scale: Scale::Tiny, kernel: 3, expansion: 3, head: Head::Ctc };
     out.push((format!("tiny/{}.yaml", req.default_name()), req));
     out
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_unknown_names_list_the_valid_ones() {
+        for v in Space::ALL {
+            assert_eq!(v.to_string().parse::<Space>(), Ok(*v));
+        }
+        for v in Scale::ALL {
+            assert_eq!(v.to_string().parse::<Scale>(), Ok(*v));
+        }
+        for v in Head::ALL {
+            assert_eq!(v.to_string().parse::<Head>(), Ok(*v));
+        }
+        assert_eq!(Head::names(), ["attention", "ctc"]);
+        assert_eq!("big".parse::<Scale>(), Err("unknown scale \"big\" (expected one of: paper, tiny)".to_string()));
+        assert!("Paper".parse::<Scale>().is_err());
+    }
 }

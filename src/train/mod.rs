@@ -10,29 +10,31 @@
 //!   atomically at every validation and at the end; `--resume` continues from it with the same batches an
 //!   uninterrupted run would have seen (batch `i` is a function of `(seed, i)`).
 //! - `log.txt` (human-readable) and `metrics.jsonl` (one JSON object per validation).
+//!
+//! Owns the training loop ([`train`]), the losses, the run directory and checkpoint format. It reports
+//! progress through [`crate::progress::Progress`] and draws nothing itself. Depends on `spec`, `nn`, `data`,
+//! `weights`, `eval` (validation scoring) and the foundation modules (`io`, `progress`); never on `cli`.
 
 use crate::nn::weights as checkpoint;
+mod data;
 pub mod optim;
+mod run_dir;
+mod trainer;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use serde::Serialize;
-use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::data::image::Preprocess;
 use crate::data::labels::{Decoding, LabelCodec};
-use crate::data::loader::{open_all, Dataset, Prefetcher, TrainStream};
-use crate::eval::metrics::Score;
-use crate::eval::tch_eval;
 use crate::nn::StrNet;
-use crate::spec::arch::Arch;
-use crate::weights::WeightFile;
-use optim::{OptimKind, Optimizer};
+use crate::progress::Progress;
+use data::TrainData;
+use optim::OptimKind;
+use run_dir::RunDir;
+use trainer::{Meter, Trainer, Validation};
 
 pub const MODEL_SPEC: &str = "model.yaml";
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
@@ -78,20 +80,6 @@ pub struct TrainReport {
     pub out: PathBuf,
 }
 
-/// Training state carried in checkpoint metadata.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-struct RunState {
-    iteration: u64,
-    seed: u64,
-    optimizer: Option<OptimKind>,
-    optimizer_steps: i64,
-    best_accuracy: Option<f64>,
-    /// norm_ED of the best-accuracy weights (breaks accuracy ties, e.g. 0% early on).
-    #[serde(default)]
-    best_accuracy_norm_ed: Option<f64>,
-    best_norm_ed: Option<f64>,
-}
-
 /// The training loss of a batch: CTC (zero_infinity, mean over targets) on log-softmax, or cross-entropy
 /// with teacher forcing ignoring padding (index 0) against `text[1:]` (REFERENCE.md §3, "Losses").
 pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]) -> Tensor {
@@ -124,248 +112,110 @@ pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]
     }
 }
 
-/// Checks that `device` can be used.
-pub fn check_device(device: Device) -> Result<()> {
-    if let Device::Cuda(i) = device {
-        if !tch::Cuda::is_available() {
-            bail!("--device cuda: libtorch sees no CUDA device (is this the CPU build of torch, or no GPU?)");
-        }
-        if i as i64 >= tch::Cuda::device_count() {
-            bail!("--device cuda:{i}: only {} CUDA devices", tch::Cuda::device_count());
-        }
-    }
-    Ok(())
-}
+/// Checks that `device` can be used (shared with evaluation).
+pub use crate::eval::tch_eval::check_device;
 
-fn log(out: &Path, pb: &indicatif::ProgressBar, line: &str) -> Result<()> {
-    crate::cli::progress_note(pb, line);
+/// Appends `line` to the run's `log.txt` and shows it as a progress note.
+fn log(out: &Path, progress: &mut dyn Progress, line: &str) -> Result<()> {
+    progress.note(line);
     crate::io::append_line(&out.join("log.txt"), line)
 }
 
-/// Trains as configured; see the module docs for the run directory.
-pub fn train(cfg: &TrainConfig) -> Result<TrainReport> {
-    check_device(cfg.device)?;
-    let spec_text = std::fs::read_to_string(&cfg.spec).with_context(|| format!("reading spec {}", cfg.spec.display()))?;
-    let arch = crate::spec::load(&cfg.spec).map_err(|e| anyhow!("{e}"))?;
-    let hash = crate::spec::arch_hash(&arch.spec);
-    let ckpt_path = cfg.out.join(CHECKPOINT);
+/// Trains as configured; see the module docs for the run directory. Progress: one phase of `cfg.iters`
+/// steps ("iters", positioned at the start iteration when resuming) with the latest loss and validation
+/// scores as its message; every `log.txt` line is also a note.
+pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainReport> {
+    let run = RunDir::open(cfg)?;
+    let data = TrainData::open(cfg, &run.arch)?;
+    let state = run.state(cfg);
+    let start = state.iteration;
+    let stream = data.stream(cfg.batch_size, state.seed)?;
+    let resumed = run.resumed.is_some();
+    let mut trainer = Trainer::new(cfg, run, &state, data.valid.clone())?;
 
-    // Resume or start fresh, never silently overwrite a run.
-    let resumed: Option<(WeightFile, RunState)> = if cfg.resume {
-        let wf = WeightFile::read(&ckpt_path).with_context(|| format!("--resume: no usable checkpoint in {}", cfg.out.display()))?;
-        if wf.metadata.get("spec_hash") != Some(&hash) {
-            bail!(
-                "{}: the checkpoint was trained from a different spec than {} (spec_hash {} vs {hash})",
-                ckpt_path.display(),
-                cfg.spec.display(),
-                wf.metadata.get("spec_hash").map(String::as_str).unwrap_or("missing")
-            );
-        }
-        let state: RunState = serde_json::from_str(wf.metadata.get("state").map(String::as_str).unwrap_or(""))
-            .with_context(|| format!("{}: metadata key state is missing or invalid", ckpt_path.display()))?;
-        Some((wf, state))
-    } else {
-        if ckpt_path.exists() {
-            bail!("{} already holds a run; pass --resume to continue it, or choose another --out", cfg.out.display());
-        }
-        None
-    };
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
-    crate::io::write_atomic(&cfg.out.join(MODEL_SPEC), spec_text.as_bytes())?;
-
-    let codec = LabelCodec::from_arch(&arch);
-    let pre = Preprocess::from_arch(&arch);
-    let max_len = arch.batch_max_length as usize;
-
-    // Data: each --train-data entry is one source (its datasets concatenated), mixed by --batch-ratio.
-    let mut datasets: Vec<Dataset> = vec![];
-    let mut sources: Vec<Vec<(usize, usize)>> = vec![]; // (dataset index, size) per source
-    for root in &cfg.train_data {
-        let mut members = vec![];
-        for d in open_all(std::slice::from_ref(root), &arch.charset, max_len)? {
-            members.push((datasets.len(), d.len()));
-            datasets.push(d);
-        }
-        sources.push(members);
-    }
-    let ratios = if cfg.batch_ratio.is_empty() { vec![1.0 / sources.len() as f64; sources.len()] } else { cfg.batch_ratio.clone() };
-    let sizes: Vec<usize> = sources.iter().map(|m| m.iter().map(|x| x.1).sum()).collect();
-    let valid = Arc::new(open_all(&cfg.valid_data, &arch.charset, max_len)?);
-    if valid.iter().any(|d| d.is_empty()) {
-        let empty: Vec<String> = valid.iter().filter(|d| d.is_empty()).map(|d| d.path().display().to_string()).collect();
-        bail!("validation data has no usable samples after label filtering: {}", empty.join(", "));
-    }
-
-    let (start, state, seed) = match &resumed {
-        Some((_, s)) => (s.iteration, s.clone(), s.seed),
-        None => (0, RunState { seed: cfg.seed, ..Default::default() }, cfg.seed),
-    };
-    let stream = TrainStream::new(sizes, &ratios, cfg.batch_size, seed)?;
-    tch::manual_seed(seed as i64);
-    let mut vs = VarStore::new(cfg.device);
-    let net = StrNet::new(&vs.root(), &arch);
-    let optimizer_kind = state.optimizer.unwrap_or(cfg.optimizer);
-    let mut opt = Optimizer::new(&vs, optimizer_kind);
-    let mut best_acc = state.best_accuracy;
-    let mut best_acc_ned = state.best_accuracy_norm_ed;
-    let mut best_ned = state.best_norm_ed;
-    if let Some((wf, s)) = &resumed {
-        checkpoint::load_model(&mut vs, &arch, wf, &ckpt_path)?;
-        opt.load_state(wf, s.optimizer_steps).with_context(|| format!("{}", ckpt_path.display()))?;
-    }
-
-    let pb = crate::cli::progress_bar(cfg.iters, "iters");
-    pb.set_position(start.min(cfg.iters));
-    let train_sizes: Vec<usize> = datasets.iter().map(|d| d.len()).collect();
-    log(&cfg.out, &pb, &format!(
-        "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, seed {seed}, device {:?}",
-        arch.name,
-        if resumed.is_some() { "resumed" } else { "started" },
+    progress.start(cfg.iters, "iters");
+    progress.set_position(start.min(cfg.iters));
+    log(&cfg.out, progress, &format!(
+        "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, seed {}, device {:?}",
+        trainer.arch.name,
+        if resumed { "resumed" } else { "started" },
         cfg.spec.display(),
         cfg.iters,
         stream.batch_size(),
-        sources.len(),
-        train_sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("+"),
-        valid.iter().map(|d| d.len()).sum::<usize>(),
-        optimizer_kind,
+        data.sources.len(),
+        data.sizes_text(),
+        data.valid_samples(),
+        trainer.optimizer_kind,
+        trainer.seed,
         cfg.device
     ))?;
 
-    let datasets = Arc::new(datasets);
-    let src_members = sources.clone();
-    let (stream_c, iters) = (stream.clone(), cfg.iters);
-    let loader = Prefetcher::spawn(datasets.clone(), pre, cfg.workers, move |j| {
-        let i = start + j;
-        (i < iters).then(|| {
-            stream_c
-                .batch(i)
-                .into_iter()
-                .map(|(s, mut k)| {
-                    for &(d, n) in &src_members[s] {
-                        if k < n {
-                            return (d, k);
-                        }
-                        k -= n;
-                    }
-                    unreachable!("sample index within its source")
-                })
-                .collect()
-        })
-    });
-
     let mut report = TrainReport {
-        model: arch.name.clone(),
+        model: trainer.arch.name.clone(),
         start_iteration: start,
         final_iteration: start,
         batch_size: stream.batch_size(),
         images_per_sec: 0.0,
         losses: vec![],
-        best_accuracy: best_acc,
-        best_norm_ed: best_ned,
+        best_accuracy: trainer.best.accuracy,
+        best_norm_ed: trainer.best.norm_ed,
         out: cfg.out.clone(),
     };
-    let mut train_secs = 0.0;
-    let mut images = 0usize;
-    let mut loss_sum = 0.0;
-    let mut loss_n = 0usize;
+    let loader = data.loader(stream, start, cfg.iters, trainer.pre, cfg.workers);
+    let mut meter = Meter::default();
     let mut last_val = String::new();
     let mut iteration = start;
     let wall = Instant::now();
     for batch in loader {
-        let batch = batch?;
-        let t0 = Instant::now();
-        let x = tch_eval::images_tensor(&batch, &pre, cfg.device);
-        let l = loss(&net, &codec, &x, &batch.labels);
-        opt.zero_grad();
-        l.backward();
-        opt.clip_grad_norm(cfg.grad_clip);
-        opt.step();
-        let lv = l.double_value(&[]);
-        train_secs += t0.elapsed().as_secs_f64();
-        images += batch.len();
+        let lv = trainer.step(&batch?, iteration + 1, &mut meter)?;
         iteration += 1;
-        if !lv.is_finite() {
-            bail!("iteration {iteration}: the loss is {lv}; lower the learning rate or check the data");
-        }
         report.losses.push(lv);
-        loss_sum += lv;
-        loss_n += 1;
-        pb.set_position(iteration);
-        pb.set_message(format!("loss {lv:.4}{last_val}"));
+        progress.set_position(iteration);
+        progress.message(&format!("loss {lv:.4}{last_val}"));
 
         let out_of_time = cfg.max_time.is_some_and(|m| wall.elapsed() >= m);
         let at_end = iteration == cfg.iters || out_of_time;
         if iteration % cfg.valid_every.max(1) == 0 || at_end {
-            let mean_loss = loss_sum / loss_n.max(1) as f64;
-            (loss_sum, loss_n) = (0.0, 0);
-            let mut line = format!("[{iteration}/{}] train loss {mean_loss:.5}, {:.1} images/s", cfg.iters, images as f64 / train_secs.max(1e-9));
-            let mut record = serde_json::json!({"iteration": iteration, "train_loss": mean_loss, "images_per_sec": images as f64 / train_secs.max(1e-9)});
-            let extra = [("iteration", iteration.to_string())];
-            if !valid.is_empty() {
-                let t = Instant::now();
-                let scores = tch_eval::score(&net, &codec, &pre, valid.clone(), 256.min(cfg.batch_size.max(64)), cfg.device, cfg.workers, |_| {})?;
-                let mut total = Score::default();
-                scores.iter().for_each(|s| total.merge(s));
-                let (acc, ned) = (total.accuracy(), total.norm_ed());
-                let better = match (best_acc, best_acc_ned) {
-                    (Some(b), Some(bn)) => acc > b || (acc == b && ned > bn),
-                    (Some(b), None) => acc > b,
-                    _ => true,
-                };
-                if better {
-                    best_acc = Some(acc);
-                    best_acc_ned = Some(ned);
-                    checkpoint::save_weights(&vs, &arch, &cfg.out.join(MODEL_WEIGHTS), &extra)?;
-                }
-                if best_ned.is_none_or(|b| ned > b) {
-                    best_ned = Some(ned);
-                    checkpoint::save_weights(&vs, &arch, &cfg.out.join(BEST_NORM_ED), &extra)?;
-                }
-                line += &format!(
-                    ", valid accuracy {acc:.2}% norm_ED {ned:.4} (best {:.2}% / {:.4}, {:.1} s)",
-                    best_acc.unwrap_or(0.0),
-                    best_ned.unwrap_or(0.0),
-                    t.elapsed().as_secs_f64()
-                );
-                record["valid_accuracy"] = acc.into();
-                record["valid_norm_ed"] = ned.into();
-                last_val = format!(" | val acc {acc:.1}% ned {ned:.3}");
-            } else {
-                checkpoint::save_weights(&vs, &arch, &cfg.out.join(MODEL_WEIGHTS), &extra)?;
+            if let Some(v) = end_window(&mut trainer, iteration, &mut meter, progress)? {
+                last_val = format!(" | val acc {:.1}% ned {:.3}", v.accuracy, v.norm_ed);
             }
-            let st = RunState {
-                iteration,
-                seed,
-                optimizer: Some(optimizer_kind),
-                optimizer_steps: opt.steps,
-                best_accuracy: best_acc,
-                best_accuracy_norm_ed: best_acc_ned,
-                best_norm_ed: best_ned,
-            };
-            save_checkpoint(&vs, &opt, &arch, &spec_text, &st, &ckpt_path)?;
-            log(&cfg.out, &pb, &line)?;
-            crate::io::append_line(&cfg.out.join("metrics.jsonl"), &record.to_string())?;
         }
         if out_of_time {
-            log(&cfg.out, &pb, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
+            log(&cfg.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
             break;
         }
     }
-    pb.finish_and_clear();
+    progress.finish();
     report.final_iteration = iteration;
-    report.images_per_sec = images as f64 / train_secs.max(1e-9);
-    report.best_accuracy = best_acc;
-    report.best_norm_ed = best_ned;
+    report.images_per_sec = meter.images_per_sec();
+    report.best_accuracy = trainer.best.accuracy;
+    report.best_norm_ed = trainer.best.norm_ed;
     Ok(report)
 }
 
-fn save_checkpoint(vs: &VarStore, opt: &Optimizer, arch: &Arch, spec_text: &str, st: &RunState, path: &Path) -> Result<()> {
-    let mut meta: BTreeMap<String, String> = checkpoint::model_metadata(arch, "strnas-checkpoint");
-    meta.insert("spec".into(), spec_text.into());
-    meta.insert("state".into(), serde_json::to_string(st)?);
-    let mut wf = checkpoint::weight_file(vs, meta)?;
-    for (name, t) in opt.state_tensors() {
-        wf.tensors.insert(name, checkpoint::to_named(&t)?);
+/// Ends a validation window after `iteration`: validates (saving best weights), writes the checkpoint, then
+/// one `log.txt` line and one `metrics.jsonl` record with the window's mean training loss, images/s and
+/// validation scores.
+fn end_window(trainer: &mut Trainer, iteration: u64, meter: &mut Meter, progress: &mut dyn Progress) -> Result<Option<Validation>> {
+    let mean_loss = meter.take_mean_loss();
+    let iters = trainer.iters();
+    let mut line = format!("[{iteration}/{iters}] train loss {mean_loss:.5}, {:.1} images/s", meter.images_per_sec());
+    let mut record = serde_json::json!({"iteration": iteration, "train_loss": mean_loss, "images_per_sec": meter.images_per_sec()});
+    let validation = trainer.validate(iteration)?;
+    if let Some(v) = &validation {
+        line += &format!(
+            ", valid accuracy {:.2}% norm_ED {:.4} (best {:.2}% / {:.4}, {:.1} s)",
+            v.accuracy,
+            v.norm_ed,
+            trainer.best.accuracy.unwrap_or(0.0),
+            trainer.best.norm_ed.unwrap_or(0.0),
+            v.secs
+        );
+        record["valid_accuracy"] = v.accuracy.into();
+        record["valid_norm_ed"] = v.norm_ed.into();
     }
-    wf.write(path).with_context(|| format!("saving checkpoint {}", path.display()))
+    trainer.save_checkpoint(iteration)?;
+    log(trainer.out(), progress, &line)?;
+    crate::io::append_line(&trainer.out().join("metrics.jsonl"), &record.to_string())?;
+    Ok(validation)
 }

@@ -1,0 +1,113 @@
+//! `strnas eval` (libtorch builds only): parses the arguments, runs [`crate::eval::evaluate()`] with a
+//! progress bar and prints its tables, wrong predictions and `--json`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tch::Device;
+
+use super::progress::Bars;
+use super::train_cmd::parse_device;
+use crate::eval::{evaluate, EvalConfig, EvalResult, Evaluation};
+use crate::exit;
+use crate::report::{millions, Table};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Scores follow the STR benchmark protocol: labels lowercased (unless the spec is \
+    case-sensitive) and filtered by length and charset; accuracy = exact match; norm_ED = 1 - ED / max(len); \
+    the total pools every sample.\n\nTime per image is reported twice: synchronised batch-1 latency after \
+    warm-up, and batched throughput (forward time of a --batch-size batch / its size).")]
+pub struct EvalArgs {
+    /// Architecture spec (YAML)
+    spec: PathBuf,
+    /// Weights (default: the spec's sibling <stem>.safetensors)
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Evaluation datasets (each an LMDB dataset or a folder of them)
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Batch size for scoring and for the throughput figure
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// Write the results as JSON (`-` for stdout)
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Skip the timing runs
+    #[arg(long)]
+    no_timing: bool,
+    /// Show this many wrong predictions per dataset
+    #[arg(long, default_value_t = 0)]
+    show_errors: usize,
+    /// libtorch intra-op threads (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// Runs the evaluation with a progress bar, prints the wrong predictions asked for, the per-dataset table and
+/// the paper-style summary row, and writes `--json`.
+pub fn run_eval(a: EvalArgs) -> Result<i32> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let cfg = EvalConfig {
+        spec: a.spec.clone(),
+        weights: a.weights.clone(),
+        data: a.data.clone(),
+        batch_size: a.batch_size,
+        device: a.device,
+        timing: !a.no_timing,
+        show_errors: a.show_errors,
+    };
+    let Evaluation { result: out, misreads } = evaluate(&cfg, &mut Bars::new())?;
+    for m in &misreads {
+        println!("{}: gt {:?} pred {:?} (confidence {:.3})", m.dataset, m.label, m.prediction, m.confidence);
+    }
+    print!("{}", dataset_table(&out).render());
+    println!();
+    print!("{}", summary_table(&out, a.batch_size).render());
+    if let Some(tm) = &out.timing {
+        println!(
+            "time: {} with {} threads; batch 1 median of {} synchronised runs after warm-up (p90 {:.2} ms); batched = median forward of {} images / {}",
+            tm.device, tm.threads, tm.batch1.runs, tm.batch1.p90_ms, tm.batch_size, tm.batch_size
+        );
+    }
+    if let Some(p) = &a.json {
+        crate::io::write_output(p, &out.to_json()?).context("--json")?;
+    }
+    Ok(exit::OK)
+}
+
+/// One row per dataset and the total: samples, filtered, accuracy, norm_ED.
+fn dataset_table(out: &EvalResult) -> Table {
+    let mut t = Table::new(["dataset", "samples", "filtered", "accuracy %", "norm_ED"]);
+    for d in out.datasets.iter().chain(std::iter::once(&out.total)) {
+        t.row([d.name.clone(), d.samples.to_string(), d.filtered.to_string(), format!("{:.2}", d.accuracy), format!("{:.4}", d.norm_ed)]);
+    }
+    t
+}
+
+/// The paper's Table 1 layout: accuracy per dataset and total, time per image (batch 1 and `batch_size`),
+/// parameters.
+fn summary_table(out: &EvalResult, batch_size: usize) -> Table {
+    let mut header: Vec<String> = vec!["model".into()];
+    header.extend(out.datasets.iter().map(|d| d.name.clone()));
+    header.extend(["total".into(), "time ms/image (batch 1)".into(), format!("time ms/image (batch {batch_size})"), "params x10^6".into()]);
+    let mut row = vec![out.model.clone()];
+    row.extend(out.datasets.iter().map(|d| format!("{:.1}", d.accuracy)));
+    row.push(format!("{:.1}", out.total.accuracy));
+    match &out.timing {
+        Some(tm) => {
+            row.push(format!("{:.2}", tm.batch1.median_ms));
+            row.push(format!("{:.2}", tm.batched_ms_per_image));
+        }
+        None => row.extend(["-".to_string(), "-".to_string()]),
+    }
+    row.push(millions(out.params.unwrap_or(0)));
+    let mut t = Table::new(header);
+    t.row(row);
+    t
+}
