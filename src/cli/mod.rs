@@ -105,4 +105,3 @@ pub fn main() -> i32 {
 }
 
 pub use crate::io::write_atomic;
-pub use progress::bar as progress_bar;
