@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, then rename over `path`.
-/// A crash leaves either the old file or the new one, never a truncated mix.
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename over `path`, then
+/// fsync of the directory so the rename itself is durable. A crash (or power loss) leaves either the old file
+/// or the new one, never a truncated mix or a run directory missing a file that was reported written.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -15,12 +16,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes a directory's entries (created, renamed, removed files) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    tests::DIR_SYNCS.with(|c| c.set(c.get() + 1));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Writes a `--json` style output: `-` means stdout, anything else a file written atomically.
@@ -41,4 +50,26 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        pub(super) static DIR_SYNCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_syncs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run").join("model.safetensors");
+        let before = DIR_SYNCS.with(|c| c.get());
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(DIR_SYNCS.with(|c| c.get()) - before, 2, "each rename is made durable by a directory fsync");
+        let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from("model.safetensors")], "no temp file left behind");
+    }
 }

@@ -89,10 +89,21 @@ impl WeightFile {
         self.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX))
     }
 
-    /// Checks the model tensors against the spec's inventory: same names, same shapes.
+    /// Checks the file against the spec: the spec it was made from (the `spec_hash` metadata every strnas
+    /// weight file carries; files without it, from other tools, are matched by tensors alone), then the model
+    /// tensors against the spec's inventory: same names, same shapes. A hash mismatch catches what names and
+    /// shapes cannot see (strides, input width, `batch_max_length`, charset order, ...); when the file also
+    /// records its spec (`spec` metadata) the differing fields are listed.
     pub fn check_against(&self, arch: &Arch) -> Result<(), WeightMismatch> {
         let expected = ops::tensors(arch);
         let mut m = WeightMismatch::default();
+        if let Some(found) = self.metadata.get(SPEC_HASH) {
+            let want = crate::spec::arch_hash(&arch.spec);
+            if *found != want {
+                let fields = self.metadata.get(SPEC).map(|saved| spec_differences(saved, &arch.spec)).unwrap_or_default();
+                m.spec = Some(SpecMismatch { spec_hash: want, file_hash: found.clone(), fields });
+            }
+        }
         for t in &expected {
             match self.tensors.get(&t.name) {
                 None => m.missing.push(t.name.clone()),
@@ -116,9 +127,62 @@ pub fn sibling_of(spec: &Path) -> std::path::PathBuf {
     spec.with_extension("safetensors")
 }
 
-/// How a weight file differs from a spec, tensor by tensor.
+/// Metadata key of the hash of the spec a weight file was made from ([`crate::spec::arch_hash`]).
+pub const SPEC_HASH: &str = "spec_hash";
+/// Metadata key of the spec itself (JSON), so a mismatch can name the fields that differ.
+pub const SPEC: &str = "spec";
+
+/// The metadata every strnas weight file of `arch` carries: its format, the strnas version, the model name,
+/// the spec hash and the spec.
+pub fn model_metadata(arch: &Arch, format: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("format".into(), format.into());
+    m.insert("strnas_version".into(), env!("CARGO_PKG_VERSION").into());
+    m.insert("model".into(), arch.name.clone());
+    m.insert(SPEC_HASH.into(), crate::spec::arch_hash(&arch.spec));
+    if let Ok(json) = serde_json::to_string(&arch.spec) {
+        m.insert(SPEC.into(), json);
+    }
+    m
+}
+
+/// The spec fields (dotted paths, `name`/`description`/`reference` ignored as the hash ignores them) whose
+/// values differ between a saved spec (JSON) and `spec`.
+fn spec_differences(saved: &str, spec: &crate::spec::SpecFile) -> Vec<String> {
+    fn flatten(v: &serde_json::Value, path: String, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| flatten(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out)),
+            serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| flatten(v, format!("{path}.{i}"), out)),
+            other => {
+                out.insert(path, other.to_string());
+            }
+        }
+    }
+    let (Ok(a), Ok(b)) = (serde_json::from_str::<serde_json::Value>(saved), serde_json::to_value(spec)) else { return vec![] };
+    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+    flatten(&a, String::new(), &mut fa);
+    flatten(&b, String::new(), &mut fb);
+    let ignored = |k: &str| ["name", "description", "reference"].iter().any(|p| k == *p || k.starts_with(&format!("{p}.")));
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).filter(|k| !ignored(k)).collect();
+    keys.into_iter()
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .map(|k| format!("{k}: file {}, spec {}", fa.get(k).map_or("(absent)", |v| v), fb.get(k).map_or("(absent)", |v| v)))
+        .collect()
+}
+
+/// The weights were made from another spec than the one given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecMismatch {
+    pub spec_hash: String,
+    pub file_hash: String,
+    /// The differing fields, when the file records its spec.
+    pub fields: Vec<String>,
+}
+
+/// How a weight file differs from a spec: the spec it was made from, and tensor by tensor.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct WeightMismatch {
+    pub spec: Option<SpecMismatch>,
     pub missing: Vec<String>,
     pub unexpected: Vec<String>,
     /// (name, expected shape, found shape)
@@ -127,7 +191,7 @@ pub struct WeightMismatch {
 
 impl WeightMismatch {
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
+        self.spec.is_none() && self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
     }
 }
 
@@ -154,6 +218,15 @@ impl fmt::Display for WeightMismatch {
             Ok(())
         };
         write!(f, "weights do not match the spec")?;
+        if let Some(s) = &self.spec {
+            write!(f, "\n  made from another spec: spec_hash {} in the file, {} for this spec", &s.file_hash, &s.spec_hash)?;
+            for d in s.fields.iter().take(SHOW) {
+                write!(f, "\n    {d}")?;
+            }
+            if s.fields.len() > SHOW {
+                write!(f, "\n    ... and {} more", s.fields.len() - SHOW)?;
+            }
+        }
         list(f, "missing", self.missing.clone())?;
         list(f, "not in the spec", self.unexpected.clone())?;
         list(
@@ -188,7 +261,11 @@ mod tests {
 
 /// Random weights for `arch` without libtorch (`export --init random`, tests): see [`random_tensors`].
 pub fn random_init(arch: &Arch, seed: u64) -> WeightFile {
-    random_tensors(&ops::tensors(arch), seed)
+    let mut wf = random_tensors(&ops::tensors(arch), seed);
+    let mut meta = model_metadata(arch, "strnas-random-init");
+    meta.append(&mut wf.metadata);
+    wf.metadata = meta;
+    wf
 }
 
 /// Random values for `tensors` (a network's or a single block's inventory): Kaiming-normal weights, small

@@ -168,6 +168,20 @@ fn export_cli_names_missing_weights_and_mismatches() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("weights do not match the spec") && t.contains("not in the spec (extractor: ") && t.contains("rectifier: "), "{t}");
     assert!(t.contains("with the wrong shape") && t.contains("spec [") && t.contains("file ["), "{t}");
+    // Weights of a spec with the same tensors but other strides and width (names and shapes all match): refused
+    // by the spec hash, with the differing fields named.
+    let text_spec = std::fs::read_to_string(&spec).unwrap().replace("width: 100", "width: 256").replace("stride: [2, 1], channels: 64", "stride: [2, 2], channels: 64");
+    let wider = tmp.path().join("wider.yaml");
+    std::fs::write(&wider, &text_spec).unwrap();
+    let wider_arch = strnas::spec::load(&wider).unwrap();
+    let w = strnas::weights::random_init(&wider_arch, 0);
+    let this = strnas::spec::load(&spec).unwrap();
+    assert_eq!(strnas::ops::tensors(&this).len(), w.tensors.len(), "same inventory: only the hash can tell");
+    w.write(&tmp.path().join("m.safetensors")).unwrap();
+    let o = strnas(&["export", spec.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("made from another spec") && t.contains("input.width: file 256, spec 100") && t.contains("extractor.cells.4.stride.1: file 2, spec 1"), "{t}");
     // Random init: written next to the spec, loadable by infer with the metadata's preprocessing.
     let o = strnas(&["export", spec.to_str().unwrap(), "--init", "random"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -187,11 +201,35 @@ fn export_cli_names_missing_weights_and_mismatches() {
     }
     let o = strnas(&["verify", model.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--random-init", "0"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    // Verifying against different weights is a mismatch: exit 1.
+    // Verifying against different weights is a mismatch: exit 1, in the libtorch-free build too (its reference
+    // is a fresh export of the spec and the given weights).
     let o = strnas(&["verify", model.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--random-init", "1"]);
-    if cfg!(feature = "torch") {
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("MISMATCH"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("MISMATCH"), "{}", text(&o));
+    // Another spec than the one exported from: an error naming both hashes, not a comparison.
+    let o = strnas(&["verify", model.to_str().unwrap(), "--spec", wider.to_str().unwrap(), "--random-init", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("was exported from another spec"), "{}", text(&o));
+    // An ONNX file strnas did not write (no metadata) and a damaged one: errors naming the file, never a panic.
+    let mut foreign = proto.clone();
+    foreign.metadata_props.clear();
+    let foreign_path = tmp.path().join("foreign.onnx");
+    std::fs::write(&foreign_path, strnas_onnx::to_bytes(&foreign).unwrap()).unwrap();
+    let damaged = tmp.path().join("damaged.onnx");
+    std::fs::write(&damaged, &bytes[..bytes.len() / 3]).unwrap();
+    for (file, says) in [(&foreign_path, "metadata key"), (&damaged, "not an ONNX model")] {
+        for cmd in ["verify", "infer"] {
+            let mut args = vec![cmd, file.to_str().unwrap()];
+            if cmd == "verify" {
+                args.extend(["--spec", spec.to_str().unwrap(), "--random-init", "0"]);
+            } else {
+                args.extend([img.to_str().unwrap(), "--runtime", "tract"]);
+            }
+            let o = strnas(&args);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {}: {t}", file.display());
+            assert!(t.contains(file.to_str().unwrap()) && t.contains(says) && !t.contains("panicked"), "{cmd} {}: {t}", file.display());
+        }
     }
 }
 

@@ -157,3 +157,17 @@ fn attention_greedy_decoding_matches_the_equations() {
         }
     }
 }
+
+#[test]
+fn a_failing_forward_is_an_error_not_a_panic_or_zero_timings() {
+    let arch = tiny("tiny-crnn-ctc.yaml");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = StrNet::new(&vs.root(), &arch);
+    // Three channels into a one-channel stem: libtorch rejects the convolution.
+    let wrong = Tensor::zeros([1, 3, 32, 100], (Kind::Float, Device::Cpu));
+    let e = strnas::eval::tch_eval::time_forward(&net, &wrong, 4, 1, 2, 0.0).unwrap_err().to_string();
+    assert!(e.starts_with("timing a forward pass at batch 1: ") && e.len() > 40, "{e}");
+    let ok = Tensor::zeros([1, 1, 32, 100], (Kind::Float, Device::Cpu));
+    let t = strnas::eval::tch_eval::time_forward(&net, &ok, 2, 1, 2, 0.0).unwrap();
+    assert!(t.batch1.runs >= 2 && t.batch1.median_ms > 0.0, "{t:?}");
+}

@@ -105,7 +105,7 @@ fn time_first_sample(net: &StrNet, pre: &Preprocess, datasets: &[Dataset], batch
     let first = datasets.iter().position(|d| !d.is_empty()).unwrap_or(0);
     let batch = load_batch(datasets, pre, &vec![(first, 0)])?;
     let sample = tch_eval::images_tensor(&batch, pre, device);
-    Ok(tch_eval::time_forward(net, &sample, batch_size, 10, 30, 2.0))
+    tch_eval::time_forward(net, &sample, batch_size, 10, 30, 2.0)
 }
 
 /// Up to `n` wrong predictions per dataset, scanning each dataset in order in batches of 64.

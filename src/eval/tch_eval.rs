@@ -91,28 +91,30 @@ fn sync(device: Device) {
 }
 
 /// Times forward passes (eval mode, greedy decoding included) on copies of `sample` (`[1, C, H, W]`):
-/// `warmup` unmeasured runs, then at least `min_runs` runs and `min_secs` seconds.
-pub fn time_forward(net: &StrNet, sample: &Tensor, batch_size: usize, warmup: usize, min_runs: usize, min_secs: f64) -> Timing {
+/// `warmup` unmeasured runs, then at least `min_runs` runs and `min_secs` seconds. A failing forward (for example
+/// CUDA out of memory at the batched size) is an error naming the batch, never zero statistics.
+pub fn time_forward(net: &StrNet, sample: &Tensor, batch_size: usize, warmup: usize, min_runs: usize, min_secs: f64) -> Result<Timing> {
     let device = sample.device();
     let budget = crate::measure::Budget { warmup, min_iters: min_runs, min_time_s: min_secs, max_iters: usize::MAX };
-    let measure = |x: &Tensor| -> Vec<f64> {
-        tch::no_grad(|| {
-            crate::measure::measure(&budget, || {
-                let _ = net.forward_t(x, None, false);
-                sync(device);
-                Ok(())
+    let measure = |x: &Tensor| -> Result<Vec<f64>> {
+        let what = format!("timing a forward pass at batch {}", x.size()[0]);
+        crate::measure::measure(&budget, || {
+            crate::nn::guarded(&what, || {
+                tch::no_grad(|| {
+                    let _ = net.forward_t(x, None, false);
+                    sync(device);
+                })
             })
-            .unwrap_or_default()
         })
     };
-    let batch1 = TimeStats::from_ms(&measure(sample));
+    let batch1 = TimeStats::from_ms(&measure(sample)?);
     let big = sample.repeat([batch_size as i64, 1, 1, 1]);
-    let batched = TimeStats::from_ms(&measure(&big));
-    Timing {
+    let batched = TimeStats::from_ms(&measure(&big)?);
+    Ok(Timing {
         device: format!("{device:?}"),
         threads: tch::get_num_threads(),
         batch1,
         batched_ms_per_image: batched.median_ms / batch_size as f64,
         batch_size,
-    }
+    })
 }

@@ -22,6 +22,16 @@ use crate::spec::arch::Arch;
 pub use crate::ops::attention::AttentionNet;
 pub use crate::ops::tps::{TpsFcNet, TpsGridNet};
 
+/// Runs `f`, turning a libtorch failure (tch panics with the C++ error, e.g. CUDA out of memory or a shape
+/// error) into an error that says what was being done. Library code that must report rather than abort
+/// (timing, engines) runs forward passes through this.
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown libtorch failure".into());
+        anyhow::anyhow!("{what}: {}", msg.lines().next().unwrap_or_default())
+    })
+}
+
 fn build(root: &nn::Path, nodes: &[ops::Node]) -> Vec<Box<dyn Module>> {
     nodes.iter().map(|n| n.layer.tch(&path(root, &n.scope))).collect()
 }

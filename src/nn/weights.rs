@@ -26,15 +26,7 @@ pub fn weight_file(vs: &VarStore, metadata: BTreeMap<String, String>) -> Result<
     Ok(wf)
 }
 
-/// Metadata every strnas weight file carries.
-pub fn model_metadata(arch: &Arch, format: &str) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert("format".into(), format.into());
-    m.insert("strnas_version".into(), env!("CARGO_PKG_VERSION").into());
-    m.insert("model".into(), arch.name.clone());
-    m.insert("spec_hash".into(), crate::spec::arch_hash(&arch.spec));
-    m
-}
+pub use crate::weights::model_metadata;
 
 /// Saves the model weights (`strnas-weights`) atomically.
 pub fn save_weights(vs: &VarStore, arch: &Arch, path: &Path, extra: &[(&str, String)]) -> Result<()> {

@@ -52,7 +52,7 @@ impl TchEngine {
 
     fn forward(&self) -> Result<tch::Tensor> {
         let x = self.input.as_ref().ok_or_else(|| anyhow!("tch: run before prepare"))?;
-        Ok(tch::no_grad(|| self.net.forward_t(x, None, false)))
+        crate::nn::guarded(&format!("{}: tch forward", self.origin), || tch::no_grad(|| self.net.forward_t(x, None, false)))
     }
 }
 

@@ -1,8 +1,10 @@
 //! Checking an exported model against its source network (`strnas verify`): the same inputs through every
 //! runtime, logits compared with the reference's within a relative tolerance, decoded texts compared exactly.
 //!
-//! The reference is the eager tch network (libtorch builds, from the runtime layer's tch engine), else the
-//! first ONNX runtime that loads. Depends on `runtime` (engines), `infer` (the model interface and decoding),
+//! The model must be one strnas exported from the given spec: its metadata is read as `infer` reads it and
+//! its `spec_hash` must be the spec's. The reference is the eager tch network (libtorch builds, from the
+//! runtime layer's tch engine); without libtorch it is onnxruntime running a fresh export of the spec and
+//! the given weights, so the given weights matter in every build. Depends on `runtime` (engines), `infer` (the model interface and decoding), `export` (metadata, re-export),
 //! `data` (preprocessing, rendered words) and `spec`/`weights` (the network); must not depend on `bench` or
 //! `cli`. The CLI only parses arguments and prints the [`Report`].
 
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
+use crate::export::metadata::ModelMetadata;
 use crate::infer::{Outputs, Recognizer};
 use crate::runtime::{Device, ModelRef, Runtime};
 use crate::spec::Arch;
@@ -86,28 +89,51 @@ pub fn inputs(pre: &Preprocess) -> Result<Vec<InputSet>> {
     Ok(vec![("random".into(), random, 2), ("words".into(), words, 4)])
 }
 
-/// The engines to compare, reference first: tch (libtorch builds; failing to build it is an error), then
-/// onnxruntime and tract on the CPU with one thread. A runtime that cannot load the model (checked by preparing
-/// `first`) is recorded in `errors` and left out.
-fn recognizers(req: &Request, first: &InputSet, chw: [usize; 3], errors: &mut Vec<String>) -> Result<Vec<Recognizer>> {
+/// Checks that `model` (read from `origin`) was exported by strnas from `arch`: its metadata parses and its
+/// spec hash is the spec's.
+fn check_provenance(model: &[u8], origin: &str, arch: &Arch) -> Result<()> {
+    let proto = strnas_onnx::from_bytes(model).with_context(|| format!("{origin}: not an ONNX model"))?;
+    let meta = ModelMetadata::read(&proto, origin)?;
+    let want = crate::spec::arch_hash(&arch.spec);
+    if meta.spec_hash != want {
+        bail!(
+            "{origin} was exported from another spec than {} (model {:?}, spec_hash {} in the file, {want} for the spec): pass --spec with the spec it was exported from",
+            arch.name,
+            meta.model,
+            meta.spec_hash
+        );
+    }
+    Ok(())
+}
+
+/// The engines to compare, reference first, each with its label: the reference (see the module doc; failing to
+/// build it is an error), then onnxruntime and tract running the given file on the CPU with one thread. A
+/// runtime that cannot load the file (checked by preparing `first`) is recorded in `errors` and left out.
+fn recognizers(req: &Request, first: &InputSet, chw: [usize; 3], errors: &mut Vec<String>) -> Result<Vec<(String, Recognizer)>> {
     let origin = req.model.display().to_string();
-    let bytes = std::fs::read(req.model).with_context(|| format!("reading {origin}"));
+    let bytes = std::fs::read(req.model).with_context(|| format!("reading {origin}"))?;
+    check_provenance(&bytes, &origin, req.arch)?;
     let mut out = vec![];
     if cfg!(feature = "torch") {
-        let onnx = bytes.as_deref().unwrap_or_default();
-        let model = ModelRef { source: &origin, onnx, network: Some((req.arch, req.weights)) };
+        let model = ModelRef { source: &origin, onnx: &bytes, network: Some((req.arch, req.weights)) };
         // 0 threads: libtorch's own thread count, as the reference always ran.
-        out.push(Recognizer::new(crate::runtime::open(Runtime::Tch, Device::Cpu, &model, 0, None)?, &origin));
+        out.push((Runtime::Tch.full_name().to_string(), Recognizer::new(crate::runtime::open(Runtime::Tch, Device::Cpu, &model, 0, None)?, &origin)));
+    } else {
+        let fresh = strnas_onnx::to_bytes(&crate::export::export(req.arch, req.weights)?)?;
+        let source = format!("export of {} + the given weights", req.arch.name);
+        let model = ModelRef { source: &source, onnx: &fresh, network: None };
+        let r = Recognizer::new(crate::runtime::open(Runtime::Ort, Device::Cpu, &model, 1, req.ort_lib)?, &source);
+        out.push((format!("{} ({source})", Runtime::Ort.full_name()), r));
     }
     for rt in [Runtime::Ort, Runtime::Tract] {
-        let opened = bytes.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|onnx| {
-            let model = ModelRef { source: &origin, onnx, network: None };
+        let opened = (|| -> Result<Recognizer> {
+            let model = ModelRef { source: &origin, onnx: &bytes, network: None };
             let mut r = Recognizer::new(crate::runtime::open(rt, Device::Cpu, &model, 1, req.ort_lib)?, &origin);
             r.prepare(&first.1, first.2, chw)?;
             Ok(r)
-        });
+        })();
         match opened {
-            Ok(r) => out.push(r),
+            Ok(r) => out.push((rt.full_name().to_string(), r)),
             Err(e) => errors.push(format!("{}: {e:#}", rt.full_name())),
         }
     }
@@ -137,9 +163,9 @@ pub fn verify(req: &Request) -> Result<Report> {
     let mut engines = recognizers(req, first, chw, &mut errors)?;
     let mut comparisons = vec![];
     for (name, images, n) in &sets {
-        let mut outs: Vec<(&'static str, Outputs)> = vec![];
-        for e in engines.iter_mut() {
-            outs.push((e.runtime().full_name(), e.run(images, *n, chw)?));
+        let mut outs: Vec<(&str, Outputs)> = vec![];
+        for (label, e) in engines.iter_mut() {
+            outs.push((label.as_str(), e.run(images, *n, chw)?));
         }
         let Some(((ref_name, ref_out), others)) = outs.split_first() else { bail!("no runtime could load {}", req.model.display()) };
         let scale = ref_out.logits.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
