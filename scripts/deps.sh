@@ -4,6 +4,8 @@
 #   - onnxruntime 1.31.1 (libonnxruntime for ort)   -> $STRNAS_CACHE/venv/.../onnxruntime/capi
 #     GPU=1 installs onnxruntime-gpu 1.31.1 instead (CUDA execution provider).
 #   - NO_TORCH=1 skips PyTorch (the libtorch-free deployment build).
+#   - TEST_DEPS=1 (scripts/test.sh) adds the `onnx` Python package: the tests run its full checker (strict
+#     shape inference) on every export. Not needed to build or run strnas.
 # Prints the environment to use as `export` lines on stdout (everything else goes to stderr), so callers do
 #   eval "$(scripts/deps.sh)"
 # A second run with everything present takes well under a second.
@@ -61,11 +63,19 @@ if [ "$(installed_version "$want")" != "$ORT_VERSION" ]; then
   pip_install "$want==$ORT_VERSION"
 fi
 
+ONNX_VERSION=1.23.2
+if [ "${TEST_DEPS:-0}" = 1 ] && [ "$(installed_version onnx)" != "$ONNX_VERSION" ]; then
+  pip_install "onnx==$ONNX_VERSION"
+fi
+
 ORT_LIB="$SITE/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
 [ -f "$ORT_LIB" ] || { log "expected $ORT_LIB after installing $want==$ORT_VERSION; it is missing"; exit 2; }
 
 echo "export STRNAS_CACHE='$CACHE'"
 echo "export ORT_DYLIB_PATH='$ORT_LIB'"
+if [ -n "$(installed_version onnx)" ]; then
+  echo "export STRNAS_ONNX_PYTHON='$PY'"
+fi
 if [ "$NO_TORCH" != 1 ]; then
   TORCH_DIR="$SITE/torch"
   [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || { log "torch installed but $TORCH_DIR/lib/libtorch_cpu.so is missing"; exit 2; }

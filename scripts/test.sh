@@ -2,6 +2,9 @@
 # The test suite (`make test`, and CI through .ci/run). Expects the environment from scripts/deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The onnx package's full checker runs on every export in tests/export.rs; here it must be present.
+source <(TEST_DEPS=1 scripts/deps.sh)
+export STRNAS_REQUIRE_ONNX_CHECKER=1
 echo "== cargo test --workspace (with libtorch)"
 cargo test --workspace --all-targets 2>&1
 echo "== libtorch-free deployment build (--no-default-features): data path, export golden case, bench and gate"

@@ -13,6 +13,7 @@
 //! | network / graph | [`nn`] (tch), [`export`] (ONNX) | the whole network assembled from blocks; its weights; its ONNX graph and metadata |
 //! | runtimes | [`runtime`] | onnxruntime, tract and tch behind one engine trait; devices |
 //! | stages | [`eval`], [`train`], [`infer`], [`verify`], [`bench`] | scoring, training, recognition, cross-runtime checks, timing and the gate (`train` uses `eval`) |
+//! | latency | [`latency`] | search spaces around a skeleton, per-block latency tables measured on a runtime, prediction and its check (uses `bench`'s machine description) |
 //! | interface | [`cli`] | argument parsing, printing, progress bars; `main.rs` only calls [`cli::main`] |
 //!
 //! Modules that need libtorch ([`nn`], [`train`], parts of [`eval`] and [`runtime`]) sit behind the `torch`
@@ -26,6 +27,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod io;
+pub mod latency;
 pub mod ops;
 pub mod measure;
 pub mod progress;

@@ -334,3 +334,37 @@ fn engines_fetch_outputs_by_name() {
     let err = e.run_and_fetch(&["probs"]).unwrap_err().to_string();
     assert_eq!(err, "m.onnx: tract: the model has no output \"probs\" (its outputs: [\"logits\", \"indices\"])");
 }
+
+/// The onnx package's full checker (`onnx.checker.check_model(full_check=True)`: IR and opset rules plus strict
+/// shape inference, which infers every node's output type from its inputs and fails on a conflict) on every
+/// shipped spec's export and on every single-block export of one spec per head. `make test` installs the package
+/// (`TEST_DEPS=1 scripts/deps.sh`) and sets STRNAS_REQUIRE_ONNX_CHECKER, so there a missing package fails;
+/// a plain `cargo test` without it says so and skips.
+#[test]
+fn every_export_passes_the_full_onnx_checker() {
+    let Some(python) = std::env::var_os("STRNAS_ONNX_PYTHON") else {
+        assert!(std::env::var_os("STRNAS_REQUIRE_ONNX_CHECKER").is_none(), "STRNAS_ONNX_PYTHON unset: run `TEST_DEPS=1 scripts/deps.sh`");
+        eprintln!("skipped: STRNAS_ONNX_PYTHON unset (make test installs the onnx package and sets it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = vec![];
+    for path in strnas::spec::expand_paths(&[root().join("arch_specs")]).unwrap() {
+        let arch = strnas::spec::load(&path).unwrap();
+        files.push(write_model(&arch, &strnas::weights::random_init(&arch, 0), tmp.path()));
+    }
+    for name in ["tiny/tiny-limited-3x3-ex3-attn.yaml", "tiny/tiny-crnn-ctc.yaml"] {
+        let arch = strnas::spec::load(&root().join("arch_specs").join(name)).unwrap();
+        for node in strnas::ops::network(&arch) {
+            let w = strnas::weights::random_tensors(&node.tensors(), 0);
+            let model = strnas::export::export_block(&node, &w).unwrap();
+            let p = tmp.path().join(format!("{}.{}.onnx", arch.name, node.path));
+            std::fs::write(&p, strnas_onnx::to_bytes(&model).unwrap()).unwrap();
+            files.push(p);
+        }
+    }
+    let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    m = onnx.load(p)\n    onnx.checker.check_model(m, full_check=True)\n    onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)\nprint(len(sys.argv) - 1, 'checked')\n";
+    let o = std::process::Command::new(python).arg("-c").arg(script).args(&files).output().unwrap();
+    assert!(o.status.success(), "onnx checker failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{} checked", files.len()));
+}

@@ -11,6 +11,7 @@ mod doctor;
 #[cfg(feature = "torch")]
 mod eval_cmd;
 mod export_cmd;
+mod latency_cmd;
 mod progress;
 #[cfg(feature = "torch")]
 mod train_cmd;
@@ -63,6 +64,9 @@ pub enum Command {
     Infer(export_cmd::InferArgs),
     /// Time per image and size under onnxruntime, tract and tch; latency regression gate
     Bench(bench_cmd::BenchArgs),
+    /// Latency lookup tables measured on a deployment runtime: build, predict, check against measurements
+    #[command(subcommand)]
+    Latency(latency_cmd::LatencyCommand),
     /// Draw the paper's charts (accuracy vs params and vs time, latency per runtime) from bench and eval JSON
     Report(report_cmd::ReportArgs),
     /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
@@ -92,6 +96,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
         Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),
         Command::Bench(a) => bench_cmd::run(a, cli.ort_lib.as_deref()),
+        Command::Latency(c) => latency_cmd::run(c, cli.ort_lib.as_deref()),
         Command::Report(a) => report_cmd::run(a),
         Command::Doctor(a) => doctor::run(a, cli.ort_lib.as_deref()),
     };

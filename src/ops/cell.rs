@@ -30,6 +30,12 @@ fn label(cell: &Cell) -> String {
     label
 }
 
+/// The latency-table key of a cell: op, input and output CxHxW, stride and residual (not its role).
+fn cost_key(cell: &Cell) -> String {
+    let (i, o) = (cell.input, cell.output);
+    format!("{}-input:{i}-output:{o}-stride:{}x{}-idskip:{}", cell.op, cell.stride[0], cell.stride[1], u8::from(cell.residual()))
+}
+
 /// A skipped cell: output = input (the spec only allows it where shapes agree).
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -39,6 +45,9 @@ pub struct Identity {
 impl Layer for Identity {
     fn label(&self) -> String {
         label(&self.cell)
+    }
+    fn cost_key(&self) -> String {
+        cost_key(&self.cell)
     }
     fn input(&self) -> Port {
         Port::Image(self.cell.input)
@@ -78,6 +87,9 @@ impl MbConv {
 impl Layer for MbConv {
     fn label(&self) -> String {
         label(&self.cell)
+    }
+    fn cost_key(&self) -> String {
+        cost_key(&self.cell)
     }
     fn input(&self) -> Port {
         Port::Image(self.cell.input)

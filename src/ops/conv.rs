@@ -23,6 +23,10 @@ impl Layer for ConvBnRelu6 {
         let c = &self.conv;
         format!("{} conv{k}x{k} s{}x{}", self.role, c.stride[0], c.stride[1], k = c.kernel)
     }
+    fn cost_key(&self) -> String {
+        let c = &self.conv;
+        format!("conv{k}x{k}-bn-relu6-input:{}-output:{}-stride:{}x{}", self.input(), self.output(), c.stride[0], c.stride[1], k = c.kernel)
+    }
     fn input(&self) -> Port {
         Port::Image(self.conv.input)
     }

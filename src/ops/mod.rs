@@ -136,6 +136,12 @@ impl Part {
 pub trait Layer: fmt::Debug + Send + Sync {
     /// Human-readable description, e.g. `reduction mb5x5-e6 s2x1`.
     fn label(&self) -> String;
+    /// What determines the block's run time, as a latency-table key (REFERENCE.md §4 "LUT keys"): its kind and
+    /// configuration plus input and output shapes, without its place in the network, so identical blocks
+    /// share one entry. The default (label and ports) suits blocks whose label carries no role.
+    fn cost_key(&self) -> String {
+        format!("{}-input:{}-output:{}", self.label(), self.input(), self.output())
+    }
     fn input(&self) -> Port;
     fn output(&self) -> Port;
     /// The network's input image when the block reads it besides its own input (the TPS sampler does).

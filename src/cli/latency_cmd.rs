@@ -1,0 +1,303 @@
+//! `strnas latency build|predict|check`: per-block latency tables measured on a deployment runtime
+//! ([`crate::latency`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::exit;
+use crate::latency::{self, Space, Table};
+use crate::measure::Budget;
+use crate::report::Table as TextTable;
+use crate::runtime::{Device, Runtime};
+use crate::spec::Arch;
+
+#[derive(Subcommand, Debug)]
+pub enum LatencyCommand {
+    /// Measure every distinct block of a search space alone and write the lookup table
+    Build(BuildArgs),
+    /// Predicted latency of a spec, per part and in total, next to params and FLOPs
+    Predict(PredictArgs),
+    /// Predicted vs measured whole-model latency on shipped specs and random architectures of the space
+    Check(CheckArgs),
+}
+
+/// How to measure (shared by build and check).
+#[derive(Args, Debug, Clone)]
+struct MeasureArgs {
+    /// Unmeasured runs first
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// At least this many measured runs per block or model
+    #[arg(long, default_value_t = 30)]
+    min_iters: usize,
+    /// At least this many seconds of measured runs per block or model
+    #[arg(long, default_value_t = 0.3)]
+    min_time: f64,
+    /// Seed of the random weights, inputs and architectures
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "SPACE is a spec: its skeleton (input, channel plan, strides, TPS, BiLSTM, head) with every \
+    cell of the rectifier and the extractor searchable (first cell: k in {3,5,7}, e = 1; normal: identity or \
+    k x e in {3,5,7} x {3,6}; reduction: k x e). Every distinct block (fixed pieces and every candidate at every \
+    cell) is exported alone at its real input shape and timed (warm-up, then --min-iters runs and --min-time \
+    seconds); identical blocks share one entry. Entries are stored net of the dispatch cost (an empty graph's \
+    time); a correction (scale x sum + offset) is fitted on whole models: the specs under --fit-specs in the \
+    same space and --fit-random random architectures.\n\n\
+    Measure the way the table will be used: release build, batch 1, one thread (REFERENCE.md §8).\n\n\
+    Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort --threads 1 -o ort.json")]
+pub struct BuildArgs {
+    /// The spec whose skeleton defines the space
+    space: PathBuf,
+    /// Runtime to measure on
+    #[arg(long, value_enum, default_value = "ort")]
+    runtime: Runtime,
+    /// cpu, cuda or cuda:N (onnxruntime's CUDA execution provider; no CPU fallback)
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Intra-op threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Random architectures measured whole to fit the correction
+    #[arg(long, default_value_t = 8)]
+    fit_random: usize,
+    /// Specs (files or folders) measured whole to fit the correction; those outside the space are skipped
+    #[arg(long, value_delimiter = ',')]
+    fit_specs: Vec<PathBuf>,
+    #[command(flatten)]
+    measure: MeasureArgs,
+    /// Output table (JSON)
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Spec(s) to predict (files or folders)
+    #[arg(required = true)]
+    specs: Vec<PathBuf>,
+    /// The latency table
+    #[arg(long)]
+    table: PathBuf,
+    /// Write the predictions as JSON (`-` for stdout)
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Every spec given (files or folders; specs outside the table's space are skipped with a note) \
+    and --random N architectures drawn from the space are exported whole and measured under the table's runtime, \
+    device, threads and batch; each prediction is compared with its measurement. Reported: MAPE, RMSPE and the \
+    share within +-10% and +-5% (nn-Meter's figures of merit), for plain summation and with the table's \
+    correction.\n\nExit codes: 0 ok, 1 fewer than --min-within-10 % of corrected predictions within +-10%, 2 error.")]
+pub struct CheckArgs {
+    /// Specs (files or folders) to check
+    specs: Vec<PathBuf>,
+    /// The latency table
+    #[arg(long)]
+    table: PathBuf,
+    /// Random architectures of the space to check too
+    #[arg(long, default_value_t = 0)]
+    random: usize,
+    /// Required share (percent, e.g. 90%) of corrected predictions within +-10% (default: report only)
+    #[arg(long, value_parser = crate::bench::gate::parse_fraction)]
+    min_within_10: Option<f64>,
+    #[command(flatten)]
+    measure: MeasureArgs,
+    /// Write the check as JSON (`-` for stdout)
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(c: LatencyCommand, ort_lib: Option<&Path>) -> Result<i32> {
+    match c {
+        LatencyCommand::Build(a) => run_build(a, ort_lib),
+        LatencyCommand::Predict(a) => run_predict(a),
+        LatencyCommand::Check(a) => run_check(a, ort_lib),
+    }
+}
+
+fn load(path: &Path) -> Result<Arch> {
+    crate::spec::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+/// The specs under `paths` (files or folders).
+fn specs_under(paths: &[PathBuf]) -> Result<Vec<Arch>> {
+    let files = crate::spec::expand_paths(paths).context("listing specs")?;
+    files.iter().map(|p| load(p)).collect()
+}
+
+fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize, batch: usize, fit_random: usize, ort_lib: Option<&'a Path>) -> Result<latency::Options<'a>> {
+    if batch == 0 || threads == 0 {
+        bail!("--batch and --threads must be at least 1");
+    }
+    if !(m.min_time.is_finite() && m.min_time >= 0.0) {
+        bail!("--min-time must be a non-negative number of seconds");
+    }
+    Ok(latency::Options {
+        runtime,
+        device,
+        threads,
+        batch,
+        budget: Budget { warmup: m.warmup, min_iters: m.min_iters.max(1), min_time_s: m.min_time, max_iters: 1_000_000 },
+        fit_random,
+        seed: m.seed,
+        ort_lib,
+    })
+}
+
+fn warn_debug() {
+    if crate::bench::build_profile() == "debug" {
+        eprintln!("note: this is a debug build; tract and the glue run several times slower than in a release build (make build-release)");
+    }
+}
+
+fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
+    let base = load(&a.space)?;
+    let space = Space::around(base);
+    let o = options(&a.measure, a.runtime, a.device, a.threads, a.batch, a.fit_random, ort_lib)?;
+    warn_debug();
+    let mut fit = vec![];
+    for arch in specs_under(&a.fit_specs)? {
+        match space.ops_of(&arch) {
+            Ok(_) => fit.push(arch),
+            Err(e) => eprintln!("note: --fit-specs: skipping {}: {e:#}", arch.name),
+        }
+    }
+    let blocks = latency::build::distinct_blocks(&space).len();
+    eprintln!("space of {}: {} searchable cells, {blocks} distinct blocks to measure", space.base.name, space.edges.len());
+    let table = latency::build(&space, &a.space, &fit, &o, &mut super::progress::Bars::new())?;
+    table.write(&a.output)?;
+    let c = table.correction;
+    println!(
+        "{}: {} entries on {} {} ({}, {} thread(s), batch {}, {} build) in {:.0} s; dispatch {:.3} ms; correction {:.3} x sum {:+.3} ms (fitted on {} models)",
+        a.output.display(),
+        table.entries.len(),
+        table.settings.runtime.name(),
+        table.settings.runtime_version,
+        table.settings.provider,
+        table.settings.threads,
+        table.settings.batch,
+        table.settings.build,
+        table.build_seconds,
+        table.dispatch_ms,
+        c.scale,
+        c.offset_ms,
+        c.models
+    );
+    Ok(exit::OK)
+}
+
+fn run_predict(a: PredictArgs) -> Result<i32> {
+    let table = Table::read(&a.table)?;
+    let mut t = TextTable::new(["model", "rectifier ms", "extractor ms", "sequence ms", "prediction ms", "sum ms", "predicted ms", "params", "MFLOPs"]);
+    let mut out = vec![];
+    let mut failed = vec![];
+    for arch in specs_under(&a.specs)? {
+        let p = match table.predict(&arch) {
+            Ok(p) => p,
+            Err(e) => {
+                failed.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        let s = crate::ops::summarize(&crate::ops::inventory(&arch));
+        let part = |n: &str| format!("{:.3}", p.parts.get(n).copied().unwrap_or(0.0));
+        t.row([
+            arch.name.clone(),
+            part("rectifier"),
+            part("extractor"),
+            part("sequence"),
+            part("prediction"),
+            format!("{:.3}", p.sum_ms),
+            format!("{:.3}", p.total_ms),
+            s.params.to_string(),
+            format!("{:.1}", s.flops as f64 / 1e6),
+        ]);
+        out.push(serde_json::json!({ "prediction": p, "params": s.params, "flops": s.flops }));
+    }
+    print!("{}", t.render());
+    println!(
+        "table: {} {} ({}), {} thread(s), batch {}, {} build; part columns are net of dispatch ({:.3} ms), predicted = {:.3} x sum {:+.3} ms",
+        table.settings.runtime.name(),
+        table.settings.runtime_version,
+        table.settings.device,
+        table.settings.threads,
+        table.settings.batch,
+        table.settings.build,
+        table.dispatch_ms,
+        table.correction.scale,
+        table.correction.offset_ms
+    );
+    if let Some(p) = &a.json {
+        crate::io::write_output(p, &serde_json::to_string_pretty(&out)?).context("--json")?;
+    }
+    for f in &failed {
+        eprintln!("error: --table {}: {f}", a.table.display());
+    }
+    Ok(if failed.is_empty() { exit::OK } else { exit::ERROR })
+}
+
+fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
+    let table = Table::read(&a.table)?;
+    let s = &table.settings;
+    let o = options(&a.measure, s.runtime, s.device, s.threads, s.batch, 0, ort_lib)?;
+    warn_debug();
+    if s.build != crate::bench::build_profile() {
+        eprintln!("note: the table was measured with a {} build, this is a {} build", s.build, crate::bench::build_profile());
+    }
+    let here = crate::bench::machine::Machine::describe(false);
+    if here.cpu != table.machine.cpu {
+        eprintln!("note: the table was measured on {:?}, this machine is {:?}", table.machine.cpu, here.cpu);
+    }
+    let base = load(Path::new(&table.space.path)).with_context(|| format!("{}: the table's space", a.table.display()))?;
+    if latency::skeleton_hash(&base.spec) != table.space.skeleton_hash {
+        bail!("{}: the space spec {} changed since the table was built (skeleton hash differs): rebuild the table", a.table.display(), table.space.path);
+    }
+    let space = Space::around(base);
+    let mut models: Vec<(Arch, &str)> = vec![];
+    for arch in specs_under(&a.specs)? {
+        match space.ops_of(&arch) {
+            Ok(_) => models.push((arch, "spec")),
+            Err(e) => eprintln!("note: skipping {}: {e:#}", arch.name),
+        }
+    }
+    let mut rng = crate::rng::Rng::for_item(a.measure.seed, 0xC4EC, 0);
+    for i in 0..a.random {
+        models.push((space.random(&mut rng, &format!("random-{i}"))?, "random"));
+    }
+    if models.is_empty() {
+        bail!("nothing to check: give specs of the table's space or --random N");
+    }
+    let c = latency::check(&table, &models, &o, &mut super::progress::Bars::new())?;
+    let mut t = TextTable::new(["model", "origin", "sum ms", "predicted ms", "measured ms", "stdev %", "error %"]);
+    for r in &c.rows {
+        let m = r.measured.median_ms;
+        t.row([r.model.clone(), r.origin.clone(), format!("{:.3}", r.sum_ms), format!("{:.3}", r.predicted_ms), format!("{m:.3}"), format!("{:.1}", r.measured.stdev_pct), format!("{:+.1}", 100.0 * (r.predicted_ms - m) / m)]);
+    }
+    print!("{}", t.render());
+    println!();
+    let mut acc = TextTable::new(["prediction", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %"]);
+    for (name, x) in [("plain sum", &c.plain), ("corrected", &c.corrected)] {
+        acc.row([name.to_string(), x.models.to_string(), format!("{:.2}", x.mape_pct), format!("{:.2}", x.rmspe_pct), format!("{:.1}", x.within_10_pct), format!("{:.1}", x.within_5_pct)]);
+    }
+    print!("{}", acc.render());
+    println!("measured on {} {} ({}), {} thread(s), batch {}, {} build", s.runtime.name(), s.runtime_version, s.provider, s.threads, s.batch, crate::bench::build_profile());
+    if let Some(p) = &a.json {
+        crate::io::write_output(p, &serde_json::to_string_pretty(&c)?).context("--json")?;
+    }
+    match a.min_within_10 {
+        Some(min) if c.corrected.within_10_pct < 100.0 * min => {
+            eprintln!("check FAILED: {:.1}% within +-10% < required {:.1}%", c.corrected.within_10_pct, 100.0 * min);
+            Ok(exit::CHECK_FAILED)
+        }
+        _ => Ok(exit::OK),
+    }
+}

@@ -1,0 +1,197 @@
+//! Measuring: every distinct block of a space alone at its real input shape, the dispatch cost, and whole
+//! models (for the correction and for `check`), all with the bench's measurement loop ([`crate::measure`]) on
+//! one runtime layer ([`crate::runtime`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::space::Space;
+use super::table::{self, Accuracy, Entry, Settings, SpaceInfo, Table};
+use crate::measure::{Budget, Stats};
+use crate::ops::{Node, Port};
+use crate::progress::Progress;
+use crate::runtime::{self, Data, Device, EngineInfo, HostTensor, ModelRef, Runtime};
+use crate::spec::arch::Arch;
+use strnas_onnx::Dim;
+
+/// How to measure.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    pub runtime: Runtime,
+    pub device: Device,
+    pub threads: usize,
+    pub batch: usize,
+    /// Per block and per whole model.
+    pub budget: Budget,
+    /// Random architectures measured whole to fit the correction (besides `fit_specs`).
+    pub fit_random: usize,
+    pub seed: u64,
+    pub ort_lib: Option<&'a Path>,
+}
+
+fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {
+    let shape: Vec<usize> = port.onnx_dims(Dim::Fixed(batch as i64)).into_iter().map(|d| if let Dim::Fixed(v) = d { v as usize } else { 1 }).collect();
+    let mut rng = crate::rng::Rng::new(seed);
+    let n = shape.iter().product();
+    HostTensor { name: name.into(), shape, data: Data::F32((0..n).map(|_| rng.range(-1.0, 1.0) as f32).collect()) }
+}
+
+/// Loads `onnx` on the chosen runtime, binds `inputs` and times it.
+fn time_onnx(source: &str, onnx: &[u8], inputs: &[HostTensor], o: &Options) -> Result<(Stats, EngineInfo)> {
+    if o.runtime == Runtime::Tch {
+        anyhow::bail!("--runtime tch: latency tables are measured on the deployment runtimes (ort, tract); tch is not one yet");
+    }
+    let model = ModelRef { source, onnx, network: None };
+    let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
+    engine.prepare(inputs).with_context(|| format!("{source}: binding inputs"))?;
+    let samples = crate::measure::measure(&o.budget, || engine.run()).with_context(|| format!("{source}: running"))?;
+    Ok((Stats::from_ms(&samples), engine.info().clone()))
+}
+
+/// Times one block alone.
+fn time_block(node: &Node, o: &Options) -> Result<(Stats, EngineInfo)> {
+    let key = node.layer.cost_key();
+    let w = crate::weights::random_tensors(&node.tensors(), o.seed);
+    let model = crate::export::export_block(node, &w).with_context(|| format!("exporting {key}"))?;
+    let bytes = strnas_onnx::to_bytes(&model)?;
+    let mut inputs = vec![random_input(crate::export::BLOCK_INPUT, node.layer.input(), o.batch, 1)];
+    if let Some(img) = node.layer.reads_image() {
+        inputs.push(random_input("image", Port::Image(img), o.batch, 2));
+    }
+    time_onnx(&key, &bytes, &inputs, o)
+}
+
+/// Times a whole model (exported with random weights) on images at the table's batch.
+pub fn time_model(arch: &Arch, o: &Options) -> Result<Stats> {
+    let model = crate::export::export(arch, &crate::weights::random_init(arch, o.seed))?;
+    let bytes = strnas_onnx::to_bytes(&model)?;
+    let input = random_input("image", Port::Image(arch.input), o.batch, 3);
+    Ok(time_onnx(&arch.name, &bytes, &[input], o)?.0)
+}
+
+/// The dispatch cost: an Identity graph on the input image.
+fn time_dispatch(space: &Space, o: &Options) -> Result<Stats> {
+    let img = space.base.input;
+    let cell = crate::spec::arch::Cell { role: crate::spec::arch::CellRole::Normal, op: crate::spec::arch::Op::Identity, stride: [1, 1], input: img, output: img };
+    let node = Node { part: crate::ops::Part::Extractor, path: "dispatch".into(), scope: "dispatch".into(), layer: crate::ops::cell::layer(&cell) };
+    Ok(time_block(&node, o)?.0)
+}
+
+/// Every distinct block of the space, fixed and candidate, by key (first occurrence's path kept for messages).
+pub fn distinct_blocks(space: &Space) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    for n in space.fixed_nodes() {
+        out.entry(n.layer.cost_key()).or_insert(n);
+    }
+    for e in &space.edges {
+        for &op in &e.candidates {
+            let n = e.node(op);
+            out.entry(n.layer.cost_key()).or_insert(n);
+        }
+    }
+    out
+}
+
+/// Builds the table of `space` (whose base spec was read from `path`), then fits the correction on the
+/// `fit_specs` given (specs of the same space) plus `o.fit_random` random architectures.
+pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progress: &mut dyn Progress) -> Result<Table> {
+    let start = Instant::now();
+    let blocks = distinct_blocks(space);
+    let dispatch = time_dispatch(space, o)?;
+    progress.start(blocks.len() as u64, "blocks");
+    let mut entries = BTreeMap::new();
+    let mut info = None;
+    for (key, node) in &blocks {
+        progress.message(&node.path);
+        let (stats, i) = time_block(node, o)?;
+        info.get_or_insert(i);
+        entries.insert(key.clone(), Entry { ms: (stats.median_ms - dispatch.median_ms).max(0.0), stats });
+        progress.advance(1);
+    }
+    progress.finish();
+    let info = info.context("the space has no blocks")?;
+    let mut table = Table {
+        format: table::FORMAT.into(),
+        version: table::VERSION,
+        strnas: env!("CARGO_PKG_VERSION").into(),
+        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        machine: crate::bench::machine::Machine::describe(o.device != Device::Cpu),
+        settings: Settings {
+            runtime: o.runtime,
+            runtime_version: info.version.clone(),
+            provider: info.provider.clone(),
+            device: o.device,
+            threads: o.threads,
+            batch: o.batch,
+            build: crate::bench::build_profile().into(),
+        },
+        space: SpaceInfo {
+            base: space.base.name.clone(),
+            path: path.display().to_string(),
+            skeleton_hash: super::space::skeleton_hash(&space.base.spec),
+            edges: space.edges.len(),
+        },
+        dispatch_ms: dispatch.median_ms,
+        correction: Default::default(),
+        build_seconds: 0.0,
+        entries,
+    };
+    let mut models: Vec<Arch> = fit_specs.to_vec();
+    let mut rng = crate::rng::Rng::for_item(o.seed, 0xF17, 0);
+    for i in 0..o.fit_random {
+        models.push(space.random(&mut rng, &format!("fit-{i}"))?);
+    }
+    progress.start(models.len() as u64, "models");
+    let mut points = vec![];
+    for m in &models {
+        progress.message(&m.name);
+        let predicted = table.predict(m)?.sum_ms;
+        points.push((predicted, time_model(m, o)?.median_ms));
+        progress.advance(1);
+    }
+    progress.finish();
+    table.correction = table::fit(&points);
+    table.build_seconds = start.elapsed().as_secs_f64();
+    Ok(table)
+}
+
+/// One model of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub model: String,
+    /// `spec` (shipped) or `random`.
+    pub origin: String,
+    /// Sum of entries (plus one dispatch), and after the correction.
+    pub sum_ms: f64,
+    pub predicted_ms: f64,
+    pub measured: Stats,
+}
+
+/// The outcome of `latency check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub rows: Vec<CheckRow>,
+    /// Without the correction (plain summation) and with it.
+    pub plain: Accuracy,
+    pub corrected: Accuracy,
+}
+
+/// Measures every model whole under the table's settings and compares with the predictions.
+pub fn check(table: &Table, models: &[(Arch, &str)], o: &Options, progress: &mut dyn Progress) -> Result<Check> {
+    progress.start(models.len() as u64, "models");
+    let mut rows = vec![];
+    for (arch, origin) in models {
+        progress.message(&arch.name);
+        let p = table.predict(arch)?;
+        let measured = time_model(arch, o)?;
+        rows.push(CheckRow { model: arch.name.clone(), origin: origin.to_string(), sum_ms: p.sum_ms, predicted_ms: p.total_ms, measured });
+        progress.advance(1);
+    }
+    progress.finish();
+    let pairs = |f: fn(&CheckRow) -> f64| rows.iter().map(|r| (f(r), r.measured.median_ms)).collect::<Vec<_>>();
+    Ok(Check { plain: table::accuracy(&pairs(|r| r.sum_ms)), corrected: table::accuracy(&pairs(|r| r.predicted_ms)), rows })
+}

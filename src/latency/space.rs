@@ -1,0 +1,166 @@
+//! The search space around a skeleton spec (REFERENCE.md §1): every cell of the rectifier's localisation
+//! network and of the feature extractor is a searchable edge whose candidates follow its role; everything
+//! else (stems, extractor head, TPS FCs and sampler, height pooling, BiLSTM blocks, the head) is fixed.
+//!
+//! | role | candidates |
+//! |---|---|
+//! | first cell | mbconv k in {3,5,7}, expansion 1 |
+//! | normal cell | identity (where input and output shapes agree), mbconv k in {3,5,7} x e in {3,6} |
+//! | reduction cell | mbconv k in {3,5,7} x e in {3,6} |
+//!
+//! A spec is *in* a space when it has the skeleton's shapes and strides and a candidate op at every edge; its
+//! [`skeleton_hash`] then equals the space's.
+
+use anyhow::{bail, Context, Result};
+
+use crate::ops::{self, Node, Part};
+use crate::spec::arch::{Arch, Cell, CellRole, Op};
+use crate::spec::file::{CellSpec, FirstCellSpec, OpKind, RectifierSpec, SpecFile};
+
+pub const KERNELS: [u32; 3] = [3, 5, 7];
+pub const EXPANSIONS: [u32; 2] = [3, 6];
+
+/// The candidate ops of a cell, in a fixed order (identity first where allowed).
+pub fn candidates(cell: &Cell) -> Vec<Op> {
+    let mb = |e: u32| KERNELS.iter().map(move |&k| Op::MbConv { kernel: k, expansion: e });
+    match cell.role {
+        CellRole::First => mb(1).collect(),
+        role => {
+            let mut v = vec![];
+            if role == CellRole::Normal && cell.input == cell.output {
+                v.push(Op::Identity);
+            }
+            v.extend(KERNELS.iter().flat_map(|&k| EXPANSIONS.iter().map(move |&e| Op::MbConv { kernel: k, expansion: e })));
+            v
+        }
+    }
+}
+
+/// One searchable edge: a cell at its place, with its candidates.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub part: Part,
+    /// Inventory path (`extractor.cells.3`).
+    pub path: String,
+    pub cell: Cell,
+    pub candidates: Vec<Op>,
+}
+
+impl Edge {
+    /// The block of candidate `op` at this edge.
+    pub fn node(&self, op: Op) -> Node {
+        let cell = Cell { op, ..self.cell.clone() };
+        Node { part: self.part, path: self.path.clone(), scope: self.path.clone(), layer: crate::ops::cell::layer(&cell) }
+    }
+}
+
+/// A skeleton and its searchable edges.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub base: Arch,
+    pub edges: Vec<Edge>,
+}
+
+fn cnn_edges(edges: &mut Vec<Edge>, part: Part, prefix: &str, c: &crate::spec::arch::Cnn) {
+    let mut push = |path: String, cell: &Cell| edges.push(Edge { part, path, candidates: candidates(cell), cell: cell.clone() });
+    push(format!("{prefix}.first"), &c.first);
+    for (i, cell) in c.cells.iter().enumerate() {
+        push(format!("{prefix}.cells.{i}"), cell);
+    }
+}
+
+impl Space {
+    /// The space around `base`'s skeleton: every cell of both CNNs searchable.
+    pub fn around(base: Arch) -> Self {
+        let mut edges = vec![];
+        if let Some(t) = &base.rectifier {
+            cnn_edges(&mut edges, Part::Rectifier, "rectifier", &t.localization);
+        }
+        cnn_edges(&mut edges, Part::Extractor, "extractor", &base.extractor);
+        Space { base, edges }
+    }
+
+    /// The fixed blocks of the network (everything but the edges), in forward order.
+    pub fn fixed_nodes(&self) -> Vec<Node> {
+        let searchable: std::collections::HashSet<&str> = self.edges.iter().map(|e| e.path.as_str()).collect();
+        ops::network(&self.base).into_iter().filter(|n| !searchable.contains(n.path.as_str())).collect()
+    }
+
+    /// The ops of `arch` at every edge; an error names the first edge where `arch` leaves the space.
+    pub fn ops_of(&self, arch: &Arch) -> Result<Vec<Op>> {
+        if skeleton_hash(&arch.spec) != skeleton_hash(&self.base.spec) {
+            bail!("{} is not in the space of {}: its skeleton (shapes, strides, fixed parts) differs", arch.name, self.base.name);
+        }
+        let cells: Vec<&Cell> = arch.rectifier.iter().flat_map(|t| std::iter::once(&t.localization.first).chain(&t.localization.cells)).chain(std::iter::once(&arch.extractor.first)).chain(&arch.extractor.cells).collect();
+        self.edges
+            .iter()
+            .zip(cells)
+            .map(|(e, c)| if e.candidates.contains(&c.op) { Ok(c.op) } else { bail!("{}: {} at {} is not a candidate there", arch.name, c.op, e.path) })
+            .collect()
+    }
+
+    /// The architecture with `ops[i]` at edge `i`, as a validated spec named `name`.
+    pub fn with_ops(&self, ops: &[Op], name: &str) -> Result<Arch> {
+        if ops.len() != self.edges.len() {
+            bail!("{} ops for {} edges", ops.len(), self.edges.len());
+        }
+        let mut spec = self.base.spec.clone();
+        spec.name = name.to_string();
+        spec.description = Some(format!("drawn from the space of {}", self.base.name));
+        spec.reference = None;
+        let mut it = ops.iter().copied();
+        if let RectifierSpec::Tps(t) = &mut spec.rectifier {
+            set_cells(&mut t.first_cell, &mut t.cells, &mut it);
+        }
+        set_cells(&mut spec.extractor.first_cell, &mut spec.extractor.cells, &mut it);
+        crate::spec::resolve(&spec).map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))).context(format!("building {name}"))
+    }
+
+    /// A uniformly random architecture of the space.
+    pub fn random(&self, rng: &mut crate::rng::Rng, name: &str) -> Result<Arch> {
+        let ops: Vec<Op> = self.edges.iter().map(|e| e.candidates[rng.below(e.candidates.len())]).collect();
+        self.with_ops(&ops, name)
+    }
+}
+
+fn set_cells(first: &mut FirstCellSpec, cells: &mut [CellSpec], ops: &mut impl Iterator<Item = Op>) {
+    if let Some(Op::MbConv { kernel, .. }) = ops.next() {
+        first.kernel = kernel;
+        first.expansion = None;
+    }
+    for c in cells.iter_mut() {
+        match ops.next() {
+            Some(Op::Identity) => {
+                c.op = OpKind::Identity;
+                c.kernel = None;
+                c.expansion = None;
+            }
+            Some(Op::MbConv { kernel, expansion }) => {
+                c.op = OpKind::Mbconv;
+                c.kernel = Some(kernel);
+                c.expansion = Some(expansion);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Hash of a spec's skeleton: [`crate::spec::arch_hash`] with every cell's op erased, so all architectures of
+/// one space share it.
+pub fn skeleton_hash(spec: &SpecFile) -> String {
+    let mut s = spec.clone();
+    let erase = |first: &mut FirstCellSpec, cells: &mut [CellSpec]| {
+        first.kernel = 0;
+        first.expansion = None;
+        for c in cells {
+            c.op = OpKind::Mbconv;
+            c.kernel = None;
+            c.expansion = None;
+        }
+    };
+    if let RectifierSpec::Tps(t) = &mut s.rectifier {
+        erase(&mut t.first_cell, &mut t.cells);
+    }
+    erase(&mut s.extractor.first_cell, &mut s.extractor.cells);
+    crate::spec::arch_hash(&s)
+}

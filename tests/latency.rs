@@ -1,0 +1,130 @@
+//! Latency tables: keys, sharing of identical edges, refusal of other settings and spaces, prediction as the
+//! sum of entries plus the correction, and a real (tiny-budget) build on onnxruntime.
+
+mod common;
+use common::{root, strnas, text};
+
+use strnas::latency::{self, build::distinct_blocks, table, Space, Table};
+use strnas::runtime::{Device, Runtime};
+
+fn tiny(name: &str) -> strnas::spec::Arch {
+    strnas::spec::load(&root().join("arch_specs/tiny").join(name)).unwrap()
+}
+
+/// A table of `space` with made-up entries: entry k of the sorted keys costs (k + 1) x 0.01 ms.
+fn constructed(space: &Space) -> Table {
+    let entries = distinct_blocks(space)
+        .keys()
+        .enumerate()
+        .map(|(k, key)| (key.clone(), table::Entry { ms: (k + 1) as f64 * 0.01, stats: Default::default() }))
+        .collect();
+    Table {
+        format: table::FORMAT.into(),
+        version: table::VERSION,
+        strnas: "test".into(),
+        created_unix: 0,
+        machine: Default::default(),
+        settings: table::Settings { runtime: Runtime::Ort, runtime_version: "x".into(), provider: "cpu".into(), device: Device::Cpu, threads: 1, batch: 1, build: "release".into() },
+        space: table::SpaceInfo { base: space.base.name.clone(), path: String::new(), skeleton_hash: latency::skeleton_hash(&space.base.spec), edges: space.edges.len() },
+        dispatch_ms: 0.5,
+        correction: table::Correction { scale: 1.25, offset_ms: 0.125, models: 3 },
+        build_seconds: 0.0,
+        entries,
+    }
+}
+
+#[test]
+fn keys_are_stable_and_identical_edges_share_an_entry() {
+    let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
+    let edge = space.edges.iter().find(|e| e.path == "extractor.cells.8").unwrap();
+    // The key names what determines cost, not the block's place or role.
+    assert_eq!(edge.node(edge.candidates[1]).layer.cost_key(), "mb3x3-e6-input:24x8x25-output:32x4x25-stride:2x1-idskip:0");
+    let normal = space.edges.iter().find(|e| e.path == "extractor.cells.1").unwrap();
+    assert_eq!(normal.candidates.len(), 7, "identity + 3 kernels x 2 expansions");
+    assert_eq!(normal.node(normal.candidates[0]).layer.cost_key(), "identity-input:16x16x50-output:16x16x50-stride:1x1-idskip:0");
+    assert_eq!(normal.node(strnas::spec::Op::MbConv { kernel: 5, expansion: 3 }).layer.cost_key(), "mb5x5-e3-input:16x16x50-output:16x16x50-stride:1x1-idskip:1");
+    // extractor.cells.1..3 have the same shapes: their 7 candidates are 7 entries, not 21.
+    let same: Vec<_> = ["extractor.cells.1", "extractor.cells.2", "extractor.cells.3"]
+        .iter()
+        .map(|p| space.edges.iter().find(|e| e.path == *p).unwrap())
+        .flat_map(|e| e.candidates.iter().map(|&op| e.node(op).layer.cost_key()).collect::<Vec<_>>())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(same.len(), 7);
+    let blocks = distinct_blocks(&space);
+    let all: usize = space.edges.iter().map(|e| e.candidates.len()).sum::<usize>() + space.fixed_nodes().len();
+    assert!(blocks.len() < all, "{} distinct of {all}", blocks.len());
+    assert_eq!(blocks.len(), 144, "distinct blocks of the tiny attention space");
+}
+
+#[test]
+fn prediction_is_the_sum_of_entries_plus_dispatch_then_corrected() {
+    let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
+    let t = constructed(&space);
+    for name in ["tiny-limited-3x3-ex3-attn.yaml", "tiny-limited-7x7-ex6-attn.yaml"] {
+        let arch = tiny(name);
+        let p = t.predict(&arch).unwrap();
+        let sum: f64 = strnas::ops::network(&arch).iter().map(|n| t.entries[&n.layer.cost_key()].ms).sum::<f64>() + 0.5;
+        assert!((p.sum_ms - sum).abs() < 1e-12 && (p.total_ms - (1.25 * sum + 0.125)).abs() < 1e-12, "{name}");
+        assert!((p.parts.values().sum::<f64>() + 0.5 - p.sum_ms).abs() < 1e-12);
+    }
+    // The search's expected latency: one-hot probabilities reproduce the prediction of that architecture.
+    let costs = t.edge_costs(&space).unwrap();
+    let arch = tiny("tiny-limited-5x5-ex6-attn.yaml");
+    let ops = space.ops_of(&arch).unwrap();
+    let onehot: Vec<Vec<f64>> = space.edges.iter().zip(&ops).map(|(e, op)| e.candidates.iter().map(|c| f64::from(u8::from(c == op))).collect()).collect();
+    assert!((costs.expected(&onehot) - t.predict(&arch).unwrap().total_ms).abs() < 1e-9);
+    // Uniform probabilities: the mean of each edge's candidates.
+    let uniform: Vec<Vec<f64>> = space.edges.iter().map(|e| vec![1.0 / e.candidates.len() as f64; e.candidates.len()]).collect();
+    let mean: f64 = costs.edges.iter().map(|c| c.iter().sum::<f64>() / c.len() as f64).sum();
+    assert!((costs.expected(&uniform) - (1.25 * (costs.fixed_ms + mean) + 0.125)).abs() < 1e-9);
+}
+
+#[test]
+fn another_runtime_or_space_is_refused() {
+    let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
+    let t = constructed(&space);
+    t.require(Runtime::Ort, Device::Cpu, 1, 1).unwrap();
+    let e = t.require(Runtime::Tract, Device::Cpu, 2, 1).unwrap_err().to_string();
+    assert!(e.contains("runtime ort (asked: tract)") && e.contains("threads 1 (asked: 2)"), "{e}");
+    // A CTC model is another space: its head has no entry.
+    let e = format!("{:#}", t.predict(&tiny("tiny-limited-3x3-ex3-ctc.yaml")).unwrap_err());
+    assert!(e.contains("no entry for") && e.contains("space of tiny-limited-3x3-ex3-attn"), "{e}");
+    let e = format!("{:#}", space.ops_of(&tiny("tiny-crnn-ctc.yaml")).unwrap_err());
+    assert!(e.contains("not in the space"), "{e}");
+    // Random architectures stay in the space and validate.
+    let mut rng = strnas::rng::Rng::new(5);
+    for i in 0..5 {
+        let a = space.random(&mut rng, &format!("r{i}")).unwrap();
+        assert_eq!(space.ops_of(&a).unwrap().len(), space.edges.len());
+        t.predict(&a).unwrap();
+    }
+}
+
+#[test]
+fn build_predict_and_check_run_on_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t.json");
+    let space = root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml");
+    let fast = ["--min-time", "0", "--min-iters", "2", "--warmup", "1"];
+    let mut args = vec!["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "2", "-o", out.to_str().unwrap()];
+    args.extend(fast);
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = Table::read(&out).unwrap();
+    assert_eq!(t.settings.runtime, Runtime::Ort);
+    assert_eq!((t.settings.threads, t.settings.batch, t.correction.models), (1, 1, 2));
+    assert_eq!(t.entries.len(), distinct_blocks(&Space::around(strnas::spec::load(&space).unwrap())).len());
+    assert!(t.entries.values().all(|e| e.stats.runs >= 2 && e.ms >= 0.0));
+    let o = strnas(&["latency", "predict", root().join("arch_specs/tiny/tiny-limited-7x7-ex6-ctc.yaml").to_str().unwrap(), "--table", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("tiny-limited-7x7-ex6-ctc"), "{}", text(&o));
+    let o = strnas(&["latency", "predict", root().join("arch_specs/tiny/tiny-crnn-ctc.yaml").to_str().unwrap(), "--table", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let mut args = vec!["latency", "check", "--table", out.to_str().unwrap(), "--random", "2"];
+    args.extend(fast);
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("corrected") && text(&o).contains("random-1"), "{}", text(&o));
+}
