@@ -16,7 +16,7 @@ fn constructed(space: &Space) -> Table {
     let entries = distinct_blocks(space)
         .keys()
         .enumerate()
-        .map(|(k, key)| (key.clone(), table::Entry { ms: (k + 1) as f64 * 0.01, stats: Default::default() }))
+        .map(|(k, key)| (key.clone(), table::Entry { ms: (k + 1) as f64 * 0.01, ratio: 0.0, noise: 0.0, stats: Default::default() }))
         .collect();
     Table {
         format: table::FORMAT.into(),
@@ -24,8 +24,9 @@ fn constructed(space: &Space) -> Table {
         strnas: "test".into(),
         created_unix: 0,
         machine: Default::default(),
-        settings: table::Settings { runtime: Runtime::Ort, runtime_version: "x".into(), provider: "cpu".into(), device: Device::Cpu, threads: 1, batch: 1, build: "release".into() },
+        settings: table::Settings { runtime: Runtime::Ort, runtime_version: "x".into(), provider: "cpu".into(), device: Device::Cpu, threads: 1, batch: 1, build: "release".into(), rounds: 5 },
         space: table::SpaceInfo { base: space.base.name.clone(), path: String::new(), skeleton_hash: latency::skeleton_hash(&space.base.spec), edges: space.edges.len() },
+        calibration_ms: 1.0,
         dispatch_ms: 0.5,
         correction: table::Correction { scale: 1.25, offset_ms: 0.125, models: 3 },
         build_seconds: 0.0,
@@ -107,7 +108,7 @@ fn build_predict_and_check_run_on_onnxruntime() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("t.json");
     let space = root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml");
-    let fast = ["--min-time", "0", "--min-iters", "2", "--warmup", "1"];
+    let fast = ["--min-time", "0", "--min-iters", "2", "--warmup", "1", "--rounds", "2"];
     let mut args = vec!["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "2", "-o", out.to_str().unwrap()];
     args.extend(fast);
     let o = strnas(&args);
@@ -116,7 +117,8 @@ fn build_predict_and_check_run_on_onnxruntime() {
     assert_eq!(t.settings.runtime, Runtime::Ort);
     assert_eq!((t.settings.threads, t.settings.batch, t.correction.models), (1, 1, 2));
     assert_eq!(t.entries.len(), distinct_blocks(&Space::around(strnas::spec::load(&space).unwrap())).len());
-    assert!(t.entries.values().all(|e| e.stats.runs >= 2 && e.ms >= 0.0));
+    assert!(t.entries.values().all(|e| e.stats.runs >= 2 * 3 && e.ms >= 0.0 && e.ratio > 0.0), "2 rounds of at least 3 runs");
+    assert!(t.calibration_ms > 0.0);
     let o = strnas(&["latency", "predict", root().join("arch_specs/tiny/tiny-limited-7x7-ex6-ctc.yaml").to_str().unwrap(), "--table", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("tiny-limited-7x7-ex6-ctc"), "{}", text(&o));
@@ -126,5 +128,5 @@ fn build_predict_and_check_run_on_onnxruntime() {
     args.extend(fast);
     let o = strnas(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("corrected") && text(&o).contains("random-1"), "{}", text(&o));
+    assert!(text(&o).contains("corrected vs calibrated") && text(&o).contains("random-1"), "{}", text(&o));
 }

@@ -174,8 +174,42 @@ pub struct GateInput<'a> {
 }
 
 /// Loaded runtime for the calibration workload, per runtime.
-struct Calibration {
+/// The fixed calibration workload loaded on one runtime: models are timed in rounds alternating with it and
+/// reported as a ratio to it, so machine speed and drift cancel (REFERENCE.md §7). Shared by the gate and the
+/// latency tables.
+pub struct Calibration {
     engine: Box<dyn Engine>,
+}
+
+impl Calibration {
+    /// Loads the calibration workload on `rt` with the given device and threads.
+    pub fn open(rt: Runtime, device: Device, threads: usize, ort_lib: Option<&std::path::Path>) -> Result<Self> {
+        let arch = crate::spec::from_str(gate::CALIBRATION_SPEC).map_err(|e| anyhow!("calibration spec: {e:?}"))?;
+        let m = BenchModel::from_arch(arch, "calibration workload")?;
+        let mut engine = crate::runtime::open(rt, device, &m.model_ref(), threads, ort_lib)?;
+        let inputs = match model::resolve_inputs(&m, &[], 1)? {
+            Resolve::Inputs(i) => i,
+            Resolve::Skip(r) => anyhow::bail!("calibration workload: {r}"),
+        };
+        engine.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
+        Ok(Calibration { engine })
+    }
+
+    /// Times `engine` (inputs prepared) in `rounds` rounds, each a block of the calibration workload then a
+    /// block of the model, after one warm-up of each; returns the model's samples and its calibrated ratio.
+    pub fn measure(&mut self, engine: &mut dyn Engine, budget: &Budget, rounds: usize) -> Result<(Vec<f64>, Calibrated)> {
+        let block = budget.split(rounds);
+        crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || engine.run())?;
+        crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || self.engine.run())?;
+        let (mut all, mut pairs) = (vec![], vec![]);
+        for _ in 0..rounds.max(1) {
+            let cm = crate::measure::measure(&block, || self.engine.run())?;
+            let mm = crate::measure::measure(&block, || engine.run())?;
+            pairs.push((crate::measure::median(&mm), crate::measure::median(&cm)));
+            all.extend(mm);
+        }
+        Ok((all, Calibrated::from_rounds(&pairs)))
+    }
 }
 
 fn size_entry(m: &BenchModel, plan: &Plan) -> ModelEntry {
@@ -201,19 +235,7 @@ fn size_entry(m: &BenchModel, plan: &Plan) -> ModelEntry {
 /// calibration workload for `rounds` rounds).
 fn measure_entry(engine: &mut dyn Engine, calib: Option<&mut Calibration>, plan: &Plan) -> Result<(Vec<f64>, Option<Calibrated>)> {
     match (calib, plan.rounds) {
-        (Some(c), Some(rounds)) => {
-            let block = plan.budget.split(rounds);
-            crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || engine.run())?;
-            crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..plan.budget }, || c.engine.run())?;
-            let (mut all, mut pairs) = (vec![], vec![]);
-            for _ in 0..rounds {
-                let cm = crate::measure::measure(&block, || c.engine.run())?;
-                let mm = crate::measure::measure(&block, || engine.run())?;
-                pairs.push((crate::measure::median(&mm), crate::measure::median(&cm)));
-                all.extend(mm);
-            }
-            Ok((all, Some(Calibrated::from_rounds(&pairs))))
-        }
+        (Some(c), Some(rounds)) => c.measure(engine, &plan.budget, rounds).map(|(s, c)| (s, Some(c))),
         _ => Ok((crate::measure::measure(&plan.budget, || engine.run())?, None)),
     }
 }
@@ -309,7 +331,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
             }
             let mut calib = None;
             if plan.rounds.is_some() {
-                let c = calibrations.entry(rt).or_insert_with(|| open_calibration(rt, plan).map_err(|e| format!("{e:#}")));
+                let c = calibrations.entry(rt).or_insert_with(|| Calibration::open(rt, plan.device, plan.threads, plan.ort_lib.as_deref()).map_err(|e| format!("{e:#}")));
                 match c {
                     Ok(c) => calib = Some(c),
                     Err(e) => {
@@ -437,17 +459,6 @@ pub fn compare(run: &Report, g: &GateInput) -> GateReport {
     gr
 }
 
-fn open_calibration(rt: Runtime, plan: &Plan) -> Result<Calibration> {
-    let arch = crate::spec::from_str(gate::CALIBRATION_SPEC).map_err(|e| anyhow!("calibration spec: {e:?}"))?;
-    let m = BenchModel::from_arch(arch, "calibration workload")?;
-    let mut engine = crate::runtime::open(rt, plan.device, &m.model_ref(), plan.threads, plan.ort_lib.as_deref())?;
-    let inputs = match model::resolve_inputs(&m, &[], 1)? {
-        Resolve::Inputs(i) => i,
-        Resolve::Skip(r) => anyhow::bail!("calibration workload: {r}"),
-    };
-    engine.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
-    Ok(Calibration { engine })
-}
 
 /// Measures `m` at `batch` on `engine` (and gates it, with a baseline). `Ok(Err(reason))`: the model cannot take
 /// this batch size (a fixed batch dimension), which is a skip, not an error.

@@ -32,9 +32,12 @@ struct MeasureArgs {
     /// At least this many measured runs per block or model
     #[arg(long, default_value_t = 30)]
     min_iters: usize,
-    /// At least this many seconds of measured runs per block or model
-    #[arg(long, default_value_t = 0.3)]
+    /// At least this many seconds of measured runs per block or model (over all rounds)
+    #[arg(long, default_value_t = 0.5)]
     min_time: f64,
+    /// Rounds alternating with the calibration workload per block or model
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Seed of the random weights, inputs and architectures
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -148,6 +151,7 @@ fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize
         batch,
         budget: Budget { warmup: m.warmup, min_iters: m.min_iters.max(1), min_time_s: m.min_time, max_iters: 1_000_000 },
         fit_random,
+        rounds: m.rounds.max(1),
         seed: m.seed,
         ort_lib,
     })
@@ -277,18 +281,32 @@ fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
         bail!("nothing to check: give specs of the table's space or --random N");
     }
     let c = latency::check(&table, &models, &o, &mut super::progress::Bars::new())?;
-    let mut t = TextTable::new(["model", "origin", "sum ms", "predicted ms", "measured ms", "stdev %", "error %"]);
+    let mut t = TextTable::new(["model", "origin", "sum ms", "predicted ms", "measured ms", "noise %", "error %", "raw ms"]);
     for r in &c.rows {
-        let m = r.measured.median_ms;
-        t.row([r.model.clone(), r.origin.clone(), format!("{:.3}", r.sum_ms), format!("{:.3}", r.predicted_ms), format!("{m:.3}"), format!("{:.1}", r.measured.stdev_pct), format!("{:+.1}", 100.0 * (r.predicted_ms - m) / m)]);
+        let m = r.measured_ms;
+        t.row([
+            r.model.clone(),
+            r.origin.clone(),
+            format!("{:.3}", r.sum_ms),
+            format!("{:.3}", r.predicted_ms),
+            format!("{m:.3}"),
+            format!("{:.1}", 100.0 * r.noise),
+            format!("{:+.1}", 100.0 * (r.predicted_ms - m) / m),
+            format!("{:.3}", r.raw.median_ms),
+        ]);
     }
     print!("{}", t.render());
     println!();
-    let mut acc = TextTable::new(["prediction", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %"]);
-    for (name, x) in [("plain sum", &c.plain), ("corrected", &c.corrected)] {
+    let mut acc = TextTable::new(["prediction vs measurement", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %"]);
+    for (name, x) in [("plain sum vs calibrated", &c.plain), ("corrected vs calibrated", &c.corrected), ("corrected vs raw", &c.corrected_raw)] {
         acc.row([name.to_string(), x.models.to_string(), format!("{:.2}", x.mape_pct), format!("{:.2}", x.rmspe_pct), format!("{:.1}", x.within_10_pct), format!("{:.1}", x.within_5_pct)]);
     }
     print!("{}", acc.render());
+    let cal_now = crate::measure::median(&c.rows.iter().map(|r| r.calibration_ms).collect::<Vec<_>>());
+    println!(
+        "measured ms = calibrated ratio x the table's calibration time ({:.3} ms at build, {cal_now:.3} ms now); raw ms = this run's median",
+        table.calibration_ms
+    );
     println!("measured on {} {} ({}), {} thread(s), batch {}, {} build", s.runtime.name(), s.runtime_version, s.provider, s.threads, s.batch, crate::bench::build_profile());
     if let Some(p) = &a.json {
         crate::io::write_output(p, &serde_json::to_string_pretty(&c)?).context("--json")?;

@@ -1,6 +1,9 @@
 //! Measuring: every distinct block of a space alone at its real input shape, the dispatch cost, and whole
-//! models (for the correction and for `check`), all with the bench's measurement loop ([`crate::measure`]) on
-//! one runtime layer ([`crate::runtime`]).
+//! models (for the correction and for `check`), all with the bench's calibrated measurement
+//! ([`crate::bench::Calibration`]: rounds alternating with a fixed calibration network, the latency taken as
+//! the median ratio to it) on one runtime layer ([`crate::runtime`]). Ratios are turned back into
+//! milliseconds with the calibration's time at build, so a table and a later check agree even when the
+//! machine runs faster or slower in between (a shared 2-core VM drifts by 20% from one minute to the next).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +14,8 @@ use serde::Serialize;
 
 use super::space::Space;
 use super::table::{self, Accuracy, Entry, Settings, SpaceInfo, Table};
+use crate::bench::gate::Calibrated;
+use crate::bench::Calibration;
 use crate::measure::{Budget, Stats};
 use crate::ops::{Node, Port};
 use crate::progress::Progress;
@@ -25,8 +30,10 @@ pub struct Options<'a> {
     pub device: Device,
     pub threads: usize,
     pub batch: usize,
-    /// Per block and per whole model.
+    /// Per block and per whole model (split over the rounds).
     pub budget: Budget,
+    /// Rounds alternating with the calibration workload.
+    pub rounds: usize,
     /// Random architectures measured whole to fit the correction (besides `fit_specs`).
     pub fit_random: usize,
     pub seed: u64,
@@ -40,20 +47,24 @@ fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {
     HostTensor { name: name.into(), shape, data: Data::F32((0..n).map(|_| rng.range(-1.0, 1.0) as f32).collect()) }
 }
 
-/// Loads `onnx` on the chosen runtime, binds `inputs` and times it.
-fn time_onnx(source: &str, onnx: &[u8], inputs: &[HostTensor], o: &Options) -> Result<(Stats, EngineInfo)> {
-    if o.runtime == Runtime::Tch {
-        anyhow::bail!("--runtime tch: latency tables are measured on the deployment runtimes (ort, tract); tch is not one yet");
-    }
+/// One calibrated measurement.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub stats: Stats,
+    pub calibrated: Calibrated,
+}
+
+/// Loads `onnx` on the chosen runtime, binds `inputs` and times it against `cal`.
+fn time_onnx(source: &str, onnx: &[u8], inputs: &[HostTensor], o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
     let model = ModelRef { source, onnx, network: None };
     let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
     engine.prepare(inputs).with_context(|| format!("{source}: binding inputs"))?;
-    let samples = crate::measure::measure(&o.budget, || engine.run()).with_context(|| format!("{source}: running"))?;
-    Ok((Stats::from_ms(&samples), engine.info().clone()))
+    let (samples, calibrated) = cal.measure(engine.as_mut(), &o.budget, o.rounds).with_context(|| format!("{source}: running"))?;
+    Ok((Timed { stats: Stats::from_ms(&samples), calibrated }, engine.info().clone()))
 }
 
 /// Times one block alone.
-fn time_block(node: &Node, o: &Options) -> Result<(Stats, EngineInfo)> {
+fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
     let key = node.layer.cost_key();
     let w = crate::weights::random_tensors(&node.tensors(), o.seed);
     let model = crate::export::export_block(node, &w).with_context(|| format!("exporting {key}"))?;
@@ -62,23 +73,31 @@ fn time_block(node: &Node, o: &Options) -> Result<(Stats, EngineInfo)> {
     if let Some(img) = node.layer.reads_image() {
         inputs.push(random_input("image", Port::Image(img), o.batch, 2));
     }
-    time_onnx(&key, &bytes, &inputs, o)
+    time_onnx(&key, &bytes, &inputs, o, cal)
 }
 
 /// Times a whole model (exported with random weights) on images at the table's batch.
-pub fn time_model(arch: &Arch, o: &Options) -> Result<Stats> {
+pub fn time_model(arch: &Arch, o: &Options, cal: &mut Calibration) -> Result<Timed> {
     let model = crate::export::export(arch, &crate::weights::random_init(arch, o.seed))?;
     let bytes = strnas_onnx::to_bytes(&model)?;
     let input = random_input("image", Port::Image(arch.input), o.batch, 3);
-    Ok(time_onnx(&arch.name, &bytes, &[input], o)?.0)
+    Ok(time_onnx(&arch.name, &bytes, &[input], o, cal)?.0)
 }
 
 /// The dispatch cost: an Identity graph on the input image.
-fn time_dispatch(space: &Space, o: &Options) -> Result<Stats> {
+fn time_dispatch(space: &Space, o: &Options, cal: &mut Calibration) -> Result<Timed> {
     let img = space.base.input;
     let cell = crate::spec::arch::Cell { role: crate::spec::arch::CellRole::Normal, op: crate::spec::arch::Op::Identity, stride: [1, 1], input: img, output: img };
     let node = Node { part: crate::ops::Part::Extractor, path: "dispatch".into(), scope: "dispatch".into(), layer: crate::ops::cell::layer(&cell) };
-    Ok(time_block(&node, o)?.0)
+    Ok(time_block(&node, o, cal)?.0)
+}
+
+/// Opens the calibration workload for `o` (tch has no block-level ONNX path: refused with the reason).
+pub fn calibration(o: &Options) -> Result<Calibration> {
+    if o.runtime == Runtime::Tch {
+        anyhow::bail!("--runtime tch: latency tables time exported blocks on the deployment runtimes (ort, tract); tch is not supported");
+    }
+    Calibration::open(o.runtime, o.device, o.threads, o.ort_lib).context("loading the calibration workload")
 }
 
 /// Every distinct block of the space, fixed and candidate, by key (first occurrence's path kept for messages).
@@ -100,20 +119,28 @@ pub fn distinct_blocks(space: &Space) -> BTreeMap<String, Node> {
 /// `fit_specs` given (specs of the same space) plus `o.fit_random` random architectures.
 pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progress: &mut dyn Progress) -> Result<Table> {
     let start = Instant::now();
+    let mut cal = calibration(o)?;
     let blocks = distinct_blocks(space);
-    let dispatch = time_dispatch(space, o)?;
+    let dispatch = time_dispatch(space, o, &mut cal)?;
     progress.start(blocks.len() as u64, "blocks");
-    let mut entries = BTreeMap::new();
+    let mut measured = BTreeMap::new();
     let mut info = None;
     for (key, node) in &blocks {
         progress.message(&node.path);
-        let (stats, i) = time_block(node, o)?;
+        let (t, i) = time_block(node, o, &mut cal)?;
         info.get_or_insert(i);
-        entries.insert(key.clone(), Entry { ms: (stats.median_ms - dispatch.median_ms).max(0.0), stats });
+        measured.insert(key.clone(), t);
         progress.advance(1);
     }
     progress.finish();
     let info = info.context("the space has no blocks")?;
+    // The calibration's time at build: what turns every ratio (blocks now, whole models later) into ms.
+    let cal_ms = crate::measure::median(&measured.values().map(|t| t.calibrated.calibration_ms).collect::<Vec<_>>());
+    let dispatch_ratio = dispatch.calibrated.ratio;
+    let entries = measured
+        .into_iter()
+        .map(|(k, t)| (k, Entry { ms: (t.calibrated.ratio - dispatch_ratio).max(0.0) * cal_ms, ratio: t.calibrated.ratio, noise: t.calibrated.noise, stats: t.stats }))
+        .collect();
     let mut table = Table {
         format: table::FORMAT.into(),
         version: table::VERSION,
@@ -128,6 +155,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progre
             threads: o.threads,
             batch: o.batch,
             build: crate::bench::build_profile().into(),
+            rounds: o.rounds,
         },
         space: SpaceInfo {
             base: space.base.name.clone(),
@@ -135,7 +163,8 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progre
             skeleton_hash: super::space::skeleton_hash(&space.base.spec),
             edges: space.edges.len(),
         },
-        dispatch_ms: dispatch.median_ms,
+        calibration_ms: cal_ms,
+        dispatch_ms: dispatch_ratio * cal_ms,
         correction: Default::default(),
         build_seconds: 0.0,
         entries,
@@ -150,7 +179,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progre
     for m in &models {
         progress.message(&m.name);
         let predicted = table.predict(m)?.sum_ms;
-        points.push((predicted, time_model(m, o)?.median_ms));
+        points.push((predicted, time_model(m, o, &mut cal)?.calibrated.ratio * cal_ms));
         progress.advance(1);
     }
     progress.finish();
@@ -168,7 +197,14 @@ pub struct CheckRow {
     /// Sum of entries (plus one dispatch), and after the correction.
     pub sum_ms: f64,
     pub predicted_ms: f64,
-    pub measured: Stats,
+    /// The measurement in the table's time base: calibrated ratio x the table's calibration time.
+    pub measured_ms: f64,
+    /// Relative noise of the calibrated ratio.
+    pub noise: f64,
+    /// Raw timings of this run (absolute ms, whatever the machine's speed right now).
+    pub raw: Stats,
+    /// The calibration workload's time in this run, against the table's.
+    pub calibration_ms: f64,
 }
 
 /// The outcome of `latency check`.
@@ -178,20 +214,37 @@ pub struct Check {
     /// Without the correction (plain summation) and with it.
     pub plain: Accuracy,
     pub corrected: Accuracy,
+    /// The corrected prediction against raw medians (no calibration): what an uncalibrated timer would see.
+    pub corrected_raw: Accuracy,
 }
 
 /// Measures every model whole under the table's settings and compares with the predictions.
 pub fn check(table: &Table, models: &[(Arch, &str)], o: &Options, progress: &mut dyn Progress) -> Result<Check> {
+    let mut cal = calibration(o)?;
     progress.start(models.len() as u64, "models");
     let mut rows = vec![];
     for (arch, origin) in models {
         progress.message(&arch.name);
         let p = table.predict(arch)?;
-        let measured = time_model(arch, o)?;
-        rows.push(CheckRow { model: arch.name.clone(), origin: origin.to_string(), sum_ms: p.sum_ms, predicted_ms: p.total_ms, measured });
+        let t = time_model(arch, o, &mut cal)?;
+        rows.push(CheckRow {
+            model: arch.name.clone(),
+            origin: origin.to_string(),
+            sum_ms: p.sum_ms,
+            predicted_ms: p.total_ms,
+            measured_ms: t.calibrated.ratio * table.calibration_ms,
+            noise: t.calibrated.noise,
+            raw: t.stats,
+            calibration_ms: t.calibrated.calibration_ms,
+        });
         progress.advance(1);
     }
     progress.finish();
-    let pairs = |f: fn(&CheckRow) -> f64| rows.iter().map(|r| (f(r), r.measured.median_ms)).collect::<Vec<_>>();
-    Ok(Check { plain: table::accuracy(&pairs(|r| r.sum_ms)), corrected: table::accuracy(&pairs(|r| r.predicted_ms)), rows })
+    let pairs = |f: fn(&CheckRow) -> (f64, f64)| rows.iter().map(f).collect::<Vec<_>>();
+    Ok(Check {
+        plain: table::accuracy(&pairs(|r| (r.sum_ms, r.measured_ms))),
+        corrected: table::accuracy(&pairs(|r| (r.predicted_ms, r.measured_ms))),
+        corrected_raw: table::accuracy(&pairs(|r| (r.predicted_ms, r.raw.median_ms))),
+        rows,
+    })
 }

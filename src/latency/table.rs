@@ -2,8 +2,10 @@
 //! settings it was measured under, and the correction that turns a sum of block latencies into a whole-model
 //! prediction (REFERENCE.md §4 "LUT keys", §8).
 //!
-//! Prediction of a model = correction applied to the sum of its blocks' entries, where every entry is stored
-//! net of the per-run dispatch cost (the time the runtime takes to run a graph that does nothing), so a model
+//! Every time is measured as a ratio to a fixed calibration network run in alternation (the gate's method) and
+//! stored in the milliseconds of the build's calibration time (`calibration_ms`), so drift of the machine's
+//! speed between building and checking cancels. Prediction of a model = correction applied to the sum of its
+//! blocks' entries, where every entry is stored net of the per-run dispatch cost (the time the runtime takes to run a graph that does nothing), so a model
 //! of n blocks pays that cost once, not n times. The correction (`scale * sum + offset`) is fitted by least
 //! squares on whole models measured while building; `check` reports the error with and without it.
 
@@ -25,9 +27,14 @@ pub const VERSION: u32 = 1;
 /// One measured block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Median latency minus the dispatch cost, in ms (never below 0): what the block adds to a model.
+    /// What the block adds to a model, in ms of the table's time base: (its calibrated ratio minus the
+    /// dispatch's) x the calibration time at build, never below 0.
     pub ms: f64,
-    /// The raw measurement of the block alone (dispatch cost included).
+    /// Median ratio of the block alone (dispatch included) to the calibration workload.
+    pub ratio: f64,
+    /// Relative noise of that ratio (robust standard error of the median over rounds).
+    pub noise: f64,
+    /// The raw timings of the block alone.
     pub stats: Stats,
 }
 
@@ -43,6 +50,8 @@ pub struct Settings {
     pub batch: usize,
     /// debug or release: a debug build's tract is several times slower.
     pub build: String,
+    /// Rounds alternating with the calibration workload per measurement.
+    pub rounds: usize,
 }
 
 /// `measured ~= scale * sum_of_entries + offset_ms`, fitted on whole models.
@@ -81,6 +90,8 @@ pub struct Table {
     pub machine: Machine,
     pub settings: Settings,
     pub space: SpaceInfo,
+    /// The calibration workload's median time at build, ms: the table's time base.
+    pub calibration_ms: f64,
     /// Time to run an empty graph (Identity on the input image), in ms; entries are net of it.
     pub dispatch_ms: f64,
     pub correction: Correction,
