@@ -130,3 +130,21 @@ fn build_predict_and_check_run_on_onnxruntime() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("corrected vs calibrated") && text(&o).contains("random-1"), "{}", text(&o));
 }
+
+#[test]
+fn cuda_without_cuda_and_tch_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t.json");
+    let space = root().join("arch_specs/tiny/tiny-crnn-ctc.yaml");
+    for (rt, dev, says) in [("ort", "cuda", "CUDA"), ("tract", "cuda", "tract runs on the CPU only"), ("tch", "cpu", "--runtime tch")] {
+        let o = strnas(&["latency", "build", space.to_str().unwrap(), "--runtime", rt, "--device", dev, "-o", out.to_str().unwrap()]);
+        let t = text(&o);
+        if rt == "ort" && o.status.code() == Some(0) {
+            // A machine with CUDA and onnxruntime-gpu: nothing to refuse.
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{rt} {dev}: {t}");
+        assert!(t.contains(says) && !t.contains("panicked"), "{rt} {dev}: {t}");
+        assert!(!out.exists(), "no table written on failure");
+    }
+}
