@@ -14,6 +14,7 @@
 //! | runtimes | [`runtime`] | onnxruntime, tract and tch behind one engine trait; devices |
 //! | stages | [`eval`], [`train`], [`infer`], [`verify`], [`bench`] | scoring, training, recognition, cross-runtime checks, timing and the gate (`train` uses `eval`) |
 //! | latency | [`latency`] | search spaces around a skeleton, per-block latency tables measured on a runtime, prediction and its check (uses `bench`'s machine description) |
+//! | search | [`search`] | ProxylessNAS mechanics (arch logits, path sampling, binary gates, Eq. 1, rescale, latency loss) and the supernet (`torch` feature) |
 //! | interface | [`cli`] | argument parsing, printing, progress bars; `main.rs` only calls [`cli::main`] |
 //!
 //! Modules that need libtorch ([`nn`], [`train`], parts of [`eval`] and [`runtime`]) sit behind the `torch`
@@ -36,6 +37,8 @@ pub mod nn;
 pub mod report;
 pub mod rng;
 pub mod runtime;
+#[cfg(feature = "torch")]
+pub mod search;
 pub mod spec;
 #[cfg(feature = "torch")]
 pub mod train;

@@ -1,0 +1,183 @@
+//! ProxylessNAS's architecture mechanics, as its reference implementation does them (REFERENCE.md §4,
+//! `search/modules/mix_op.py`): architecture logits per edge, path sampling for weight steps, 'two'-mode
+//! binary gates for architecture steps with the paper's Eq. 1 gradient, the rescale that keeps unsampled
+//! ops' probability mass, and the expected-latency loss (paper Eq. 2).
+//!
+//! Sampling draws from [`crate::rng::Rng`] streams keyed by (seed, step), so a resumed search samples the
+//! same paths as an uninterrupted one.
+
+use tch::{Kind, Tensor};
+
+use crate::latency::EdgeCosts;
+use crate::rng::Rng;
+
+/// Softmax of `logits` in f64 (host side, for sampling).
+pub fn softmax(logits: &[f64]) -> Vec<f64> {
+    let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+/// Index drawn from the distribution `p` (sums to 1).
+pub fn draw(p: &[f64], rng: &mut Rng) -> usize {
+    let u = rng.f64() * p.iter().sum::<f64>();
+    let mut acc = 0.0;
+    for (i, &pi) in p.iter().enumerate() {
+        acc += pi;
+        if u < acc {
+            return i;
+        }
+    }
+    p.len() - 1
+}
+
+/// The host copy of one edge's logits.
+pub fn logits_of(alpha: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(alpha.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double)).unwrap_or_default()
+}
+
+/// A weight step's path: one op per edge drawn from softmax(alpha).
+pub fn sample_paths(alphas: &[Tensor], rng: &mut Rng) -> Vec<usize> {
+    alphas.iter().map(|a| draw(&softmax(&logits_of(a)), rng)).collect()
+}
+
+/// One edge's binarised gates in an architecture step ('two' mode).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    /// The two distinct candidates sampled by multinomial(softmax(alpha), 2, without replacement).
+    pub ops: [usize; 2],
+    /// Which of the two is active (gate 1), drawn from `probs`.
+    pub active: usize,
+    /// softmax over the two sampled logits.
+    pub probs: [f64; 2],
+}
+
+/// Samples each edge's pair; an edge with a single candidate gets the pair (0, 0) and is never updated.
+pub fn sample_pairs(alphas: &[Tensor], rng: &mut Rng) -> Vec<Pair> {
+    alphas
+        .iter()
+        .map(|a| {
+            let l = logits_of(a);
+            if l.len() < 2 {
+                return Pair { ops: [0, 0], active: 0, probs: [1.0, 0.0] };
+            }
+            let p = softmax(&l);
+            let first = draw(&p, rng);
+            let mut rest = p.clone();
+            rest[first] = 0.0;
+            let second = draw(&rest, rng);
+            let pp = softmax(&[l[first], l[second]]);
+            let active = usize::from(rng.f64() >= pp[0]);
+            Pair { ops: [first, second], active, probs: [pp[0], pp[1]] }
+        })
+        .collect()
+}
+
+/// The paper's Eq. 1 over a pair: `grad_i = sum_j g_j p_j (delta_ij - p_i)` for the two sampled ops, with
+/// `g_j = dL/dgate_j`. Returned per sampled op (same order as `pair.ops`).
+pub fn binary_gradient(pair: &Pair, gate_grads: [f64; 2]) -> [f64; 2] {
+    let p = pair.probs;
+    let mut out = [0.0; 2];
+    for (i, o) in out.iter_mut().enumerate() {
+        for j in 0..2 {
+            let delta = if i == j { 1.0 } else { 0.0 };
+            *o += gate_grads[j] * p[j] * (delta - p[i]);
+        }
+    }
+    out
+}
+
+/// Adds Eq. 1's gradient to `alpha.grad` (`+=`: keeps what autograd already put there, e.g. the latency
+/// term's).
+pub fn accumulate_binary_gradient(alpha: &Tensor, pair: &Pair, gate_grads: [f64; 2]) {
+    if pair.ops[0] == pair.ops[1] {
+        return;
+    }
+    let g = binary_gradient(pair, gate_grads);
+    let mut delta = vec![0f64; alpha.size()[0] as usize];
+    delta[pair.ops[0]] += g[0];
+    delta[pair.ops[1]] += g[1];
+    let d = Tensor::from_slice(&delta).to_kind(alpha.kind()).to_device(alpha.device());
+    let mut grad = alpha.grad();
+    if grad.defined() {
+        tch::no_grad(|| {
+            let _ = grad.g_add_(&d);
+        });
+    } else {
+        // No gradient yet: d/d alpha of sum(alpha * d) is d.
+        (alpha * d).sum(Kind::Float).backward();
+    }
+}
+
+/// After the architecture optimizer's step: shifts both sampled logits by
+/// `ln(sum exp new / sum exp old)` over the pair, so the pair's total probability mass (and so every
+/// unsampled op's probability) is what it was before the step.
+pub fn rescale(alpha: &Tensor, pair: &Pair, old: &[f64]) {
+    if pair.ops[0] == pair.ops[1] {
+        return;
+    }
+    let new = logits_of(alpha);
+    let [a, b] = pair.ops;
+    let lse = |x: f64, y: f64| {
+        let m = x.max(y);
+        m + ((x - m).exp() + (y - m).exp()).ln()
+    };
+    let offset = lse(new[a], new[b]) - lse(old[a], old[b]);
+    let mut shift = vec![0f64; new.len()];
+    shift[a] = offset;
+    shift[b] = offset;
+    let s = Tensor::from_slice(&shift).to_kind(alpha.kind()).to_device(alpha.device());
+    tch::no_grad(|| {
+        let mut t = alpha.shallow_clone();
+        let _ = t.g_sub_(&s);
+    });
+}
+
+/// How the latency term enters the loss (REFERENCE.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "form", rename_all = "kebab-case")]
+pub enum LatencyLoss {
+    /// Paper Eq. 2 (ProxylessNAS add#linear): `ce_weight x CE + lambda x (E[lat] - target) / target`.
+    Add { lambda: f64 },
+    /// ProxylessNAS mul#log: `CE x alpha x (log E[lat] / log target)^beta`.
+    MulLog { alpha: f64, beta: f64 },
+    /// No latency term.
+    Off,
+}
+
+/// Expected latency of the mixed architecture, differentiable in the logits (softmax over every candidate).
+pub fn expected_latency(costs: &EdgeCosts, alphas: &[Tensor]) -> Tensor {
+    let probs: Vec<Tensor> = alphas.iter().map(|a| a.softmax(0, Kind::Double)).collect();
+    costs.expected_tch(&probs)
+}
+
+/// The architecture step's loss from the cross-entropy `ce` (weighted by `ce_weight`) and the latency term.
+pub fn arch_loss(ce: &Tensor, ce_weight: f64, form: LatencyLoss, expected: Option<&Tensor>, target_ms: f64) -> Tensor {
+    let ce = ce.to_kind(Kind::Double) * ce_weight;
+    match (form, expected) {
+        (LatencyLoss::Add { lambda }, Some(e)) => ce + (e - target_ms) / target_ms * lambda,
+        (LatencyLoss::MulLog { alpha, beta }, Some(e)) => ce * alpha * (e.log() / target_ms.ln()).pow_tensor_scalar(beta),
+        _ => ce,
+    }
+}
+
+/// The end of an architecture step, as the reference does it: backward of `loss` (the latency term's
+/// gradient reaches the logits through autograd; the gates receive `dL/dgate`), Eq. 1 added per edge from
+/// the gate gradients, one step of `opt` (the architecture optimizer, over exactly `alphas`), then the
+/// rescale of every sampled pair. `opt` must start with zeroed gradients.
+pub fn finish_arch_step(alphas: &[Tensor], pairs: &[Pair], gates: &[Tensor], loss: &Tensor, opt: &mut crate::train::optim::Optimizer) {
+    let old: Vec<Vec<f64>> = alphas.iter().map(logits_of).collect();
+    if loss.requires_grad() {
+        loss.backward();
+    }
+    for ((a, p), g) in alphas.iter().zip(pairs).zip(gates) {
+        let gg = g.grad();
+        let gg = if gg.defined() { Vec::<f64>::try_from(gg.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default() } else { vec![0.0, 0.0] };
+        accumulate_binary_gradient(a, p, [gg[0], gg[1]]);
+    }
+    opt.step();
+    for ((a, p), old) in alphas.iter().zip(pairs).zip(&old) {
+        rescale(a, p, old);
+    }
+}

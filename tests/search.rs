@@ -1,0 +1,171 @@
+//! ProxylessNAS mechanics (REFERENCE.md §4): Eq. 1 against finite differences, the rescale, the latency term
+//! alone, a constructed loss, and the supernet's routes.
+#![cfg(feature = "torch")]
+
+use strnas::latency::{EdgeCosts, Space};
+use strnas::rng::Rng;
+use strnas::search::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss, Pair};
+use strnas::search::supernet::{gates, Route, SuperNet};
+use strnas::train::optim::{OptimKind, Optimizer};
+use tch::{nn, Device, Kind, Tensor};
+
+fn arch_vs(sizes: &[usize], seed: i64) -> (nn::VarStore, Vec<Tensor>) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let alphas = sizes.iter().enumerate().map(|(e, &n)| vs.root().var(&format!("e{e}"), &[n as i64], nn::Init::Randn { mean: 0.0, stdev: 1e-3 })).collect();
+    (vs, alphas)
+}
+
+/// The reference's arch optimizer: Adam with betas (0, 0.999).
+fn arch_adam(vs: &nn::VarStore, lr: f64) -> Optimizer {
+    Optimizer::new(vs, OptimKind::Adam { lr, beta1: 0.0, beta2: 0.999, eps: 1e-8 })
+}
+
+#[test]
+fn eq1_gradient_matches_finite_differences() {
+    // One edge of 4 candidates; ops 1 and 3 sampled. L = <w, y> with y the gated output, so dL/dgate_j =
+    // <w, o_j> and Eq. 1 is exactly the gradient of <w, sum_j softmax(alpha_pair)_j o_j>.
+    let alpha = Tensor::from_slice(&[0.3f64, -0.2, 0.5, 0.1]).set_requires_grad(true);
+    let mut rng = Rng::new(3);
+    let outs: Vec<Vec<f64>> = (0..4).map(|_| (0..5).map(|_| rng.normal()).collect()).collect();
+    let w: Vec<f64> = (0..5).map(|_| rng.normal()).collect();
+    let l = mechanics::logits_of(&alpha);
+    let pp = softmax(&[l[1], l[3]]);
+    let pair = Pair { ops: [1, 3], active: 0, probs: [pp[0], pp[1]] };
+    // Gate gradients through autograd, as the supernet produces them.
+    let g = gates(&[pair], Device::Cpu).remove(0);
+    let oa = Tensor::from_slice(&outs[1]);
+    let ob = Tensor::from_slice(&outs[3]);
+    let y = &oa * g.get(0).to_kind(Kind::Double) + ob.detach() * g.get(1).to_kind(Kind::Double);
+    (y * Tensor::from_slice(&w)).sum(Kind::Double).backward();
+    let gg = Vec::<f64>::try_from(g.grad().to_kind(Kind::Double)).unwrap();
+    let dot = |o: &[f64]| o.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>();
+    assert!((gg[0] - dot(&outs[1])).abs() < 1e-5 && (gg[1] - dot(&outs[3])).abs() < 1e-5, "{gg:?}");
+    mechanics::accumulate_binary_gradient(&alpha, &pair, [gg[0], gg[1]]);
+    let grad = Vec::<f64>::try_from(alpha.grad()).unwrap();
+    // Central finite differences of the relaxed objective over the pair.
+    let f = |a: &[f64]| {
+        let p = softmax(&[a[1], a[3]]);
+        dot(&outs[1]) * p[0] + dot(&outs[3]) * p[1]
+    };
+    let h = 1e-5;
+    for i in 0..4 {
+        let (mut up, mut down) = (l.clone(), l.clone());
+        up[i] += h;
+        down[i] -= h;
+        let fd = (f(&up) - f(&down)) / (2.0 * h);
+        assert!((grad[i] - fd).abs() < 1e-6, "alpha[{i}]: Eq. 1 {} vs finite difference {fd}", grad[i]);
+    }
+    assert_eq!((grad[0], grad[2]), (0.0, 0.0), "unsampled ops get no Eq. 1 gradient");
+}
+
+#[test]
+fn rescale_keeps_unsampled_probabilities() {
+    let (vs, alphas) = arch_vs(&[6], 1);
+    let a = &alphas[0];
+    tch::no_grad(|| a.shallow_clone().copy_(&Tensor::from_slice(&[0.4f32, -1.0, 0.2, 0.7, -0.3, 0.0])));
+    let before = softmax(&mechanics::logits_of(a));
+    let pair = Pair { ops: [0, 4], active: 1, probs: [0.5, 0.5] };
+    let mut opt = arch_adam(&vs, 0.5);
+    opt.zero_grad();
+    // An arbitrary gradient on the pair, then the step and the rescale.
+    let g = gates(&[pair], Device::Cpu);
+    let loss = (a.get(0) * 3.0 - a.get(4) * 2.0).to_kind(Kind::Double);
+    finish_arch_step(&alphas, &[pair], &g, &loss, &mut opt);
+    let after = softmax(&mechanics::logits_of(a));
+    assert!((after[0] - before[0]).abs() > 1e-3, "the step moved the pair: {before:?} -> {after:?}");
+    for i in [1, 2, 3, 5] {
+        assert!((after[i] - before[i]).abs() < 1e-6, "op {i}: {} -> {}", before[i], after[i]);
+    }
+    assert!(((after[0] + after[4]) - (before[0] + before[4])).abs() < 1e-6);
+    drop(vs);
+}
+
+fn costs(edges: &[Vec<f64>]) -> EdgeCosts {
+    EdgeCosts { fixed_ms: 2.0, edges: edges.to_vec(), correction: Default::default() }
+}
+
+#[test]
+fn the_latency_term_alone_drives_every_cell_to_its_cheapest_op() {
+    let table = vec![vec![0.9, 0.2, 0.5], vec![0.0, 0.4, 0.8, 0.3, 0.6, 0.7, 1.0], vec![0.3, 0.1, 0.2, 0.6, 0.5, 0.4]];
+    let c = costs(&table);
+    let (vs, alphas) = arch_vs(&[3, 7, 6], 2);
+    let mut opt = arch_adam(&vs, 0.05);
+    let mut rng = Rng::new(9);
+    for step in 0..300u64 {
+        let mut r = Rng::for_item(7, 1, step);
+        let pairs = mechanics::sample_pairs(&alphas, &mut r);
+        let g = gates(&pairs, Device::Cpu);
+        opt.zero_grad();
+        // Cross-entropy weight 0: a CE that depends on the gates, but weighted out.
+        let ce = g.iter().map(|t| t.sum(Kind::Float) * rng.f64()).fold(Tensor::from(0f32), |a, b| a + b);
+        let e = expected_latency(&c, &alphas);
+        let loss = arch_loss(&ce, 0.0, LatencyLoss::Add { lambda: 1.0 }, Some(&e), 3.0);
+        finish_arch_step(&alphas, &pairs, &g, &loss, &mut opt);
+    }
+    for (e, (a, cost)) in alphas.iter().zip(&table).enumerate() {
+        let p = softmax(&mechanics::logits_of(a));
+        let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0;
+        let cheapest = cost.iter().enumerate().min_by(|x, y| x.1.total_cmp(y.1)).unwrap().0;
+        assert_eq!(best, cheapest, "edge {e}: probabilities {p:?}, costs {cost:?}");
+    }
+}
+
+#[test]
+fn binary_gates_find_the_op_a_constructed_loss_favours() {
+    // One edge of 7 candidates whose outputs are fixed vectors; the loss is the distance to candidate 4's.
+    let mut rng = Rng::new(11);
+    let outs: Vec<Tensor> = (0..7).map(|_| Tensor::from_slice(&(0..8).map(|_| rng.normal() as f32).collect::<Vec<_>>())).collect();
+    let target = outs[4].shallow_clone();
+    let (vs, alphas) = arch_vs(&[7], 3);
+    let mut opt = arch_adam(&vs, 0.05);
+    for step in 0..400u64 {
+        let mut r = Rng::for_item(5, 2, step);
+        let pairs = mechanics::sample_pairs(&alphas, &mut r);
+        let g = gates(&pairs, Device::Cpu);
+        let p = pairs[0];
+        let (a, o) = (p.active, 1 - p.active);
+        let y = &outs[p.ops[a]] * g[0].get(a as i64) + outs[p.ops[o]].detach() * g[0].get(o as i64);
+        opt.zero_grad();
+        let loss = (y - &target).square().mean(Kind::Float);
+        finish_arch_step(&alphas, &pairs, &g, &loss, &mut opt);
+    }
+    let p = softmax(&mechanics::logits_of(&alphas[0]));
+    let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0;
+    assert_eq!(best, 4, "{p:?}");
+    assert!(p[4] > 0.5, "{p:?}");
+}
+
+#[test]
+fn supernet_runs_one_path_or_two_gated_ops() {
+    let arch = strnas::spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let space = Space::around(arch);
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = SuperNet::new(&vs.root(), &space);
+    // Every candidate of every edge has its own variables.
+    let names: Vec<String> = vs.variables().into_keys().collect();
+    assert!(names.iter().any(|n| n.starts_with("extractor.cells.1.ops.0")) == false, "identity has no variables");
+    assert!(names.iter().any(|n| n.starts_with("extractor.cells.1.ops.6.")), "{:?}", &names[..5]);
+    let images = Tensor::rand([2, 1, 32, 100], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let (_avs, alphas) = arch_vs(&space.edges.iter().map(|e| e.candidates.len()).collect::<Vec<_>>(), 4);
+    let paths = mechanics::sample_paths(&alphas, &mut Rng::new(1));
+    let y = net.forward_t(&images, None, false, &Route::Paths(&paths));
+    assert_eq!(y.size(), [2, 26, 38]);
+    let pairs = mechanics::sample_pairs(&alphas, &mut Rng::new(2));
+    let g = gates(&pairs, Device::Cpu);
+    let y = net.forward_t(&images, None, true, &Route::Gates(&pairs, &g));
+    y.square().mean(Kind::Float).backward();
+    for (e, (t, p)) in g.iter().zip(&pairs).enumerate() {
+        let gg = t.grad();
+        assert!(gg.defined() && gg.isfinite().all().int64_value(&[]) == 1, "edge {e}");
+        // The inactive op's weights get no gradient (its output is detached).
+        let inactive = format!("{}.ops.{}.", space.edges[e].path, p.ops[1 - p.active]);
+        for (n, v) in vs.variables() {
+            if n.starts_with(&inactive) && v.requires_grad() {
+                let gr = v.grad();
+                assert!(!gr.defined() || gr.abs().sum(Kind::Float).double_value(&[]) == 0.0, "{n}");
+            }
+        }
+    }
+}
