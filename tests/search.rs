@@ -18,7 +18,7 @@ fn arch_vs(sizes: &[usize], seed: i64) -> (nn::VarStore, Vec<Tensor>) {
 
 /// The reference's arch optimizer: Adam with betas (0, 0.999).
 fn arch_adam(vs: &nn::VarStore, lr: f64) -> Optimizer {
-    Optimizer::new(vs, OptimKind::Adam { lr, beta1: 0.0, beta2: 0.999, eps: 1e-8 })
+    Optimizer::new(vs, OptimKind::Adam { lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })
 }
 
 #[test]
@@ -168,4 +168,79 @@ fn supernet_runs_one_path_or_two_gated_ops() {
             }
         }
     }
+}
+
+fn make_synth(dir: &std::path::Path, n: u64, seed: u64) {
+    use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
+    let r = Renderer::new(load_fonts(&default_font_dirs()).unwrap(), Style { distortion: 0.3, ..Style::default() }).unwrap();
+    let mut w = strnas::data::lmdb::LmdbWriter::create(dir).unwrap();
+    for i in 0..n {
+        let (img, label) = r.render_encoded(seed, i).unwrap();
+        w.push(img, &label).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn probs_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("probs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `strnas search` end to end on the CRNN space (extractor cells searched, no latency term): resume after a
+/// stop reproduces the uninterrupted run's probabilities at every architecture step, and the searched spec
+/// validates.
+#[test]
+fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    let valid = tmp.path().join("valid");
+    make_synth(&data, 60, 1);
+    make_synth(&valid, 8, 2);
+    let space = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny/tiny-crnn-ctc.yaml");
+    let run = |out: &std::path::Path, iters: &str, resume: bool| {
+        let mut args = vec![
+            "search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--valid-data", valid.to_str().unwrap(),
+            "--preset", "str-nas2", "--search", "extractor", "--iters", iters, "--batch-size", "4", "--warmup-iters", "2",
+            "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--out", out.to_str().unwrap(),
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        let o = strnas_bin(&args);
+        assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let whole = tmp.path().join("whole");
+    let o = run(&whole, "12", false);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("5 architecture steps"), "{}", String::from_utf8_lossy(&o.stdout));
+    let split = tmp.path().join("split");
+    run(&split, "6", false);
+    // A second start without --resume is refused: the run directory holds a search.
+    let mut args_again = vec!["search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--preset", "str-nas2", "--out", split.to_str().unwrap()];
+    args_again.extend(["--iters", "6"]);
+    assert_eq!(strnas_bin(&args_again).status.code(), Some(2));
+    run(&split, "12", true);
+    let (a, b) = (probs_lines(&whole), probs_lines(&split));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        let (px, py) = (x["probs"].as_array().unwrap(), y["probs"].as_array().unwrap());
+        for (ex, ey) in px.iter().zip(py) {
+            for (u, v) in ex.as_array().unwrap().iter().zip(ey.as_array().unwrap()) {
+                let (u, v) = (u.as_f64().unwrap(), v.as_f64().unwrap());
+                assert!((u - v).abs() < 1e-6, "arch step {}: {u} vs {v}", x["arch_step"]);
+            }
+        }
+    }
+    // The probabilities moved, and the searched spec is a valid spec of the same skeleton.
+    let last = a.last().unwrap()["probs"].as_array().unwrap().iter().flat_map(|e| e.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()).collect::<Vec<_>>();
+    assert!(last.iter().any(|p| (p - 1.0 / 7.0).abs() > 1e-3 && (p - 1.0 / 6.0).abs() > 1e-3 && (p - 1.0 / 3.0).abs() > 1e-3), "{last:?}");
+    let searched = strnas::spec::load(&whole.join("arch.yaml")).unwrap();
+    assert_eq!(strnas::latency::skeleton_hash(&searched.spec), strnas::latency::skeleton_hash(&strnas::spec::load(&space).unwrap().spec));
+    for f in ["supernet.safetensors", "metrics.jsonl", "log.txt", "config.json"] {
+        assert!(whole.join(f).exists(), "{f}");
+    }
+}
+
+fn strnas_bin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).output().unwrap()
 }

@@ -16,6 +16,8 @@ mod progress;
 #[cfg(feature = "torch")]
 mod train_cmd;
 mod report_cmd;
+#[cfg(feature = "torch")]
+mod search_cmd;
 mod spec_cmd;
 
 use std::path::PathBuf;
@@ -50,6 +52,9 @@ pub enum Command {
     /// Build and inspect LMDB datasets: from image folders, or rendered synthetic words
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// ProxylessNAS over a space (a spec's skeleton), latency-aware through a table; writes the searched spec
+    #[cfg(feature = "torch")]
+    Search(search_cmd::SearchArgs),
     /// Train the network of a spec on LMDB data (libtorch), resumable
     #[cfg(feature = "torch")]
     Train(train_cmd::TrainArgs),
@@ -88,6 +93,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Spec(c) => spec_cmd::run(c),
         Command::Dataset(c) => dataset::run(c),
+        #[cfg(feature = "torch")]
+        Command::Search(a) => search_cmd::run(a),
         #[cfg(feature = "torch")]
         Command::Train(a) => train_cmd::run_train(a),
         #[cfg(feature = "torch")]

@@ -91,15 +91,21 @@ impl Space {
         if skeleton_hash(&arch.spec) != skeleton_hash(&self.base.spec) {
             bail!("{} is not in the space of {}: its skeleton (shapes, strides, fixed parts) differs", arch.name, self.base.name);
         }
-        let cells: Vec<&Cell> = arch.rectifier.iter().flat_map(|t| std::iter::once(&t.localization.first).chain(&t.localization.cells)).chain(std::iter::once(&arch.extractor.first)).chain(&arch.extractor.cells).collect();
         self.edges
             .iter()
-            .zip(cells)
-            .map(|(e, c)| if e.candidates.contains(&c.op) { Ok(c.op) } else { bail!("{}: {} at {} is not a candidate there", arch.name, c.op, e.path) })
+            .map(|e| {
+                let c = cell_at(arch, &e.path).with_context(|| format!("{}: no cell {}", arch.name, e.path))?;
+                if e.candidates.contains(&c.op) {
+                    Ok(c.op)
+                } else {
+                    bail!("{}: {} at {} is not a candidate there", arch.name, c.op, e.path)
+                }
+            })
             .collect()
     }
 
-    /// The architecture with `ops[i]` at edge `i`, as a validated spec named `name`.
+    /// The architecture with `ops[i]` at edge `i` (cells that are not edges keep the base's op), as a
+    /// validated spec named `name`.
     pub fn with_ops(&self, ops: &[Op], name: &str) -> Result<Arch> {
         if ops.len() != self.edges.len() {
             bail!("{} ops for {} edges", ops.len(), self.edges.len());
@@ -108,12 +114,15 @@ impl Space {
         spec.name = name.to_string();
         spec.description = Some(format!("drawn from the space of {}", self.base.name));
         spec.reference = None;
-        let mut it = ops.iter().copied();
-        if let RectifierSpec::Tps(t) = &mut spec.rectifier {
-            set_cells(&mut t.first_cell, &mut t.cells, &mut it);
+        for (e, &op) in self.edges.iter().zip(ops) {
+            set_cell(&mut spec, &e.path, op).with_context(|| format!("edge {}", e.path))?;
         }
-        set_cells(&mut spec.extractor.first_cell, &mut spec.extractor.cells, &mut it);
         crate::spec::resolve(&spec).map_err(|e| anyhow::anyhow!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))).context(format!("building {name}"))
+    }
+
+    /// Keeps only the edges of `parts` searchable (the others keep the base's ops).
+    pub fn restrict(&mut self, parts: &[Part]) {
+        self.edges.retain(|e| parts.contains(&e.part));
     }
 
     /// A uniformly random architecture of the space.
@@ -123,26 +132,55 @@ impl Space {
     }
 }
 
-fn set_cells(first: &mut FirstCellSpec, cells: &mut [CellSpec], ops: &mut impl Iterator<Item = Op>) {
-    if let Some(Op::MbConv { kernel, .. }) = ops.next() {
-        first.kernel = kernel;
-        first.expansion = None;
+/// The cell of `arch` at inventory path `path` (`rectifier.first`, `extractor.cells.3`).
+pub fn cell_at<'a>(arch: &'a Arch, path: &str) -> Option<&'a Cell> {
+    let cnn = match path.split('.').next()? {
+        "rectifier" => &arch.rectifier.as_ref()?.localization,
+        "extractor" => &arch.extractor,
+        _ => return None,
+    };
+    let rest: Vec<&str> = path.split('.').skip(1).collect();
+    match rest.as_slice() {
+        ["first"] => Some(&cnn.first),
+        ["cells", i] => cnn.cells.get(i.parse::<usize>().ok()?),
+        _ => None,
     }
-    for c in cells.iter_mut() {
-        match ops.next() {
-            Some(Op::Identity) => {
-                c.op = OpKind::Identity;
-                c.kernel = None;
-                c.expansion = None;
-            }
-            Some(Op::MbConv { kernel, expansion }) => {
-                c.op = OpKind::Mbconv;
-                c.kernel = Some(kernel);
-                c.expansion = Some(expansion);
-            }
-            None => {}
+}
+
+/// Sets the cell at inventory path `path` (`rectifier.first`, `extractor.cells.3`) of `spec` to `op`.
+fn set_cell(spec: &mut SpecFile, path: &str, op: Op) -> Result<()> {
+    let (first, cells) = match path.split('.').next() {
+        Some("rectifier") => match &mut spec.rectifier {
+            RectifierSpec::Tps(t) => (&mut t.first_cell, &mut t.cells),
+            RectifierSpec::None => bail!("the spec has no rectifier"),
+        },
+        Some("extractor") => (&mut spec.extractor.first_cell, &mut spec.extractor.cells),
+        _ => bail!("not a cell path"),
+    };
+    let rest: Vec<&str> = path.split('.').skip(1).collect();
+    match (rest.as_slice(), op) {
+        (["first"], Op::MbConv { kernel, .. }) => {
+            first.kernel = kernel;
+            first.expansion = None;
         }
+        (["cells", i], op) => {
+            let c = i.parse::<usize>().ok().and_then(|i| cells.get_mut(i)).context("no such cell")?;
+            match op {
+                Op::Identity => {
+                    c.op = OpKind::Identity;
+                    c.kernel = None;
+                    c.expansion = None;
+                }
+                Op::MbConv { kernel, expansion } => {
+                    c.op = OpKind::Mbconv;
+                    c.kernel = Some(kernel);
+                    c.expansion = Some(expansion);
+                }
+            }
+        }
+        _ => bail!("{op} cannot be placed there"),
     }
+    Ok(())
 }
 
 /// Hash of a spec's skeleton: [`crate::spec::arch_hash`] with every cell's op erased, so all architectures of

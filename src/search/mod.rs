@@ -6,7 +6,9 @@
 //! Behind the `torch` feature.
 
 pub mod mechanics;
+pub mod run;
 pub mod supernet;
 
 pub use mechanics::{LatencyLoss, Pair};
+pub use run::{search, Hyper, SearchConfig, SearchReport};
 pub use supernet::{Route, SuperNet};

@@ -11,7 +11,7 @@ use crate::spec::arch::Arch;
 
 /// The datasets of a run. Each `--train-data` entry is one source (its datasets concatenated); sources are
 /// mixed by `--batch-ratio`.
-pub(super) struct TrainData {
+pub(crate) struct TrainData {
     /// Every training dataset, source by source.
     pub datasets: Vec<Dataset>,
     /// Per source: `(index into datasets, size)` of its members, in order.
@@ -73,7 +73,7 @@ impl TrainData {
 }
 
 /// Sample `k` of a source made of `members` (`(dataset, size)` in order) as `(dataset, index in it)`.
-fn locate(members: &[(usize, usize)], mut k: usize) -> (usize, usize) {
+pub(crate) fn locate(members: &[(usize, usize)], mut k: usize) -> (usize, usize) {
     for &(d, n) in members {
         if k < n {
             return (d, k);

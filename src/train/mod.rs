@@ -16,7 +16,7 @@
 //! `weights`, `eval` (validation scoring) and the foundation modules (`io`, `progress`); never on `cli`.
 
 use crate::nn::weights as checkpoint;
-mod data;
+pub(crate) mod data;
 pub mod optim;
 mod run_dir;
 mod trainer;
@@ -83,11 +83,17 @@ pub struct TrainReport {
 /// The training loss of a batch: CTC (zero_infinity, mean over targets) on log-softmax, or cross-entropy
 /// with teacher forcing ignoring padding (index 0) against `text[1:]` (REFERENCE.md §3, "Losses").
 pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]) -> Tensor {
+    loss_of(codec, images, labels, |text| net.forward_t(images, text, true))
+}
+
+/// [`loss`] for any network: `forward(text)` returns the training-mode logits of `images` (with the teacher
+/// forcing inputs `text` for attention). The search's supernet trains with it.
+pub fn loss_of(codec: &LabelCodec, images: &Tensor, labels: &[String], forward: impl Fn(Option<&Tensor>) -> Tensor) -> Tensor {
     let device = images.device();
     let b = labels.len() as i64;
     match codec.decoding {
         Decoding::Ctc => {
-            let logits = net.forward_t(images, None, true);
+            let logits = forward(None);
             let t = logits.size()[1];
             let log_probs = logits.log_softmax(2, Kind::Float).permute([1, 0, 2]);
             let (targets, lengths) = codec.encode_ctc(labels);
@@ -105,7 +111,7 @@ pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]
         Decoding::Attention => {
             let steps = codec.max_len as i64 + 1;
             let text = Tensor::from_slice(&codec.encode_attention(labels)).view([b, steps + 1]).to_device(device);
-            let logits = net.forward_t(images, Some(&text.narrow(1, 0, steps)), true);
+            let logits = forward(Some(&text.narrow(1, 0, steps)));
             let classes = logits.size()[2];
             logits.view([-1, classes]).cross_entropy_loss::<Tensor>(&text.narrow(1, 1, steps).reshape([-1]), None, Reduction::Mean, 0, 0.0)
         }

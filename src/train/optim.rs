@@ -12,7 +12,15 @@ use crate::weights::{WeightFile, OPTIMIZER_PREFIX};
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimKind {
     Adadelta { lr: f64, rho: f64, eps: f64 },
-    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
+    /// `weight_decay`: L2 added to the gradient, as torch's Adam does it.
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
 }
 
 impl OptimKind {
@@ -20,7 +28,7 @@ impl OptimKind {
         OptimKind::Adadelta { lr: 1.0, rho: 0.95, eps: 1e-8 }
     }
     pub fn adam(lr: f64) -> Self {
-        OptimKind::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        OptimKind::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
     fn slots(&self) -> [&'static str; 2] {
         match self {
@@ -70,10 +78,20 @@ impl Optimizer {
     }
 
     pub fn step(&mut self) {
+        self.step_only(|_| true)
+    }
+
+    /// A step of the parameters `used` accepts (by name); the others and their state are left exactly as
+    /// they are, as torch does for parameters without a gradient. The search steps only the sampled path's
+    /// candidates, so an unsampled op's state does not decay and a resumed search stays identical.
+    pub fn step_only(&mut self, used: impl Fn(&str) -> bool) {
         self.steps += 1;
         let t = self.steps as f64;
         tch::no_grad(|| {
-            for ((_, p), [s0, s1]) in self.params.iter_mut().zip(self.state.iter_mut()) {
+            for ((name, p), [s0, s1]) in self.params.iter_mut().zip(self.state.iter_mut()) {
+                if !used(name) {
+                    continue;
+                }
                 let g = p.grad();
                 if !g.defined() {
                     continue;
@@ -85,7 +103,8 @@ impl Optimizer {
                         s1.copy_(&(&*s1 * rho + &delta * &delta * (1.0 - rho)));
                         p.copy_(&(&*p - delta * lr));
                     }
-                    OptimKind::Adam { lr, beta1, beta2, eps } => {
+                    OptimKind::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                        let g = if weight_decay > 0.0 { &g + &*p * weight_decay } else { g };
                         s0.copy_(&(&*s0 * beta1 + &g * (1.0 - beta1)));
                         s1.copy_(&(&*s1 * beta2 + &g * &g * (1.0 - beta2)));
                         let m_hat = &*s0 / (1.0 - beta1.powf(t));

@@ -1,0 +1,179 @@
+//! `strnas search` (libtorch builds only): ProxylessNAS over a space ([`crate::search`]); prints each
+//! searched cell's final probabilities and where the searched spec went.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use tch::Device;
+
+use super::progress::Bars;
+use super::train_cmd::parse_device;
+use crate::exit;
+use crate::ops::Part;
+use crate::search::mechanics::LatencyLoss;
+use crate::search::{Hyper, SearchConfig};
+use crate::train::optim::OptimKind;
+
+fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
+    s.split(',')
+        .map(|p| match p.trim() {
+            "rectifier" => Ok(Part::Rectifier),
+            "extractor" => Ok(Part::Extractor),
+            o => Err(format!("{o:?}: expected rectifier and/or extractor")),
+        })
+        .collect()
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "SPACE is a spec: its skeleton with every cell of the searched parts searchable (first cell \
+    k in {3,5,7}; normal: identity or k x e in {3,5,7} x {3,6}; reduction: k x e). Weight steps train one sampled \
+    path per cell; after the warm-up, every --arch-every weight steps one architecture step on a held-out \
+    split of the training data ('two'-mode binary gates, the paper's Eq. 1, rescale). The latency term \
+    (paper Eq. 2: CE + lambda x (E[lat] - target) / target) uses a table from `strnas latency build` on the \
+    same space.\n\nPresets: str-nas1 = ProxylessNAS hyper-parameters (arch Adam lr 1e-3, betas (0, 0.999)) \
+    with the latency term (lambda 0.1); str-nas2 = latency term off; str-nas3 = str-nas2 with the paper's arch \
+    lr 1e-5 and weight decay 3e-6 (run it longer). Flags override the preset; config.json records the result.\n\n\
+    The run directory (--out) receives arch.yaml (the argmax architecture: train, export and bench take it as \
+    it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
+    Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort -o ort.json\n  \
+    strnas search arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --train-data data/train --valid-data data/valid \\\n    \
+    --preset str-nas1 --latency-table ort.json --iters 2000 --batch-size 32 --out runs/search")]
+pub struct SearchArgs {
+    /// The spec whose skeleton is the search space
+    space: PathBuf,
+    /// Training data: comma-separated sources (LMDB datasets or folders of them)
+    #[arg(long, value_delimiter = ',', required = true)]
+    train_data: Vec<PathBuf>,
+    /// Validation data for the argmax network's accuracy (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    valid_data: Vec<PathBuf>,
+    /// str-nas1, str-nas2 or str-nas3
+    #[arg(long, default_value = "str-nas1", value_parser = ["str-nas1", "str-nas2", "str-nas3"])]
+    preset: String,
+    /// Parts to search, comma-separated
+    #[arg(long, default_value = "rectifier,extractor", value_parser = parse_parts)]
+    search: std::vec::Vec<Part>,
+    /// Latency table (`strnas latency build` on this space)
+    #[arg(long)]
+    latency_table: Option<PathBuf>,
+    /// Latency target in ms (default: the table's prediction for the space spec)
+    #[arg(long)]
+    target_ms: Option<f64>,
+    /// Latency weight lambda of the additive form (paper Eq. 2)
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Use ProxylessNAS's multiplicative form CE x a x (log E[lat] / log target)^b instead: A,B
+    #[arg(long, value_name = "A,B", value_delimiter = ',', num_args = 2)]
+    mul_log: Option<Vec<f64>>,
+    /// Architecture learning rate
+    #[arg(long)]
+    arch_lr: Option<f64>,
+    /// One architecture step every N weight steps
+    #[arg(long)]
+    arch_every: Option<u64>,
+    /// Weight steps before the first architecture step (default: a fifth of --iters)
+    #[arg(long)]
+    warmup_iters: Option<u64>,
+    /// Weight of the cross-entropy in the architecture loss
+    #[arg(long)]
+    ce_weight: Option<f64>,
+    /// Total weight steps
+    #[arg(long, default_value_t = 2000)]
+    iters: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// adadelta (the paper) or adam (lr 1e-3)
+    #[arg(long, default_value = "adadelta", value_parser = ["adadelta", "adam"])]
+    optimizer: String,
+    #[arg(long, default_value_t = 5.0)]
+    grad_clip: f64,
+    /// Validate the argmax network, write arch.yaml and checkpoint every N iterations
+    #[arg(long, default_value_t = 500)]
+    valid_every: u64,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    #[arg(long, default_value_t = 1111)]
+    seed: u64,
+    /// Run directory
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Continue the search in --out (same batches, paths, logits and optimizer states)
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many minutes (checkpointing first); --resume continues
+    #[arg(long, value_name = "MINUTES")]
+    max_time: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// libtorch intra-op threads
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+pub fn run(a: SearchArgs) -> Result<i32> {
+    if a.batch_size == 0 || a.iters == 0 {
+        bail!("--batch-size and --iters must be positive");
+    }
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let mut hyper = Hyper::preset(&a.preset, a.iters)?;
+    if let Some(v) = a.arch_lr {
+        hyper.arch_lr = v;
+    }
+    if let Some(v) = a.arch_every {
+        hyper.arch_every = v.max(1);
+    }
+    if let Some(v) = a.warmup_iters {
+        hyper.warmup_iters = v;
+    }
+    if let Some(v) = a.ce_weight {
+        hyper.ce_weight = v;
+    }
+    if let Some(l) = a.lambda {
+        hyper.latency = LatencyLoss::Add { lambda: l };
+    }
+    if let Some(ab) = &a.mul_log {
+        hyper.latency = LatencyLoss::MulLog { alpha: ab[0], beta: ab[1] };
+    }
+    let cfg = SearchConfig {
+        space: a.space,
+        parts: a.search,
+        train_data: a.train_data,
+        batch_ratio: vec![],
+        valid_data: a.valid_data,
+        iters: a.iters,
+        batch_size: a.batch_size,
+        device: a.device,
+        seed: a.seed,
+        weight_optimizer: if a.optimizer == "adam" { OptimKind::adam(1e-3) } else { OptimKind::adadelta() },
+        grad_clip: a.grad_clip,
+        hyper,
+        latency_table: a.latency_table,
+        target_ms: a.target_ms,
+        valid_every: a.valid_every,
+        out: a.out,
+        resume: a.resume,
+        max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
+        workers: a.workers,
+    };
+    let r = crate::search::search(&cfg, &mut Bars::new())?;
+    let mut t = crate::report::Table::new(["cell", "argmax", "probabilities"]);
+    for (path, names, p) in &r.probs {
+        let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0);
+        t.row([path.clone(), names[best].clone(), names.iter().zip(p).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join("  ")]);
+    }
+    print!("{}", t.render());
+    println!(
+        "iterations {}..{}, {} architecture steps{}{}; searched spec: {}",
+        r.start_iteration,
+        r.final_iteration,
+        r.arch_steps,
+        r.expected_ms.map(|e| format!(", expected latency {e:.3} ms")).unwrap_or_default(),
+        r.best_accuracy.map(|a| format!(", best argmax validation accuracy {a:.1}%")).unwrap_or_default(),
+        r.arch.display()
+    );
+    Ok(exit::OK)
+}

@@ -1,0 +1,449 @@
+//! The search loop (`strnas search`): weight steps along sampled paths, architecture steps on a held-out
+//! split of the training data every `arch_every` weight steps after a warm-up, validation of the current
+//! argmax network, checkpoints that resume to the same batches, paths and optimizer states
+//! (REFERENCE.md §2, §4).
+//!
+//! The run directory holds `arch.yaml` (the argmax architecture, rewritten at every validation and at the
+//! end), `supernet.safetensors` (weights, logits and both optimizers' states, the checkpoint), `probs.jsonl`
+//! (every edge's softmax after every architecture step), `metrics.jsonl`, `log.txt` and `config.json` (the
+//! resolved hyper-parameters).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use super::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss};
+use super::supernet::{gates, Route, SuperNet};
+use crate::data::image::Preprocess;
+use crate::data::labels::LabelCodec;
+use crate::data::loader::{Batch, Prefetcher, TrainStream};
+use crate::latency::{EdgeCosts, Space, Table};
+use crate::ops::Part;
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::spec::arch::{Arch, Op};
+use crate::train::data::{locate, TrainData};
+use crate::train::optim::{OptimKind, Optimizer};
+use crate::weights::WeightFile;
+
+/// The search's hyper-parameters (a preset, then flag overrides); recorded in `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyper {
+    pub preset: String,
+    /// Weight steps with random paths and frozen logits before the first architecture step.
+    pub warmup_iters: u64,
+    /// One architecture step every this many weight steps (the reference: 5).
+    pub arch_every: u64,
+    pub arch_lr: f64,
+    pub arch_weight_decay: f64,
+    pub latency: LatencyLoss,
+    /// Weight of the cross-entropy in the architecture loss (1; 0 leaves the latency term alone).
+    pub ce_weight: f64,
+    /// Every n-th sample of each training source is held out for the architecture steps.
+    pub held_out_every: usize,
+}
+
+impl Hyper {
+    /// `str-nas1` (ProxylessNAS's hyper-parameters with the latency term, add form lambda 0.1), `str-nas2`
+    /// (the latency term off), `str-nas3` (str-nas2 with the paper's lower architecture learning rate 1e-5
+    /// and weight decay 3e-6; run it longer). Warm-up: a fifth of the iterations.
+    pub fn preset(name: &str, iters: u64) -> Result<Self> {
+        let base = Hyper {
+            preset: name.to_string(),
+            warmup_iters: iters / 5,
+            arch_every: 5,
+            arch_lr: 1e-3,
+            arch_weight_decay: 0.0,
+            latency: LatencyLoss::Add { lambda: 0.1 },
+            ce_weight: 1.0,
+            held_out_every: 10,
+        };
+        Ok(match name {
+            "str-nas1" => base,
+            "str-nas2" => Hyper { latency: LatencyLoss::Off, ..base },
+            "str-nas3" => Hyper { latency: LatencyLoss::Off, arch_lr: 1e-5, arch_weight_decay: 3e-6, ..base },
+            other => bail!("--preset {other}: expected str-nas1, str-nas2 or str-nas3"),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The spec whose skeleton is the space.
+    pub space: PathBuf,
+    /// Which parts are searched (the other keeps the space spec's ops).
+    pub parts: Vec<Part>,
+    pub train_data: Vec<PathBuf>,
+    pub batch_ratio: Vec<f64>,
+    pub valid_data: Vec<PathBuf>,
+    pub iters: u64,
+    pub batch_size: usize,
+    pub device: tch::Device,
+    pub seed: u64,
+    pub weight_optimizer: OptimKind,
+    pub grad_clip: f64,
+    pub hyper: Hyper,
+    pub latency_table: Option<PathBuf>,
+    /// Latency target; default: the table's prediction for the space spec itself.
+    pub target_ms: Option<f64>,
+    pub valid_every: u64,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub max_time: Option<Duration>,
+    pub workers: usize,
+}
+
+/// What a search did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub start_iteration: u64,
+    pub final_iteration: u64,
+    pub arch_steps: u64,
+    /// Final probabilities per edge (path, candidates, probabilities).
+    pub probs: Vec<(String, Vec<String>, Vec<f64>)>,
+    pub arch: PathBuf,
+    pub expected_ms: Option<f64>,
+    pub best_accuracy: Option<f64>,
+}
+
+pub const ARCH: &str = "arch.yaml";
+pub const CHECKPOINT: &str = "supernet.safetensors";
+
+/// Maps a position of the training (or held-out) part of a source of `n` samples to the source's index.
+fn train_index(t: usize, every: usize) -> usize {
+    (t / (every - 1)) * every + t % (every - 1)
+}
+fn held_index(h: usize, every: usize) -> usize {
+    h * every + every - 1
+}
+
+fn log(out: &Path, progress: &mut dyn Progress, line: &str) -> Result<()> {
+    progress.note(line);
+    crate::io::append_line(&out.join("log.txt"), line)
+}
+
+/// The architecture of the current argmax ops, named after the run.
+fn argmax_arch(space: &Space, alphas: &[Tensor], name: &str) -> Result<(Arch, Vec<Op>)> {
+    let ops: Vec<Op> = space
+        .edges
+        .iter()
+        .zip(alphas)
+        .map(|(e, a)| {
+            let p = softmax(&mechanics::logits_of(a));
+            e.candidates[p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0)]
+        })
+        .collect();
+    Ok((space.with_ops(&ops, name)?, ops))
+}
+
+/// The supernet's weights for the fixed network `ops` forms: `{edge}.ops.{i}.x` -> `{edge}.x`.
+fn inherit(vs: &VarStore, space: &Space, ops: &[Op], arch: &Arch) -> Result<WeightFile> {
+    let vars = vs.variables();
+    let mut wf = WeightFile { metadata: crate::weights::model_metadata(arch, "strnas-weights"), ..Default::default() };
+    for t in crate::ops::tensors(arch) {
+        let src = match space.edges.iter().position(|e| t.name.starts_with(&format!("{}.", e.path))) {
+            Some(e) => {
+                let edge = &space.edges[e];
+                let i = edge.candidates.iter().position(|c| *c == ops[e]).context("argmax op among candidates")?;
+                format!("{}.ops.{i}.{}", edge.path, &t.name[edge.path.len() + 1..])
+            }
+            None => t.name.clone(),
+        };
+        let v = vars.get(&src).with_context(|| format!("supernet variable {src} for {}", t.name))?;
+        wf.tensors.insert(t.name, crate::nn::weights::to_named(v)?);
+    }
+    Ok(wf)
+}
+
+fn probs_of(alphas: &[Tensor]) -> Vec<Vec<f64>> {
+    alphas.iter().map(|a| softmax(&mechanics::logits_of(a))).collect()
+}
+
+/// Runs (or resumes) the search described by `cfg`.
+pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchReport> {
+    let base = crate::spec::load(&cfg.space).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut space = Space::around(base);
+    space.restrict(&cfg.parts);
+    if space.edges.is_empty() {
+        bail!("--search: the space spec has no cells in {:?}", cfg.parts);
+    }
+    if cfg.hyper.held_out_every < 2 {
+        bail!("held-out split: every n-th sample with n >= 2");
+    }
+    crate::eval::tch_eval::check_device(cfg.device)?;
+    let ckpt_path = cfg.out.join(CHECKPOINT);
+    if ckpt_path.exists() && !cfg.resume {
+        bail!("{} already holds a search (pass --resume to continue it, or choose another --out)", cfg.out.display());
+    }
+    if cfg.resume && !ckpt_path.exists() {
+        bail!("--resume: {} has no {CHECKPOINT}", cfg.out.display());
+    }
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+
+    // Latency: per-edge candidate costs from the table, and the target.
+    let (costs, target): (Option<EdgeCosts>, f64) = match (&cfg.latency_table, cfg.hyper.latency) {
+        (_, LatencyLoss::Off) => (None, cfg.target_ms.unwrap_or(0.0)),
+        (None, _) => bail!("preset {} has a latency term: pass --latency-table (built with `strnas latency build`), or use str-nas2", cfg.hyper.preset),
+        (Some(p), _) => {
+            let t = Table::read(p)?;
+            let costs = t.edge_costs(&space).with_context(|| format!("--latency-table {}", p.display()))?;
+            let target = match cfg.target_ms {
+                Some(x) => x,
+                None => t.predict(&space.base)?.total_ms,
+            };
+            if !(target > 0.0) {
+                bail!("--target-ms must be positive");
+            }
+            (Some(costs), target)
+        }
+    };
+
+    let mut config = serde_json::to_value(&cfg.hyper)?;
+    config["space"] = cfg.space.display().to_string().into();
+    config["parts"] = cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>().into();
+    config["iters"] = cfg.iters.into();
+    config["batch_size"] = cfg.batch_size.into();
+    config["seed"] = cfg.seed.into();
+    config["target_ms"] = target.into();
+    config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
+    config["weight_optimizer"] = serde_json::to_value(cfg.weight_optimizer)?;
+    if cfg.resume {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.out.join("config.json")).context("--resume: reading config.json")?)?;
+        let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| k.as_str() != "iters" && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
+        if !diff.is_empty() {
+            bail!("--resume with different settings: {}", diff.join("; "));
+        }
+    }
+    crate::io::write_atomic(&cfg.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+
+    let dev = cfg.device;
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = VarStore::new(dev);
+    let net = SuperNet::new(&vs.root(), &space);
+    let mut avs = VarStore::new(dev);
+    let alphas: Vec<Tensor> = space
+        .edges
+        .iter()
+        .map(|e| crate::ops::torch::path(&avs.root(), &format!("arch.{}", e.path)).var("alpha", &[e.candidates.len() as i64], tch::nn::Init::Randn { mean: 0.0, stdev: 1e-3 }))
+        .collect();
+    let mut wopt = Optimizer::new(&vs, cfg.weight_optimizer);
+    let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: cfg.hyper.arch_lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: cfg.hyper.arch_weight_decay });
+    let (mut start, mut arch_steps) = (0u64, 0u64);
+    if cfg.resume {
+        let wf = WeightFile::read(&ckpt_path)?;
+        for store in [&mut vs, &mut avs] {
+            let mut vars = store.variables();
+            tch::no_grad(|| -> Result<()> {
+                for (name, t) in vars.iter_mut() {
+                    let saved = wf.tensors.get(name).with_context(|| format!("{}: {name} missing", ckpt_path.display()))?;
+                    t.copy_(&Tensor::from_slice(&saved.data).reshape(t.size()).to_device(dev));
+                }
+                Ok(())
+            })?;
+        }
+        let num = |k: &str| -> Result<i64> { wf.metadata.get(k).and_then(|v| v.parse().ok()).with_context(|| format!("{}: metadata {k}", ckpt_path.display())) };
+        start = num("iteration")? as u64;
+        arch_steps = num("arch_steps")? as u64;
+        wopt.load_state(&wf, num("weight_steps")?)?;
+        aopt.load_state(&wf, arch_steps as i64)?;
+    }
+
+    // Data: every source split into a training part and a held-out part for the architecture steps.
+    let train_cfg = crate::train::TrainConfig {
+        spec: cfg.space.clone(),
+        train_data: cfg.train_data.clone(),
+        batch_ratio: cfg.batch_ratio.clone(),
+        valid_data: cfg.valid_data.clone(),
+        iters: cfg.iters,
+        batch_size: cfg.batch_size,
+        out: cfg.out.clone(),
+        resume: cfg.resume,
+        device: cfg.device,
+        seed: cfg.seed,
+        optimizer: cfg.weight_optimizer,
+        grad_clip: cfg.grad_clip,
+        valid_every: cfg.valid_every,
+        workers: cfg.workers,
+        max_time: cfg.max_time,
+    };
+    let data = TrainData::open(&train_cfg, &space.base)?;
+    let every = cfg.hyper.held_out_every;
+    let sizes: Vec<usize> = data.sources.iter().map(|m| m.iter().map(|x| x.1).sum()).collect();
+    if let Some(n) = sizes.iter().find(|&&n| n < every) {
+        bail!("a training source has {n} samples: the held-out split (every {every}th) needs at least {every}");
+    }
+    let train_sizes: Vec<usize> = sizes.iter().map(|n| n - n / every).collect();
+    let held_sizes: Vec<usize> = sizes.iter().map(|n| n / every).collect();
+    let ratios = data.ratios.clone();
+    let wstream = TrainStream::new(train_sizes, &ratios, cfg.batch_size, cfg.seed)?;
+    let astream = TrainStream::new(held_sizes, &ratios, cfg.batch_size, cfg.seed ^ 0xA2C5)?;
+    let pre = Preprocess::from_arch(&space.base);
+    let codec = LabelCodec::from_arch(&space.base);
+    let valid = data.valid.clone();
+    let datasets = Arc::new(data.datasets);
+    let sources = Arc::new(data.sources);
+    let (iters, s1) = (cfg.iters, sources.clone());
+    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.workers.max(1), move |j| {
+        let i = start + j;
+        (i < iters).then(|| wstream.batch(i).into_iter().map(|(s, t)| locate(&s1[s], train_index(t, every))).collect())
+    });
+    let a0 = arch_steps;
+    let amax = cfg.iters / cfg.hyper.arch_every.max(1) + 1;
+    let aloader = Prefetcher::spawn(datasets.clone(), pre, 1, move |j| {
+        let a = a0 + j;
+        (a < amax).then(|| astream.batch(a).into_iter().map(|(s, h)| locate(&sources[s], held_index(h, every))).collect())
+    });
+    let mut aloader = aloader.into_iter();
+
+    progress.start(cfg.iters, "iters");
+    progress.set_position(start.min(cfg.iters));
+    log(&cfg.out, progress, &format!(
+        "search {} {}: space {} ({} edges, parts {:?}), iterations {start}..{}, batch {}, preset {}, target {target:.3} ms, seed {}",
+        if cfg.resume { "resumed" } else { "started" },
+        cfg.out.display(),
+        space.base.name,
+        space.edges.len(),
+        cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        cfg.iters,
+        cfg.batch_size,
+        cfg.hyper.preset,
+        cfg.seed
+    ))?;
+
+    let to_tensor = |b: &Batch| Tensor::from_slice(&b.images).view([b.labels.len() as i64, pre.channels as i64, pre.height as i64, pre.width as i64]).to_device(dev);
+    let wall = Instant::now();
+    let mut iteration = start;
+    let mut best: Option<f64> = None;
+    let mut loss_sum = (0.0, 0usize);
+    let mut last = String::new();
+    for batch in wloader {
+        let batch = batch?;
+        let images = to_tensor(&batch);
+        let paths = mechanics::sample_paths(&alphas, &mut Rng::for_item(cfg.seed, 0x5EA, iteration));
+        wopt.zero_grad();
+        let loss = crate::train::loss_of(&codec, &images, &batch.labels, |t| net.forward_t(&images, t, true, &Route::Paths(&paths)));
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            bail!("iteration {}: the weight loss is {lv}", iteration + 1);
+        }
+        loss.backward();
+        wopt.clip_grad_norm(cfg.grad_clip);
+        // Only the sampled path is stepped: other candidates keep their weights and optimizer state.
+        let skipped: Vec<String> = space
+            .edges
+            .iter()
+            .zip(&paths)
+            .flat_map(|(e, &p)| (0..e.candidates.len()).filter(move |&i| i != p).map(move |i| format!("{}.ops.{i}.", e.path)))
+            .collect();
+        wopt.step_only(|name| !skipped.iter().any(|s| name.starts_with(s.as_str())));
+        iteration += 1;
+        loss_sum = (loss_sum.0 + lv, loss_sum.1 + 1);
+
+        if iteration > cfg.hyper.warmup_iters && (iteration - cfg.hyper.warmup_iters) % cfg.hyper.arch_every.max(1) == 0 {
+            let ab = aloader.next().context("the held-out stream ended early")??;
+            let aimages = to_tensor(&ab);
+            let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.seed, 0xA2C, arch_steps));
+            let g = gates(&pairs, dev);
+            aopt.zero_grad();
+            let ce = crate::train::loss_of(&codec, &aimages, &ab.labels, |t| net.forward_t(&aimages, t, true, &Route::Gates(&pairs, &g)));
+            let expected = costs.as_ref().map(|c| expected_latency(c, &alphas));
+            let al = arch_loss(&ce, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
+            finish_arch_step(&alphas, &pairs, &g, &al, &mut aopt);
+            wopt.zero_grad();
+            arch_steps += 1;
+            let rec = serde_json::json!({ "arch_step": arch_steps, "iteration": iteration, "probs": probs_of(&alphas) });
+            crate::io::append_line(&cfg.out.join("probs.jsonl"), &rec.to_string())?;
+        }
+        progress.set_position(iteration);
+        progress.message(&format!("loss {lv:.4}{last}"));
+
+        let out_of_time = cfg.max_time.is_some_and(|m| wall.elapsed() >= m);
+        let at_end = iteration == cfg.iters || out_of_time;
+        if iteration % cfg.valid_every.max(1) == 0 || at_end {
+            let name = format!("{}-searched", space.base.name);
+            let (arch, ops) = argmax_arch(&space, &alphas, &name)?;
+            let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
+            let mut acc = None;
+            if !valid.is_empty() {
+                let wf = inherit(&vs, &space, &ops, &arch)?;
+                let mut fvs = VarStore::new(dev);
+                let fnet = crate::nn::StrNet::new(&fvs.root(), &arch);
+                crate::nn::weights::load_model(&mut fvs, &arch, &wf, Path::new("supernet"))?;
+                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.batch_size, cfg.device, 1, |_| {})?;
+                let mut total = crate::eval::metrics::Score::default();
+                scores.iter().for_each(|s| total.merge(s));
+                acc = Some(total.accuracy());
+                if acc > best {
+                    best = acc;
+                }
+            }
+            let params = crate::ops::summarize(&crate::ops::inventory(&arch)).params;
+            let mean_loss = loss_sum.0 / loss_sum.1.max(1) as f64;
+            loss_sum = (0.0, 0);
+            let rec = serde_json::json!({ "iteration": iteration, "loss": mean_loss, "arch_steps": arch_steps, "valid_accuracy": acc, "expected_ms": expected_ms, "params": params, "ops": ops.iter().map(|o| o.to_string()).collect::<Vec<_>>() });
+            crate::io::append_line(&cfg.out.join("metrics.jsonl"), &rec.to_string())?;
+            write_arch(&cfg.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
+            save_checkpoint(&ckpt_path, &vs, &avs, &wopt, &aopt, iteration, arch_steps)?;
+            last = format!(
+                " | argmax val acc {} | E[lat] {}",
+                acc.map_or("-".into(), |a| format!("{a:.1}%")),
+                expected_ms.map_or("-".into(), |e| format!("{e:.3} ms"))
+            );
+            log(&cfg.out, progress, &format!("[{iteration}/{}] loss {mean_loss:.4}, {arch_steps} arch steps{last}, {} params", cfg.iters, params))?;
+        }
+        if out_of_time {
+            log(&cfg.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
+            break;
+        }
+    }
+    progress.finish();
+    let probs = space.edges.iter().zip(probs_of(&alphas)).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
+    let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
+    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.out.join(ARCH), expected_ms, best_accuracy: best })
+}
+
+fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {
+    let mut spec = arch.spec.clone();
+    spec.description = Some(format!("searched by strnas search (preset {}, iteration {iteration}) in the space of {base}", hyper.preset));
+    let text = crate::spec::emit::to_yaml(&spec, &[format!("Written by `strnas search` at iteration {iteration}: the argmax op of every searched cell.")]);
+    crate::spec::resolve(&crate::spec::parse(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
+fn save_checkpoint(path: &Path, vs: &VarStore, avs: &VarStore, wopt: &Optimizer, aopt: &Optimizer, iteration: u64, arch_steps: u64) -> Result<()> {
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "strnas-search-checkpoint".to_string());
+    meta.insert("iteration".to_string(), iteration.to_string());
+    meta.insert("arch_steps".to_string(), arch_steps.to_string());
+    meta.insert("weight_steps".to_string(), wopt.steps.to_string());
+    let mut wf = crate::nn::weights::weight_file(vs, meta)?;
+    for (n, t) in avs.variables() {
+        wf.tensors.insert(n, crate::nn::weights::to_named(&t)?);
+    }
+    for (n, t) in wopt.state_tensors().into_iter().chain(aopt.state_tensors()) {
+        wf.tensors.insert(n, crate::nn::weights::to_named(&t)?);
+    }
+    wf.write(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_split_partitions_a_source() {
+        let (n, every) = (23usize, 5usize);
+        let train: Vec<usize> = (0..n - n / every).map(|t| train_index(t, every)).collect();
+        let held: Vec<usize> = (0..n / every).map(|h| held_index(h, every)).collect();
+        let mut all: Vec<usize> = train.iter().chain(&held).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..n).collect::<Vec<_>>());
+        assert!(held.iter().all(|k| k % every == every - 1));
+    }
+}
