@@ -239,6 +239,15 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     for f in ["supernet.safetensors", "metrics.jsonl", "log.txt", "config.json"] {
         assert!(whole.join(f).exists(), "{f}");
     }
+    // The paper's Fig. 3 and the curves, from the run directory.
+    let charts = tmp.path().join("charts");
+    let o = strnas_bin(&["report", "--search", whole.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["search-probs-heatmap.svg", "search-probs-heatmap.png", "search-probs-curves.svg"] {
+        assert!(charts.join(f).exists(), "{f}");
+    }
+    let svg = std::fs::read_to_string(charts.join("search-probs-heatmap.svg")).unwrap();
+    assert!(svg.contains("extractor.cells.0") && svg.contains("identity") && svg.contains("mb7x7-e6"));
 }
 
 fn strnas_bin(args: &[&str]) -> std::process::Output {

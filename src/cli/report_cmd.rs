@@ -26,6 +26,10 @@ pub struct ReportArgs {
     /// `strnas eval --json` results
     #[arg(long, num_args = 1.., value_name = "EVAL.json")]
     eval: Vec<PathBuf>,
+    /// `strnas search` run directories: Fig. 3 (each cell's final op probabilities), the probability of each
+    /// cell's final choice over the architecture steps, and expected latency over the run
+    #[arg(long, num_args = 1.., value_name = "RUN")]
+    search: Vec<PathBuf>,
     /// Output folder
     #[arg(long, short, default_value = "charts")]
     out: PathBuf,
@@ -55,8 +59,8 @@ fn write(out: &Path, stem: &str, c: &Canvas, font: Option<&ab_glyph::FontArc>, w
 }
 
 pub fn run(a: ReportArgs) -> Result<i32> {
-    if a.bench.is_empty() && a.eval.is_empty() {
-        bail!("nothing to draw: give --bench BENCH.json and/or --eval EVAL.json");
+    if a.bench.is_empty() && a.eval.is_empty() && a.search.is_empty() {
+        bail!("nothing to draw: give --bench BENCH.json, --eval EVAL.json and/or --search RUN");
     }
     let reports: Vec<Report> = a.bench.iter().map(|p| Report::read(p).with_context(|| format!("--bench {}", p.display()))).collect::<Result<_>>()?;
     let evals = read_evals(&a.eval)?;
@@ -115,6 +119,10 @@ pub fn run(a: ReportArgs) -> Result<i32> {
             eprintln!("note: no time for the evaluated models (bench them, or eval without --no-timing); no accuracy-vs-time chart");
         }
     }
+    for (k, run) in a.search.iter().enumerate() {
+        let stem = if a.search.len() > 1 { format!("search{}-", k + 1) } else { "search-".into() };
+        search_charts(run, &a.out, &stem, font.as_ref(), &mut written).with_context(|| format!("--search {}", run.display()))?;
+    }
     if written.is_empty() {
         bail!("nothing to draw: no batch-{} latencies and no evaluated models with params", a.batch);
     }
@@ -122,4 +130,44 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         println!("{}", p.display());
     }
     Ok(exit::OK)
+}
+
+/// The search's charts from its run directory: `config.json` (edges and candidates), `probs.jsonl`,
+/// `metrics.jsonl`.
+fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).context("reading config.json")?).context("config.json")?;
+    let edges = config["edges"].as_array().context("config.json has no edges (written by an older strnas)")?;
+    let paths: Vec<String> = edges.iter().map(|e| e["path"].as_str().unwrap_or("?").to_string()).collect();
+    let cands: Vec<Vec<String>> = edges.iter().map(|e| e["candidates"].as_array().map(|c| c.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default()).collect();
+    let read_jsonl = |name: &str| -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(run.join(name)).with_context(|| format!("reading {name}"))?;
+        text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{name} line {}", i + 1))).collect()
+    };
+    let probs = read_jsonl("probs.jsonl")?;
+    let Some(last) = probs.last() else { bail!("probs.jsonl is empty: no architecture step yet") };
+    let as_probs = |v: &serde_json::Value| -> Vec<Vec<f64>> { v["probs"].as_array().map(|e| e.iter().map(|p| p.as_array().map(|x| x.iter().filter_map(|f| f.as_f64()).collect()).unwrap_or_default()).collect()).unwrap_or_default() };
+    // Columns: every candidate name, identity first, then by kernel within expansion.
+    let mut cols: Vec<String> = cands.iter().flatten().cloned().collect();
+    cols.sort_by_key(|c| (c != "identity", c.rsplit('-').next().map(str::to_string), c.clone()));
+    cols.dedup();
+    let fin = as_probs(last);
+    let values: Vec<Vec<Option<f64>>> = cands.iter().zip(&fin).map(|(cs, p)| cols.iter().map(|c| cs.iter().position(|x| x == c).and_then(|i| p.get(i).copied())).collect()).collect();
+    let title = format!("Final op probabilities per cell (arch step {})", last["arch_step"]);
+    write(out, &format!("{stem}probs-heatmap"), &chart::heatmap(&title, &paths, &cols, &values), font, written)?;
+    // Each cell's final choice: its probability over the architecture steps.
+    let series: Vec<(String, Vec<(f64, f64)>)> = paths
+        .iter()
+        .enumerate()
+        .map(|(e, p)| {
+            let best = fin[e].iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0);
+            (p.clone(), probs.iter().filter_map(|r| Some((r["arch_step"].as_f64()?, *as_probs(r).get(e)?.get(best)?))).collect())
+        })
+        .collect();
+    write(out, &format!("{stem}probs-curves"), &chart::lines("Probability of each cell's final op", "architecture step", "probability", &series, false), font, written)?;
+    let metrics = read_jsonl("metrics.jsonl").unwrap_or_default();
+    let lat: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m["iteration"].as_f64()?, m["expected_ms"].as_f64()?))).collect();
+    if !lat.is_empty() {
+        write(out, &format!("{stem}expected-latency"), &chart::lines("Expected latency", "iteration", "ms", &[("expected latency".into(), lat)], false), font, written)?;
+    }
+    Ok(())
 }

@@ -310,6 +310,56 @@ pub fn bars(title: &str, ylabel: &str, groups: &[String], series: &[String], val
     c
 }
 
+/// A heatmap: one row per `rows` label, one column per `cols` label, cells shaded by `values[row][col]` in
+/// [0, 1] (`None` = not a candidate there, left blank) and annotated with the value (the paper's Fig. 3).
+pub fn heatmap(title: &str, rows: &[String], cols: &[String], values: &[Vec<Option<f64>>]) -> Canvas {
+    let (cell_w, cell_h, left, top) = (64.0, 20.0, 150.0, 90.0);
+    let w = (left + cell_w * cols.len() as f64 + 30.0).max(400.0);
+    let h = top + cell_h * rows.len() as f64 + 30.0;
+    let mut c = Canvas::new(w as u32, h as u32);
+    c.text(w / 2.0, 30.0, title, 18.0, Anchor::Middle);
+    for (j, col) in cols.iter().enumerate() {
+        c.text(left + cell_w * (j as f64 + 0.5), top - 10.0, col.clone(), 11.0, Anchor::Middle);
+    }
+    let blue = PALETTE[0];
+    for (i, row) in rows.iter().enumerate() {
+        let y = top + cell_h * i as f64;
+        c.text(left - 8.0, y + cell_h * 0.7, row.clone(), 11.0, Anchor::End);
+        for (j, v) in values.get(i).map(|v| v.as_slice()).unwrap_or(&[]).iter().enumerate() {
+            let x = left + cell_w * j as f64;
+            let Some(v) = v else { continue };
+            let t = v.clamp(0.0, 1.0);
+            let mix = |a: u8| (255.0 + (a as f64 - 255.0) * t).round() as u8;
+            c.shapes.push(Shape::Rect { x: x + 1.0, y: y + 1.0, w: cell_w - 2.0, h: cell_h - 2.0, color: [mix(blue[0]), mix(blue[1]), mix(blue[2])] });
+            let ink = if t > 0.55 { [255, 255, 255] } else { INK };
+            c.shapes.push(Shape::Text { x: x + cell_w / 2.0, y: y + cell_h * 0.7, text: format!("{v:.2}"), size: 10.0, anchor: Anchor::Middle, color: ink });
+        }
+    }
+    c
+}
+
+/// Line chart of `series` (name, points sorted by x), legend included.
+pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)], legend_names: bool) -> Canvas {
+    let mut c = Canvas::new(W, H);
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let fold = |f: fn(f64, f64) -> f64, init: f64, k: fn(&(f64, f64)) -> f64| pts.iter().map(k).fold(init, f);
+    let xr = padded(fold(f64::min, f64::INFINITY, |p| p.0), fold(f64::max, f64::NEG_INFINITY, |p| p.0), true);
+    let yr = padded(fold(f64::min, f64::INFINITY, |p| p.1), fold(f64::max, f64::NEG_INFINITY, |p| p.1), false);
+    frame(&mut c, title, xlabel, ylabel, xr, yr, true);
+    let (pw, ph) = (W as f64 - L - R, H as f64 - T - B);
+    let at = |p: (f64, f64)| (L + pw * (p.0 - xr.0) / (xr.1 - xr.0), T + ph * (1.0 - (p.1 - yr.0) / (yr.1 - yr.0)));
+    for (k, (_, s)) in series.iter().enumerate() {
+        for w in s.windows(2) {
+            let (a, b) = (at(w[0]), at(w[1]));
+            c.line(a.0, a.1, b.0, b.1, 1.5, PALETTE[k % PALETTE.len()]);
+        }
+    }
+    if legend_names {
+        legend(&mut c, &series.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+    }
+    c
+}
+
 fn fmt_value(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")

@@ -213,6 +213,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["target_ms"] = target.into();
     config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
     config["weight_optimizer"] = serde_json::to_value(cfg.weight_optimizer)?;
+    config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.out.join("config.json")).context("--resume: reading config.json")?)?;
         let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| k.as_str() != "iters" && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
