@@ -8,8 +8,8 @@
 #   make demo        the main job on built-in defaults
 #   make test        the test suite (what CI runs)
 #   make bench       criterion benchmarks
-#   make gate        latency regression gate: tiny specs vs bench/baseline.json (CI runs it)
-#   make baseline    re-measure bench/baseline.json (after an intended change, on the CI machine)
+#   make gate        latency regression gate: tiny specs vs this CPU model's bench/baselines/<cpu>.json (CI runs it)
+#   make baseline    re-measure this CPU model's baseline (after an intended change, on each CI machine type)
 #   make gate-proof  20 unchanged gate runs (no false alarm allowed) + a 25%-slower model (must be caught)
 #
 # Builds go to $(CARGO_TARGET_DIR), outside the clone, so fresh clones reuse compiled dependencies.
@@ -56,10 +56,10 @@ bench:
 	$(ENV) && cargo bench --bench spec --bench runtimes
 
 gate: build-release
-	$(ENV) && $(GATE) --baseline bench/baseline.json
+	$(ENV) && $(GATE) --baseline $$(scripts/baseline-path.sh)
 
 baseline: build-release
-	$(ENV) && $(GATE) --save-baseline bench/baseline.json
+	$(ENV) && out=$$(scripts/baseline-path.sh --save) && mkdir -p $$(dirname $$out) && $(GATE) --save-baseline $$out
 
 gate-proof: build-release
 	$(ENV) && scripts/gate-proof.sh $(RELEASE_BIN) 20

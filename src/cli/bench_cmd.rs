@@ -35,8 +35,8 @@ use crate::report::{gflops, millions, Table};
     Examples:\n  strnas bench arch_specs/tiny --runtime ort,tract --batch 1,32\n  \
     strnas bench model.onnx --runtime ort --device cuda --json bench.json\n  \
     strnas bench ppocr.onnx --input-shape x=1x3x48x320 --runtime ort,tract\n  \
-    strnas bench arch_specs/tiny --runtime ort --batch 1 --save-baseline bench/baseline.json\n  \
-    strnas bench arch_specs/tiny --runtime ort --batch 1 --baseline bench/baseline.json")]
+    strnas bench arch_specs/tiny --runtime ort --batch 1 --save-baseline bench/baselines/amd-epyc.json\n  \
+    strnas bench arch_specs/tiny --runtime ort --batch 1 --baseline bench/baselines/amd-epyc.json")]
 pub struct BenchArgs {
     /// Models: .onnx files, spec .yaml files, or folders of specs (default: arch_specs/)
     models: Vec<PathBuf>,
@@ -159,6 +159,8 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         shapes: a.input_shape.clone(),
         rounds: (a.baseline.is_some() || a.save_baseline.is_some()).then_some(a.rounds),
         ort_lib: ort_lib.map(Path::to_path_buf),
+        baseline_max_noise: a.save_baseline.is_some().then(|| a.max_noise / (a.noise_k * std::f64::consts::SQRT_2)),
+        retries: a.retries.max(3),
     };
     let models = model_paths(&a.models)?;
     let gate = baseline.as_ref().map(|b| GateInput {
