@@ -509,11 +509,25 @@ fn measure_batch(
     }
     let (Some(g), Some(gr)) = (gate, gate_report) else { return Ok(Ok(meas)) };
     let mut row = gate_row(g, entry, &meas, None, &mut gr.notes);
-    // A flagged entry (slower, or too noisy to judge) is re-measured before its verdict stands.
+    // A flagged entry (slower, or too noisy to judge) is re-measured before its verdict stands; one that was
+    // too noisy gets twice the rounds and time at each re-run (the noise of a median over rounds falls with
+    // their square root, and a longer run outlasts a burst of load).
     let mut attempt = 0;
     while matches!(row.verdict, Verdict::Regressed | Verdict::TooNoisy) && attempt < g.retries {
         attempt += 1;
-        let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
+        let longer;
+        let p = if row.verdict == Verdict::TooNoisy {
+            let f = 1usize << attempt;
+            longer = Plan {
+                rounds: plan.rounds.map(|r| r * f),
+                budget: Budget { min_iters: plan.budget.min_iters * f, min_time_s: plan.budget.min_time_s * f as f64, ..plan.budget },
+                ..plan.clone()
+            };
+            &longer
+        } else {
+            plan
+        };
+        let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), p)?;
         meas = measurement(entry, engine.info(), batch, &samples, cal);
         row = gate_row(g, entry, &meas, Some(row), &mut gr.notes);
     }
