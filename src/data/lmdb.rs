@@ -49,6 +49,42 @@ pub fn find_datasets(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Checks that `data.mdb` holds every page its meta page refers to, before LMDB maps it: reading a page past
+/// the end of a mapped file (a dataset copied half-way) kills the process with SIGBUS instead of returning an
+/// error. LMDB keeps two meta pages (pages 0 and 1); the newer one (higher transaction id) is current. Layout
+/// (64-bit): a 16-byte page header, then magic u32, version u32, address u64, map size u64, two 48-byte
+/// database records (the first one's leading u32 is the page size), last page number u64, transaction id u64.
+fn check_data_file(file: &Path) -> Result<()> {
+    use std::io::Read;
+    const MAGIC: u32 = 0xBEEF_C0DE;
+    let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    if size == 0 {
+        bail!("{} is empty: not an LMDB file", file.display());
+    }
+    let mut head = vec![0u8; (size.min(2 * 65536)) as usize];
+    std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut head)).with_context(|| format!("reading {}", file.display()))?;
+    let u32_at = |b: &[u8], o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()));
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map(|x| u64::from_le_bytes(x.try_into().unwrap()));
+    if u32_at(&head, 16) != Some(MAGIC) {
+        bail!("{}: not an LMDB file (no LMDB meta page at its start)", file.display());
+    }
+    let page = u32_at(&head, 40).unwrap_or(0) as u64;
+    if !(512..=65536).contains(&page) || !page.is_power_of_two() {
+        bail!("{}: damaged LMDB meta page (page size {page})", file.display());
+    }
+    let meta = |at: usize| -> Option<(u64, u64)> {
+        let m = head.get(at..)?;
+        (u32_at(m, 16)? == MAGIC).then_some(())?;
+        Some((u64_at(m, 136)?, u64_at(m, 144)?))
+    };
+    let (last, _) = [meta(0), meta(page as usize)].into_iter().flatten().max_by_key(|&(_, txn)| txn).context("no meta page")?;
+    let need = (last + 1).saturating_mul(page);
+    if size < need {
+        bail!("{} is truncated: {size} bytes, but its last page ends at byte {need} (a copy cut short?)", file.display());
+    }
+    Ok(())
+}
+
 /// heed allows one open environment per path and process, so readers of the same dataset share one.
 fn open_read_only(dir: &Path) -> Result<Env> {
     use std::collections::HashMap;
@@ -84,6 +120,7 @@ impl LmdbReader {
         if !dir.join("data.mdb").is_file() {
             bail!("{}: not an LMDB dataset (no data.mdb)", dir.display());
         }
+        check_data_file(&dir.join("data.mdb"))?;
         let env = open_read_only(dir)?;
         let rtxn = env.read_txn().with_context(|| format!("reading LMDB {}", dir.display()))?;
         let db: Database<Bytes, Bytes> = env

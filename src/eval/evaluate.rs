@@ -70,6 +70,11 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn Progress) -> Result<Evaluat
     let codec = LabelCodec::from_arch(&arch);
     let pre = Preprocess::from_arch(&arch);
     let datasets = Arc::new(open_all(&cfg.data, &arch.charset, arch.batch_max_length as usize)?);
+    // A dataset with nothing usable is scored as 0 samples beside the others; nothing usable at all is an error.
+    let empty: Vec<String> = datasets.iter().map(|d| format!("{} ({} filtered)", d.path().display(), d.filtered)).collect();
+    if datasets.iter().all(|d| d.is_empty()) {
+        bail!("no usable samples after label filtering (charset and batch_max_length of {}): {}", arch.name, empty.join(", "));
+    }
     let total_n: usize = datasets.iter().map(|d| d.len()).sum();
     let batch_size = cfg.batch_size.max(1);
 

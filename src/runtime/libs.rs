@@ -63,18 +63,24 @@ fn find_in_cache(cache: &Path) -> Option<PathBuf> {
 
 /// Finds onnxruntime: `flag`, then `ORT_DYLIB_PATH`, then the cache. The error says how to install it.
 pub fn find_ort_lib(flag: Option<&Path>) -> Result<OrtLib> {
-    if let Some(p) = flag {
-        if !p.is_file() {
-            bail!("--ort-lib {}: no such file; {INSTALL_HINT}", p.display());
+    // A given path is a file path, relative to the working directory: made absolute, since dlopen would
+    // search the library path for a name without a slash.
+    let given = |p: &Path, what: String, source: &'static str| -> Result<OrtLib> {
+        if p.is_dir() {
+            bail!("{what}: is a directory, not the onnxruntime library (name the libonnxruntime.so file in it); {INSTALL_HINT}");
         }
-        return Ok(OrtLib { path: p.to_path_buf(), source: "--ort-lib" });
+        if !p.is_file() {
+            bail!("{what}: no such file; {INSTALL_HINT}");
+        }
+        let path = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        Ok(OrtLib { path, source })
+    };
+    if let Some(p) = flag {
+        return given(p, format!("--ort-lib {}", p.display()), "--ort-lib");
     }
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!("ORT_DYLIB_PATH={}: no such file; {INSTALL_HINT}", p.display());
-        }
-        return Ok(OrtLib { path: p, source: "ORT_DYLIB_PATH" });
+        return given(&p, format!("ORT_DYLIB_PATH={}", p.display()), "ORT_DYLIB_PATH");
     }
     let cache = cache_dir();
     match find_in_cache(&cache) {

@@ -18,10 +18,23 @@ pub fn set_tract_threads(threads: usize) {
     set_default_executor(if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread });
 }
 
+/// tract resolves ops by type alone: a node of another domain (a custom op named like a standard one) would run
+/// as the standard op. Such a model is refused, naming the node and its domain, as onnxruntime refuses it.
+fn check_domains(model: &[u8], origin: &str) -> Result<()> {
+    let proto = strnas_onnx::from_bytes(model).map_err(|e| anyhow!("{origin}: not an ONNX model: {e:#}"))?;
+    if let Some(g) = proto.graph.as_ref() {
+        if let Some(n) = g.node.iter().find(|n| !matches!(n.domain.as_str(), "" | "ai.onnx")) {
+            bail!("{origin}: tract cannot run node {:?} ({}) of domain {:?}: only standard ONNX ops (domain \"\" or ai.onnx) are supported", n.name, n.op_type, n.domain);
+        }
+    }
+    Ok(())
+}
+
 /// A tract plan for `model` (protobuf bytes; `origin` names it in errors) with concrete input facts
 /// (`facts[i]` for input `i`; none: the model's declared input 0 at batch 1), optimised and runnable.
 pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::DatumType, Vec<usize>)]) -> Result<TractPlan> {
     use tract_onnx::prelude::*;
+    check_domains(model, origin)?;
     let mut m = tract_onnx::onnx().model_for_read(&mut &model[..]).map_err(|e| anyhow!("{origin}: tract cannot load the model: {e:#}"))?;
     if facts.is_empty() {
         let fact = m.input_fact(0).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?.clone();
@@ -194,6 +207,7 @@ impl Engine for TractEngine {
 /// spec count does, plus reductions (a pooling's sums), which tract also costs as multiply-accumulates.
 pub fn tract_flops(model: &[u8], origin: &str, inputs: &[ConcreteInput]) -> Result<u64> {
     use tract_onnx::prelude::*;
+    check_domains(model, origin)?;
     use tract_onnx::tract_core::ops::{scan::Scan, Cost};
     fn fma(m: &TypedModel) -> TractResult<i64> {
         let mut total = 0i64;

@@ -37,6 +37,11 @@ impl TrainData {
             }
             sources.push(members);
         }
+        for (root, members) in cfg.train_data.iter().zip(&sources) {
+            if members.iter().all(|&(_, n)| n == 0) {
+                bail!("training data {}: no usable samples after label filtering (charset and batch_max_length of {})", root.display(), arch.name);
+            }
+        }
         let ratios = if cfg.batch_ratio.is_empty() { vec![1.0 / sources.len() as f64; sources.len()] } else { cfg.batch_ratio.clone() };
         let valid = Arc::new(open_all(&cfg.valid_data, &arch.charset, max_len)?);
         if valid.iter().any(|d| d.is_empty()) {

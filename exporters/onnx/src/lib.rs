@@ -336,9 +336,14 @@ pub fn to_bytes(model: &ModelProto) -> Result<Vec<u8>> {
     Ok(model.write_to_bytes()?)
 }
 
-/// Parses protobuf bytes.
+/// Parses protobuf bytes into a model; a message without a graph is an error.
 pub fn from_bytes(bytes: &[u8]) -> Result<ModelProto> {
-    Ok(ModelProto::parse_from_bytes(bytes)?)
+    let model = ModelProto::parse_from_bytes(bytes)?;
+    // Protobuf reads an empty buffer (or one of unrelated fields) as an empty message: no graph means no model.
+    if model.graph.is_none() {
+        bail!("no graph (an empty file, or not an ONNX model)");
+    }
+    Ok(model)
 }
 
 /// Structural problems of `model` (empty when sound): declared default-domain opset, IR version, unique
