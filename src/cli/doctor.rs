@@ -22,7 +22,8 @@ fn torch_report() -> serde_json::Value {
         "built_with_torch": true,
         "libtorch_lib": env!("STRNAS_LIBTORCH_LIB"),
         "works": probe.ok() == Some(6.0),
-        "cuda_available": tch::Cuda::is_available(),
+        "cuda_available": crate::nn::cuda_available(),
+        "cuda_backend": match crate::nn::cuda_backend() { Ok(()) => "loaded".to_string(), Err(e) => e },
         "cuda_devices": tch::Cuda::device_count(),
         "cudnn_available": tch::Cuda::cudnn_is_available(),
     })
@@ -60,11 +61,12 @@ pub fn run(a: DoctorArgs, ort_lib: Option<&Path>) -> Result<i32> {
         let t = &report["torch"];
         if t["built_with_torch"] == true {
             println!(
-                "libtorch    {} ({}), CUDA {}, {} device(s)",
+                "libtorch    {} ({}), CUDA {}, {} device(s) (CUDA backend: {})",
                 t["libtorch_lib"].as_str().unwrap_or("?"),
                 if t["works"] == true { "works" } else { "FAILED a tensor op" },
                 if t["cuda_available"] == true { "available" } else { "not available" },
-                t["cuda_devices"]
+                t["cuda_devices"],
+                t["cuda_backend"].as_str().unwrap_or("?")
             );
         } else {
             println!("libtorch    not built in (--no-default-features)");

@@ -17,8 +17,9 @@ use crate::nn::StrNet;
 /// Checks that `device` can be used: CUDA must be available to libtorch and the index within its devices.
 pub fn check_device(device: Device) -> Result<()> {
     if let Device::Cuda(i) = device {
-        if !tch::Cuda::is_available() {
-            bail!("--device cuda: libtorch sees no CUDA device (is this the CPU build of torch, or no GPU?)");
+        if !crate::nn::cuda_available() {
+            let why = crate::nn::cuda_backend().err().map(|e| format!(": {e}")).unwrap_or_default();
+            bail!("--device cuda: libtorch sees no CUDA device (is this the CPU build of torch, or no GPU?){why}");
         }
         if i as i64 >= tch::Cuda::device_count() {
             bail!("--device cuda:{i}: only {} CUDA devices", tch::Cuda::device_count());

@@ -22,6 +22,40 @@ use crate::spec::arch::Arch;
 pub use crate::ops::attention::AttentionNet;
 pub use crate::ops::tps::{TpsFcNet, TpsGridNet};
 
+/// Loads libtorch's CUDA backend (`libtorch_cuda.so`, beside the libtorch strnas was linked against) into the
+/// process, once. libtorch registers CUDA only when that library is loaded, and the linker drops it from
+/// strnas's dependencies because no symbol of it is used (tch-rs #329, #907): without this, CUDA reads as
+/// unavailable even on a GPU machine. Loading it lazily keeps CPU-only commands from mapping the 450 MB
+/// library. Returns why it could not be loaded (a CPU-only libtorch has no such file); callers then report
+/// CUDA as unavailable.
+pub fn cuda_backend() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let dir = env!("STRNAS_LIBTORCH_LIB");
+            let path = if dir.is_empty() { "libtorch_cuda.so".to_string() } else { format!("{dir}/libtorch_cuda.so") };
+            if !dir.is_empty() && !std::path::Path::new(&path).exists() {
+                return Err(format!("{path} does not exist (a CPU-only libtorch)"));
+            }
+            let c = std::ffi::CString::new(path.clone()).map_err(|e| e.to_string())?;
+            // SAFETY: dlopen of a library path; the handle is kept for the life of the process.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if handle.is_null() {
+                // SAFETY: dlerror returns a thread-local C string or null.
+                let why = unsafe { libc::dlerror() };
+                let why = if why.is_null() { "unknown error".into() } else { unsafe { std::ffi::CStr::from_ptr(why) }.to_string_lossy().into_owned() };
+                return Err(format!("loading {path}: {why}"));
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// Whether libtorch can use CUDA here, after loading its CUDA backend ([`cuda_backend`]).
+pub fn cuda_available() -> bool {
+    cuda_backend().is_ok() && tch::Cuda::is_available()
+}
+
 /// Runs `f`, turning a libtorch failure (tch panics with the C++ error, e.g. CUDA out of memory or a shape
 /// error) into an error that says what was being done. Library code that must report rather than abort
 /// (timing, engines) runs forward passes through this.

@@ -29,7 +29,7 @@ impl TchEngine {
             bail!("{}: tch runs strnas specs only; bench the spec (.yaml) to get a tch column", model.source);
         };
         if let Device::Cuda(i) = device {
-            if !tch::Cuda::is_available() || i >= tch::Cuda::device_count() as usize {
+            if !crate::nn::cuda_available() || i >= tch::Cuda::device_count() as usize {
                 bail!("{}: tch: CUDA device {i} is not available (libtorch sees {} CUDA devices)", model.source, tch::Cuda::device_count());
             }
         }
