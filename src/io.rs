@@ -1,4 +1,5 @@
 //! Small filesystem helpers shared by every writer: outputs and checkpoints are never left half-written.
+//! Foundation layer: depends on no other strnas module.
 
 use std::io::Write;
 use std::path::Path;

@@ -6,6 +6,9 @@
 //! - `strnas-weights`: model tensors only (parameters and BN running statistics); what `export` reads.
 //! - `strnas-checkpoint`: the same plus optimizer state under `optimizer/<slot>/<tensor>` and training state
 //!   (iteration, seed, spec) in the metadata; what `train --resume` reads.
+//!
+//! May depend on `spec`, `ops` (the tensor inventory), `rng` and `io`; libtorch-free (`nn::weights` moves
+//! these files in and out of a tch VarStore).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,4 +1,6 @@
 //! Tables for terminal and Markdown output, and charts ([`chart`]).
+//!
+//! Foundation layer: depends on no other strnas module; stages and the CLI hand it rows and points.
 
 pub mod chart;
 
