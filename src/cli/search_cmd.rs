@@ -139,25 +139,27 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         hyper.latency = LatencyLoss::MulLog { alpha: ab[0], beta: ab[1] };
     }
     let cfg = SearchConfig {
-        space: a.space,
+        train: crate::train::TrainConfig {
+            spec: a.space,
+            train_data: a.train_data,
+            batch_ratio: vec![],
+            valid_data: a.valid_data,
+            iters: a.iters,
+            batch_size: a.batch_size,
+            out: a.out,
+            resume: a.resume,
+            device: a.device,
+            seed: a.seed,
+            optimizer: if a.optimizer == "adam" { OptimKind::adam(1e-3) } else { OptimKind::adadelta() },
+            grad_clip: a.grad_clip,
+            valid_every: a.valid_every,
+            workers: a.workers,
+            max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
+        },
         parts: a.search,
-        train_data: a.train_data,
-        batch_ratio: vec![],
-        valid_data: a.valid_data,
-        iters: a.iters,
-        batch_size: a.batch_size,
-        device: a.device,
-        seed: a.seed,
-        weight_optimizer: if a.optimizer == "adam" { OptimKind::adam(1e-3) } else { OptimKind::adadelta() },
-        grad_clip: a.grad_clip,
         hyper,
         latency_table: a.latency_table,
         target_ms: a.target_ms,
-        valid_every: a.valid_every,
-        out: a.out,
-        resume: a.resume,
-        max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
-        workers: a.workers,
     };
     let r = crate::search::search(&cfg, &mut Bars::new())?;
     let mut t = crate::report::Table::new(["cell", "argmax", "probabilities"]);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -75,28 +75,15 @@ impl Hyper {
 
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
-    /// The spec whose skeleton is the space.
-    pub space: PathBuf,
+    /// What the search shares with training: `spec` is the space spec (its skeleton is the space), `optimizer`
+    /// the weight optimizer, `valid_data` scores the argmax network, `out` is the run directory.
+    pub train: crate::train::TrainConfig,
     /// Which parts are searched (the other keeps the space spec's ops).
     pub parts: Vec<Part>,
-    pub train_data: Vec<PathBuf>,
-    pub batch_ratio: Vec<f64>,
-    pub valid_data: Vec<PathBuf>,
-    pub iters: u64,
-    pub batch_size: usize,
-    pub device: tch::Device,
-    pub seed: u64,
-    pub weight_optimizer: OptimKind,
-    pub grad_clip: f64,
     pub hyper: Hyper,
     pub latency_table: Option<PathBuf>,
     /// Latency target; default: the table's prediction for the space spec itself.
     pub target_ms: Option<f64>,
-    pub valid_every: u64,
-    pub out: PathBuf,
-    pub resume: bool,
-    pub max_time: Option<Duration>,
-    pub workers: usize,
 }
 
 /// What a search did.
@@ -167,7 +154,7 @@ fn probs_of(alphas: &[Tensor]) -> Vec<Vec<f64>> {
 
 /// Runs (or resumes) the search described by `cfg`.
 pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchReport> {
-    let base = crate::spec::load(&cfg.space).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = crate::spec::load(&cfg.train.spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut space = Space::around(base);
     space.restrict(&cfg.parts);
     if space.edges.is_empty() {
@@ -176,15 +163,15 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     if cfg.hyper.held_out_every < 2 {
         bail!("held-out split: every n-th sample with n >= 2");
     }
-    crate::eval::tch_eval::check_device(cfg.device)?;
-    let ckpt_path = cfg.out.join(CHECKPOINT);
-    if ckpt_path.exists() && !cfg.resume {
-        bail!("{} already holds a search (pass --resume to continue it, or choose another --out)", cfg.out.display());
+    crate::eval::tch_eval::check_device(cfg.train.device)?;
+    let ckpt_path = cfg.train.out.join(CHECKPOINT);
+    if ckpt_path.exists() && !cfg.train.resume {
+        bail!("{} already holds a search (pass --resume to continue it, or choose another --out)", cfg.train.out.display());
     }
-    if cfg.resume && !ckpt_path.exists() {
-        bail!("--resume: {} has no {CHECKPOINT}", cfg.out.display());
+    if cfg.train.resume && !ckpt_path.exists() {
+        bail!("--resume: {} has no {CHECKPOINT}", cfg.train.out.display());
     }
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+    std::fs::create_dir_all(&cfg.train.out).with_context(|| format!("creating {}", cfg.train.out.display()))?;
 
     // Latency: per-edge candidate costs from the table, and the target.
     let (costs, target): (Option<EdgeCosts>, f64) = match (&cfg.latency_table, cfg.hyper.latency) {
@@ -205,26 +192,26 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     };
 
     let mut config = serde_json::to_value(&cfg.hyper)?;
-    config["space"] = cfg.space.display().to_string().into();
+    config["space"] = cfg.train.spec.display().to_string().into();
     config["parts"] = cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>().into();
-    config["iters"] = cfg.iters.into();
-    config["batch_size"] = cfg.batch_size.into();
-    config["seed"] = cfg.seed.into();
+    config["iters"] = cfg.train.iters.into();
+    config["batch_size"] = cfg.train.batch_size.into();
+    config["seed"] = cfg.train.seed.into();
     config["target_ms"] = target.into();
     config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
-    config["weight_optimizer"] = serde_json::to_value(cfg.weight_optimizer)?;
+    config["weight_optimizer"] = serde_json::to_value(cfg.train.optimizer)?;
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
-    if cfg.resume {
-        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.out.join("config.json")).context("--resume: reading config.json")?)?;
+    if cfg.train.resume {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
         let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| k.as_str() != "iters" && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
         if !diff.is_empty() {
             bail!("--resume with different settings: {}", diff.join("; "));
         }
     }
-    crate::io::write_atomic(&cfg.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    crate::io::write_atomic(&cfg.train.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
 
-    let dev = cfg.device;
-    tch::manual_seed(cfg.seed as i64);
+    let dev = cfg.train.device;
+    tch::manual_seed(cfg.train.seed as i64);
     let mut vs = VarStore::new(dev);
     let net = SuperNet::new(&vs.root(), &space);
     let mut avs = VarStore::new(dev);
@@ -233,10 +220,10 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         .iter()
         .map(|e| crate::ops::torch::path(&avs.root(), &format!("arch.{}", e.path)).var("alpha", &[e.candidates.len() as i64], tch::nn::Init::Randn { mean: 0.0, stdev: 1e-3 }))
         .collect();
-    let mut wopt = Optimizer::new(&vs, cfg.weight_optimizer);
+    let mut wopt = Optimizer::new(&vs, cfg.train.optimizer);
     let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: cfg.hyper.arch_lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: cfg.hyper.arch_weight_decay });
     let (mut start, mut arch_steps) = (0u64, 0u64);
-    if cfg.resume {
+    if cfg.train.resume {
         let wf = WeightFile::read(&ckpt_path)?;
         for store in [&mut vs, &mut avs] {
             let mut vars = store.variables();
@@ -256,24 +243,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     }
 
     // Data: every source split into a training part and a held-out part for the architecture steps.
-    let train_cfg = crate::train::TrainConfig {
-        spec: cfg.space.clone(),
-        train_data: cfg.train_data.clone(),
-        batch_ratio: cfg.batch_ratio.clone(),
-        valid_data: cfg.valid_data.clone(),
-        iters: cfg.iters,
-        batch_size: cfg.batch_size,
-        out: cfg.out.clone(),
-        resume: cfg.resume,
-        device: cfg.device,
-        seed: cfg.seed,
-        optimizer: cfg.weight_optimizer,
-        grad_clip: cfg.grad_clip,
-        valid_every: cfg.valid_every,
-        workers: cfg.workers,
-        max_time: cfg.max_time,
-    };
-    let data = TrainData::open(&train_cfg, &space.base)?;
+    let data = TrainData::open(&cfg.train, &space.base)?;
     let every = cfg.hyper.held_out_every;
     let sizes: Vec<usize> = data.sources.iter().map(|m| m.iter().map(|x| x.1).sum()).collect();
     if let Some(n) = sizes.iter().find(|&&n| n < every) {
@@ -282,41 +252,52 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let train_sizes: Vec<usize> = sizes.iter().map(|n| n - n / every).collect();
     let held_sizes: Vec<usize> = sizes.iter().map(|n| n / every).collect();
     let ratios = data.ratios.clone();
-    let wstream = TrainStream::new(train_sizes, &ratios, cfg.batch_size, cfg.seed)?;
-    let astream = TrainStream::new(held_sizes, &ratios, cfg.batch_size, cfg.seed ^ 0xA2C5)?;
+    let wstream = TrainStream::new(train_sizes, &ratios, cfg.train.batch_size, cfg.train.seed)?;
+    let astream = TrainStream::new(held_sizes, &ratios, cfg.train.batch_size, cfg.train.seed ^ 0xA2C5)?;
     let pre = Preprocess::from_arch(&space.base);
     let codec = LabelCodec::from_arch(&space.base);
     let valid = data.valid.clone();
     let datasets = Arc::new(data.datasets);
     let sources = Arc::new(data.sources);
-    let (iters, s1) = (cfg.iters, sources.clone());
-    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.workers.max(1), move |j| {
+    let (iters, s1) = (cfg.train.iters, sources.clone());
+    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.train.workers.max(1), move |j| {
         let i = start + j;
         (i < iters).then(|| wstream.batch(i).into_iter().map(|(s, t)| locate(&s1[s], train_index(t, every))).collect())
     });
     let a0 = arch_steps;
-    let amax = cfg.iters / cfg.hyper.arch_every.max(1) + 1;
+    let amax = cfg.train.iters / cfg.hyper.arch_every.max(1) + 1;
     let aloader = Prefetcher::spawn(datasets.clone(), pre, 1, move |j| {
         let a = a0 + j;
         (a < amax).then(|| astream.batch(a).into_iter().map(|(s, h)| locate(&sources[s], held_index(h, every))).collect())
     });
     let mut aloader = aloader.into_iter();
 
-    progress.start(cfg.iters, "iters");
-    progress.set_position(start.min(cfg.iters));
-    log(&cfg.out, progress, &format!(
+    progress.start(cfg.train.iters, "iters");
+    progress.set_position(start.min(cfg.train.iters));
+    log(&cfg.train.out, progress, &format!(
         "search {} {}: space {} ({} edges, parts {:?}), iterations {start}..{}, batch {}, preset {}, target {target:.3} ms, seed {}",
-        if cfg.resume { "resumed" } else { "started" },
-        cfg.out.display(),
+        if cfg.train.resume { "resumed" } else { "started" },
+        cfg.train.out.display(),
         space.base.name,
         space.edges.len(),
         cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        cfg.iters,
-        cfg.batch_size,
+        cfg.train.iters,
+        cfg.train.batch_size,
         cfg.hyper.preset,
-        cfg.seed
+        cfg.train.seed
     ))?;
 
+    // The edge and candidate owning each supernet variable (`{edge}.ops.{i}.*`), worked out once.
+    let owner: std::collections::HashMap<String, (usize, usize)> = vs
+        .variables()
+        .into_keys()
+        .filter_map(|name| {
+            let e = space.edges.iter().position(|e| name.starts_with(&format!("{}.ops.", e.path)))?;
+            let rest = &name[space.edges[e].path.len() + ".ops.".len()..];
+            let i = rest.split('.').next()?.parse().ok()?;
+            Some((name, (e, i)))
+        })
+        .collect();
     let to_tensor = |b: &Batch| Tensor::from_slice(&b.images).view([b.labels.len() as i64, pre.channels as i64, pre.height as i64, pre.width as i64]).to_device(dev);
     let wall = Instant::now();
     let mut iteration = start;
@@ -326,7 +307,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     for batch in wloader {
         let batch = batch?;
         let images = to_tensor(&batch);
-        let paths = mechanics::sample_paths(&alphas, &mut Rng::for_item(cfg.seed, 0x5EA, iteration));
+        let paths = mechanics::sample_paths(&alphas, &mut Rng::for_item(cfg.train.seed, 0x5EA, iteration));
         wopt.zero_grad();
         let loss = crate::train::loss_of(&codec, &images, &batch.labels, |t| net.forward_t(&images, t, true, &Route::Paths(&paths)));
         let lv = loss.double_value(&[]);
@@ -334,22 +315,16 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             bail!("iteration {}: the weight loss is {lv}", iteration + 1);
         }
         loss.backward();
-        wopt.clip_grad_norm(cfg.grad_clip);
+        wopt.clip_grad_norm(cfg.train.grad_clip);
         // Only the sampled path is stepped: other candidates keep their weights and optimizer state.
-        let skipped: Vec<String> = space
-            .edges
-            .iter()
-            .zip(&paths)
-            .flat_map(|(e, &p)| (0..e.candidates.len()).filter(move |&i| i != p).map(move |i| format!("{}.ops.{i}.", e.path)))
-            .collect();
-        wopt.step_only(|name| !skipped.iter().any(|s| name.starts_with(s.as_str())));
+        wopt.step_only(|name| owner.get(name).is_none_or(|&(e, i)| paths[e] == i));
         iteration += 1;
         loss_sum = (loss_sum.0 + lv, loss_sum.1 + 1);
 
         if iteration > cfg.hyper.warmup_iters && (iteration - cfg.hyper.warmup_iters) % cfg.hyper.arch_every.max(1) == 0 {
             let ab = aloader.next().context("the held-out stream ended early")??;
             let aimages = to_tensor(&ab);
-            let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.seed, 0xA2C, arch_steps));
+            let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.train.seed, 0xA2C, arch_steps));
             let g = gates(&pairs, dev);
             aopt.zero_grad();
             let ce = crate::train::loss_of(&codec, &aimages, &ab.labels, |t| net.forward_t(&aimages, t, true, &Route::Gates(&pairs, &g)));
@@ -359,14 +334,14 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             wopt.zero_grad();
             arch_steps += 1;
             let rec = serde_json::json!({ "arch_step": arch_steps, "iteration": iteration, "probs": probs_of(&alphas) });
-            crate::io::append_line(&cfg.out.join("probs.jsonl"), &rec.to_string())?;
+            crate::io::append_line(&cfg.train.out.join("probs.jsonl"), &rec.to_string())?;
         }
         progress.set_position(iteration);
         progress.message(&format!("loss {lv:.4}{last}"));
 
-        let out_of_time = cfg.max_time.is_some_and(|m| wall.elapsed() >= m);
-        let at_end = iteration == cfg.iters || out_of_time;
-        if iteration % cfg.valid_every.max(1) == 0 || at_end {
+        let out_of_time = cfg.train.max_time.is_some_and(|m| wall.elapsed() >= m);
+        let at_end = iteration == cfg.train.iters || out_of_time;
+        if iteration % cfg.train.valid_every.max(1) == 0 || at_end {
             let name = format!("{}-searched", space.base.name);
             let (arch, ops) = argmax_arch(&space, &alphas, &name)?;
             let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
@@ -376,7 +351,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
                 let mut fvs = VarStore::new(dev);
                 let fnet = crate::nn::StrNet::new(&fvs.root(), &arch);
                 crate::nn::weights::load_model(&mut fvs, &arch, &wf, Path::new("supernet"))?;
-                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.batch_size, cfg.device, 1, |_| {})?;
+                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.train.batch_size, cfg.train.device, 1, |_| {})?;
                 let mut total = crate::eval::metrics::Score::default();
                 scores.iter().for_each(|s| total.merge(s));
                 acc = Some(total.accuracy());
@@ -388,25 +363,25 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             let mean_loss = loss_sum.0 / loss_sum.1.max(1) as f64;
             loss_sum = (0.0, 0);
             let rec = serde_json::json!({ "iteration": iteration, "loss": mean_loss, "arch_steps": arch_steps, "valid_accuracy": acc, "expected_ms": expected_ms, "params": params, "ops": ops.iter().map(|o| o.to_string()).collect::<Vec<_>>() });
-            crate::io::append_line(&cfg.out.join("metrics.jsonl"), &rec.to_string())?;
-            write_arch(&cfg.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
+            crate::io::append_line(&cfg.train.out.join("metrics.jsonl"), &rec.to_string())?;
+            write_arch(&cfg.train.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
             save_checkpoint(&ckpt_path, &vs, &avs, &wopt, &aopt, iteration, arch_steps)?;
             last = format!(
                 " | argmax val acc {} | E[lat] {}",
                 acc.map_or("-".into(), |a| format!("{a:.1}%")),
                 expected_ms.map_or("-".into(), |e| format!("{e:.3} ms"))
             );
-            log(&cfg.out, progress, &format!("[{iteration}/{}] loss {mean_loss:.4}, {arch_steps} arch steps{last}, {} params", cfg.iters, params))?;
+            log(&cfg.train.out, progress, &format!("[{iteration}/{}] loss {mean_loss:.4}, {arch_steps} arch steps{last}, {} params", cfg.train.iters, params))?;
         }
         if out_of_time {
-            log(&cfg.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
+            log(&cfg.train.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
             break;
         }
     }
     progress.finish();
     let probs = space.edges.iter().zip(probs_of(&alphas)).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
     let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
-    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.out.join(ARCH), expected_ms, best_accuracy: best })
+    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.train.out.join(ARCH), expected_ms, best_accuracy: best })
 }
 
 fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {
