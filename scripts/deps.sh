@@ -81,4 +81,5 @@ if [ "$NO_TORCH" != 1 ]; then
   [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || { log "torch installed but $TORCH_DIR/lib/libtorch_cpu.so is missing"; exit 2; }
   echo "export LIBTORCH='$TORCH_DIR'"
 fi
+"$(dirname "$0")/fonts.sh"
 log "ready: $CACHE"

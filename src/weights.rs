@@ -22,6 +22,8 @@ use crate::ops::{self, TensorInfo};
 
 /// Prefix of optimizer-state tensors in a checkpoint; cannot collide with model names (they never hold `/`).
 pub const OPTIMIZER_PREFIX: &str = "optimizer/";
+/// Tensors that exist only while training (auxiliary heads), kept in checkpoints, never in model weights.
+pub const TRAINING_PREFIX: &str = "training.";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
@@ -89,7 +91,7 @@ impl WeightFile {
 
     /// Model tensors (everything but optimizer state).
     pub fn model_tensors(&self) -> impl Iterator<Item = (&String, &NamedTensor)> {
-        self.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX))
+        self.tensors.iter().filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX) && !n.starts_with(TRAINING_PREFIX))
     }
 
     /// Checks the file against the spec: the spec it was made from (the `spec_hash` metadata every strnas

@@ -321,10 +321,18 @@ fn undecodable_images_are_errors_naming_the_file_or_key() {
         let dir = tmp.path().join("w");
         std::fs::create_dir_all(&dir).unwrap();
         let spec = tiny_spec(&dir, true);
-        expect(&strnas(&["eval", s(&spec), "--data", s(&data), "--no-timing"]), 2, &[s(&data), "image-000000002", "decode"]);
+        // eval leaves it out, says so (dataset, key, why) and counts it in the table and the JSON.
+        let json = tmp.path().join("eval.json");
+        let t = expect(&strnas(&["eval", s(&spec), "--data", s(&data), "--no-timing", "--json", s(&json)]), 0, &[s(&data), "image-000000002", "decode", "left out"]);
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!((r["total"]["samples"].as_u64(), r["total"]["unreadable"].as_u64()), (Some(2), Some(1)), "{t}");
+        // Training replaces it by the next sample and finishes; the log names it.
         let run = tmp.path().join("run");
-        let o = strnas(&["train", s(&spec), "--train-data", s(&data), "--iters", "2", "--batch-size", "3", "--out", s(&run), "--threads", "1"]);
-        expect(&o, 2, &[s(&data), "image-000000002", "decode"]);
+        let o = strnas(&["train", s(&spec), "--train-data", s(&data), "--iters", "3", "--batch-size", "3", "--out", s(&run), "--threads", "1"]);
+        expect(&o, 0, &[s(&data), "image-000000002", "decode", "replaced"]);
+        let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+        assert!(log.contains("1 image(s) could not be read or decoded") && log.contains("image-000000002"), "{log}");
+        assert!(run.join("model.safetensors").exists());
     }
 }
 

@@ -128,3 +128,34 @@ fn damaged_datasets_get_errors_naming_file_and_key() {
     let e = format!("{:#}", LmdbReader::open(tmp.path()).err().unwrap());
     assert!(e.contains("not an LMDB dataset"), "{e}");
 }
+
+/// An image folder with `gt.txt` (the layout of the real word crops in ../shared/data/real-dev) opens as a
+/// dataset: labels filtered like LMDB ones, a missing image left out under the evaluation policy and named,
+/// substituted under the training policy, an error under the strict one.
+#[test]
+fn image_folders_with_gt_txt_are_datasets() {
+    use strnas::data::loader::{find_all, load_batch_with, BadImages};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("svt-like");
+    std::fs::create_dir_all(dir.join("crops")).unwrap();
+    std::fs::write(dir.join("crops/1.png"), png(40, 16, 10)).unwrap();
+    std::fs::write(dir.join("crops/2.png"), png(40, 16, 200)).unwrap();
+    std::fs::write(dir.join("gt.txt"), "crops/1.png\tHOTEL\ncrops/2.png\tbar\ncrops/gone.png\tcafe\nno tab here\ncrops/1.png\tx_y\n").unwrap();
+    assert_eq!(find_all(tmp.path()).unwrap(), vec![dir.clone()], "found under its parent, its subfolders not searched");
+    let ds = Dataset::open(&dir, &Charset::default_lowercase(), 25).unwrap();
+    assert_eq!(ds.samples.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), vec!["hotel", "bar", "cafe"]);
+    assert_eq!(ds.filtered, 1, "x_y has a character outside the charset");
+    let pre = Preprocess { height: 32, width: 100, channels: 1, keep_ratio_pad: false };
+    let ds = [ds];
+    let plan = vec![(0, 0), (0, 1), (0, 2)];
+    let e = format!("{:#}", load_batch_with(&ds, &pre, &plan, BadImages::Fail).unwrap_err());
+    assert!(e.contains("gone.png"), "{e}");
+    let b = load_batch_with(&ds, &pre, &plan, BadImages::Skip).unwrap();
+    assert_eq!(b.labels, vec!["hotel", "bar"]);
+    assert_eq!(b.images.len(), 2 * 32 * 100);
+    let bad = ds[0].bad_images();
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0].1.contains("gone.png"), "{bad:?}");
+    let b = load_batch_with(&ds, &pre, &plan, BadImages::Substitute).unwrap();
+    assert_eq!(b.labels, vec!["hotel", "bar", "hotel"], "the next readable sample, wrapping around");
+}

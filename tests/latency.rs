@@ -132,19 +132,68 @@ fn build_predict_and_check_run_on_onnxruntime() {
 }
 
 #[test]
-fn cuda_without_cuda_and_tch_are_clear_errors() {
+fn cuda_without_cuda_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("t.json");
     let space = root().join("arch_specs/tiny/tiny-crnn-ctc.yaml");
-    for (rt, dev, says) in [("ort", "cuda", "CUDA"), ("tract", "cuda", "tract runs on the CPU only"), ("tch", "cpu", "--runtime tch")] {
+    let tch_says = if cfg!(feature = "torch") { "CUDA device 0 is not available" } else { "built without libtorch" };
+    for (rt, dev, says) in [("ort", "cuda", "CUDA"), ("tract", "cuda", "tract runs on the CPU only"), ("tch", "cuda", tch_says)] {
         let o = strnas(&["latency", "build", space.to_str().unwrap(), "--runtime", rt, "--device", dev, "-o", out.to_str().unwrap()]);
         let t = text(&o);
-        if rt == "ort" && o.status.code() == Some(0) {
-            // A machine with CUDA and onnxruntime-gpu: nothing to refuse.
+        if rt != "tract" && o.status.code() == Some(0) {
+            // A machine with CUDA (onnxruntime-gpu, libtorch CUDA): nothing to refuse.
             continue;
         }
         assert_eq!(o.status.code(), Some(2), "{rt} {dev}: {t}");
         assert!(t.contains(says) && !t.contains("panicked"), "{rt} {dev}: {t}");
         assert!(!out.exists(), "no table written on failure");
     }
+}
+
+/// Every distinct block of the tiny TPS + attention space, run alone as its tch module and as its exported
+/// graph on onnxruntime with the same random weights and inputs, gives the same output: the blocks
+/// `latency build --runtime tch` times are the blocks the ONNX tables time.
+#[cfg(feature = "torch")]
+#[test]
+fn tch_blocks_compute_what_their_exported_graphs_compute() {
+    use strnas::runtime::{open, open_tch_block, Data, HostTensor, ModelRef};
+    let lib = strnas::runtime::libs::find_ort_lib(None).expect("onnxruntime installed (make deps)").path;
+    let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
+    let blocks = distinct_blocks(&space);
+    let mut rng = strnas::rng::Rng::new(7);
+    let mut input = |name: &str, port: strnas::ops::Port| {
+        let shape: Vec<usize> = port
+            .onnx_dims(strnas_onnx::Dim::Fixed(2))
+            .into_iter()
+            .map(|d| if let strnas_onnx::Dim::Fixed(v) = d { v as usize } else { unreachable!() })
+            .collect();
+        let n = shape.iter().product();
+        HostTensor { name: name.into(), shape, data: Data::F32((0..n).map(|_| rng.range(-1.0, 1.0) as f32).collect()) }
+    };
+    for (key, node) in &blocks {
+        let w = strnas::weights::random_tensors(&node.tensors(), 3);
+        let model = strnas::export::export_block(node, &w).unwrap();
+        let out = model.graph.output[0].name.clone();
+        let mut inputs = vec![input(strnas::export::BLOCK_INPUT, node.layer.input())];
+        if let Some(img) = node.layer.reads_image() {
+            inputs.push(input("image", strnas::ops::Port::Image(img)));
+        }
+        let bytes = strnas_onnx::to_bytes(&model).unwrap();
+        let mut ort = open(Runtime::Ort, Device::Cpu, &ModelRef { source: key, onnx: &bytes, network: None }, 1, Some(&lib)).unwrap();
+        let mut tch = open_tch_block(node, &w, &out, Device::Cpu, 1).unwrap();
+        let fetch = |e: &mut dyn strnas::runtime::Engine| {
+            e.prepare(&inputs).unwrap();
+            e.run().unwrap();
+            e.run_and_fetch(&[&out]).unwrap().remove(0)
+        };
+        let (a, b) = (fetch(ort.as_mut()), fetch(tch.as_mut()));
+        assert_eq!(a.shape, b.shape, "{key}");
+        let (Data::F32(a), Data::F32(b)) = (&a.data, &b.data) else { panic!("{key}: float outputs") };
+        let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * scale.max(1.0), "{key}: tch and onnxruntime differ by {worst} (output scale {scale})");
+    }
+    let with_weights = blocks.values().find(|n| !n.tensors().is_empty()).unwrap();
+    let e = format!("{:#}", open_tch_block(with_weights, &Default::default(), "y", Device::Cpu, 1).err().expect("missing weights are an error"));
+    assert!(e.contains("no weights for"), "{e}");
 }

@@ -40,8 +40,15 @@ fn config(spec: PathBuf, train: &Path, valid: Option<&Path>, out: &Path, iters: 
         device: tch::Device::Cpu,
         seed: 7,
         optimizer: OptimKind::adam(1e-3),
+        schedule: Default::default(),
+        groups: vec![],
         grad_clip: 5.0,
         valid_every: 1000,
+        log_every: 0,
+        tps_init: Default::default(),
+        aux_ctc: 0.0,
+        zero_init_residual: false,
+        allow_changes: false,
         workers: 1,
         max_time: None,
     }
@@ -151,4 +158,178 @@ fn eval_scores_times_and_rejects_mismatched_weights() {
     let o = strnas(&["eval", run.join("model.yaml").to_str().unwrap(), "--data", data.to_str().unwrap(), "--device", "cuda:7", "--no-timing"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--device cuda"), "{}", text(&o));
+}
+
+/// The attention loss of a fixed batch equals cross-entropy computed here by hand from the network's own
+/// logits, with the decoder inputs and targets built here from the labels ([GO] c1..cn [s] fed in; c1..cn [s]
+/// expected; padding ignored; REFERENCE.md §3 "Losses"). The same computation with the targets not shifted
+/// gives a clearly different value, so an off-by-one in the shift fails.
+#[test]
+fn attention_loss_matches_a_hand_computed_reference() {
+    use tch::{Device, Kind, Tensor};
+    tch::set_num_threads(1);
+    tch::manual_seed(3);
+    let arch = strnas::spec::load(&spec("tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = strnas::nn::StrNet::new(&vs.root(), &arch);
+    let codec = strnas::data::labels::LabelCodec::from_arch(&arch);
+    let labels: Vec<String> = ["ab", "z9", "hello"].iter().map(|s| s.to_string()).collect();
+    let images = Tensor::randn([3, 1, 32, 100], (Kind::Float, Device::Cpu));
+    // A few steps on this batch first, so the logits depend on the targets (at initialisation every class
+    // is about equally likely and any target gives about ln 38).
+    let mut opt = train::optim::Optimizer::new(&vs, OptimKind::adam(3e-3));
+    for _ in 0..30 {
+        let l = train::loss(&net, &codec, &images, &labels);
+        opt.zero_grad();
+        l.backward();
+        opt.step();
+    }
+    let loss = tch::no_grad(|| train::loss(&net, &codec, &images, &labels)).double_value(&[]);
+
+    // By hand: [GO] = 0, [s] = 1, then the 36 characters in order; 26 decoding steps.
+    let (charset, steps, classes) = ("0123456789abcdefghijklmnopqrstuvwxyz", 26usize, 38usize);
+    let (mut input, mut target) = (vec![0i64; 3 * steps], vec![0i64; 3 * steps]);
+    for (b, label) in labels.iter().enumerate() {
+        let cls: Vec<i64> = label.chars().map(|c| 2 + charset.find(c).unwrap() as i64).collect();
+        for (k, &c) in cls.iter().enumerate() {
+            input[b * steps + k + 1] = c;
+            target[b * steps + k] = c;
+        }
+        input[b * steps + cls.len() + 1] = 1;
+        target[b * steps + cls.len()] = 1;
+    }
+    let logits = tch::no_grad(|| net.forward_t(&images, Some(&Tensor::from_slice(&input).view([3, steps as i64])), true));
+    let logp = Vec::<f32>::try_from(logits.log_softmax(2, Kind::Float).contiguous().view(-1)).unwrap();
+    let ce = |tgt: &[i64]| {
+        let picked: Vec<f64> = tgt.iter().enumerate().filter(|(_, &t)| t != 0).map(|(i, &t)| -logp[i * classes + t as usize] as f64).collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    let reference = ce(&target);
+    assert!((loss - reference).abs() < 1e-5 * reference.max(1.0), "loss {loss}, hand-computed {reference}");
+    let unshifted = ce(&input);
+    assert!(reference < 2.5 && unshifted > reference + 1.0, "the unshifted targets must give a clearly higher value ({unshifted} vs {reference})");
+}
+
+/// `strnas train` killed with SIGKILL between two checkpoints and resumed ends with exactly the weights and
+/// optimizer state of an uninterrupted run; resuming with another batch size is refused with the difference
+/// named, and `--allow-changes` records it.
+#[test]
+fn sigkill_between_checkpoints_then_resume_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_synth(&data, 24, 4);
+    let s = spec("tiny-crnn-ctc.yaml");
+    let args = |out: &Path, iters: &str, batch: &str| -> Vec<String> {
+        [s.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--iters", iters, "--batch-size", batch, "--valid-every", "5", "--optimizer", "adam", "--threads", "1", "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run = |extra: &[&str], out: &Path, iters: &str, batch: &str| {
+        let mut a = vec!["train".to_string()];
+        a.extend(args(out, iters, batch));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        strnas(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let full = tmp.path().join("full");
+    let o = run(&[], &full, "150", "4");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let killed = tmp.path().join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strnas"))
+        .arg("train")
+        .args(args(&killed, "150", "4"))
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join(train::CHECKPOINT);
+    while !ckpt.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training ended before its first checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let state: serde_json::Value = serde_json::from_str(&WeightFile::read(&ckpt).unwrap().metadata["state"]).unwrap();
+    let at = state["iteration"].as_u64().unwrap();
+    assert!(at < 150, "killed at checkpoint {at}, before the end");
+
+    let o = run(&["--resume"], &killed, "150", "8");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("--batch-size: checkpoint 4, now 8") && t.contains("--allow-changes"), "{t}");
+
+    let o = run(&["--resume"], &killed, "150", "4");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a = WeightFile::read(&full.join(train::CHECKPOINT)).unwrap();
+    let b = WeightFile::read(&ckpt).unwrap();
+    assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+    for (name, ta) in &a.tensors {
+        assert_eq!(ta.data, b.tensors[name].data, "{name}: the resumed run differs (killed at checkpoint {at})");
+    }
+
+    let o = run(&["--resume", "--allow-changes"], &killed, "155", "8");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = std::fs::read_to_string(killed.join("log.txt")).unwrap();
+    assert!(log.contains("--allow-changes: resumed with changed settings: --batch-size: checkpoint 4, now 8"), "{log}");
+}
+
+/// The initialisation options: `--tps-init identity` starts the TPS at the identity (its fiducials are the
+/// target fiducials for any input), `reference` at DTRB's sheared layout; `--zero-init-residual` makes every
+/// residual cell an identity map at the start.
+#[test]
+fn tps_and_residual_initialisation_options() {
+    use strnas::nn::{init_tps, zero_init_residual, StrNet, TpsInit};
+    use tch::{Device, Kind, Tensor};
+    let arch = strnas::spec::load(&spec("tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = StrNet::new(&vs.root(), &arch);
+    let x = Tensor::randn([2, 1, 32, 100], (Kind::Float, Device::Cpu));
+    let fiducials = |net: &StrNet| Vec::<f32>::try_from(net.fiducials(&x, false).unwrap().select(0, 1).contiguous().view(-1)).unwrap();
+    init_tps(&vs, &arch, TpsInit::Identity);
+    let want: Vec<f32> = strnas::spec::tps::identity_fiducials(20).into_iter().map(|v| v as f32).collect();
+    assert_eq!(fiducials(&net), want);
+    init_tps(&vs, &arch, TpsInit::Reference);
+    let want: Vec<f32> = strnas::spec::tps::initial_fiducials(20).into_iter().map(|v| v as f32).collect();
+    assert_eq!(fiducials(&net), want);
+
+    let loc = &arch.rectifier.as_ref().unwrap().localization;
+    let residual = [&arch.extractor.first, &loc.first].into_iter().chain(&arch.extractor.cells).chain(&loc.cells).filter(|c| c.residual()).count();
+    assert!(residual > 10);
+    assert_eq!(zero_init_residual(&vs, &arch), residual);
+    let vars = vs.variables();
+    for (i, c) in arch.extractor.cells.iter().enumerate() {
+        let g = vars[&format!("extractor.cells.{i}.project.bn.weight")].abs().sum(Kind::Float).double_value(&[]);
+        assert_eq!(g == 0.0, c.residual(), "extractor.cells.{i}");
+    }
+}
+
+/// `--aux-ctc` trains an attention model with an extra CTC head that stays in the checkpoint and out of the
+/// model weights (which still export); CTC models refuse it.
+#[test]
+fn aux_ctc_head_lives_in_checkpoints_only() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_synth(&data, 16, 5);
+    let out = tmp.path().join("run");
+    let mut c = config(spec("tiny-limited-3x3-ex3-attn.yaml"), &data, Some(&data), &out, 3);
+    c.aux_ctc = 0.5;
+    c.batch_size = 4;
+    train::train(&c, &mut Silent).unwrap();
+    let ckpt = WeightFile::read(&out.join(train::CHECKPOINT)).unwrap();
+    assert!(ckpt.tensors.contains_key("training.aux_ctc.weight") && ckpt.tensors.contains_key("optimizer/exp_avg/training.aux_ctc.weight"));
+    let model = WeightFile::read(&out.join(train::MODEL_WEIGHTS)).unwrap();
+    assert!(!model.tensors.keys().any(|k| k.starts_with("training.")));
+    let o = strnas(&["export", out.join("model.yaml").to_str().unwrap(), "-o", tmp.path().join("m.onnx").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Resuming loads the head and its optimizer state.
+    c.resume = true;
+    c.iters = 4;
+    train::train(&c, &mut Silent).unwrap();
+    let mut c = config(spec("tiny-crnn-ctc.yaml"), &data, None, &tmp.path().join("ctc"), 1);
+    c.aux_ctc = 0.5;
+    let e = format!("{:#}", train::train(&c, &mut Silent).unwrap_err());
+    assert!(e.contains("--aux-ctc is for attention models"), "{e}");
 }

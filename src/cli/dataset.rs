@@ -112,17 +112,12 @@ pub fn run(cmd: DatasetCommand) -> Result<i32> {
 
 fn create(a: CreateArgs) -> Result<i32> {
     let gt = std::fs::read_to_string(&a.gt).with_context(|| format!("reading --gt {}", a.gt.display()))?;
-    let lines: Vec<(usize, &str)> = gt.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let (lines, mut skipped) = crate::data::folder::parse_gt(&gt, &a.gt);
     let mut w = LmdbWriter::create(&a.output)?;
-    let mut skipped: Vec<String> = vec![];
     let mut pb = Bars::new();
     pb.start(lines.len() as u64, "images");
-    for (n, line) in lines {
+    for (_, path, label) in &lines {
         pb.advance(1);
-        let Some((path, label)) = line.split_once('\t') else {
-            skipped.push(format!("{}:{}: no TAB between path and label", a.gt.display(), n + 1));
-            continue;
-        };
         let file = a.input.join(path);
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -207,6 +202,17 @@ fn synth_cmd(a: SynthArgs) -> Result<i32> {
     }
     pb.finish();
     let n = w.finish()?;
+    // Provenance: a data set is a pure function of these settings and these font files.
+    let fonts: Vec<serde_json::Value> = renderer
+        .fonts()
+        .iter()
+        .map(|f| serde_json::json!({"path": f.path.display().to_string(), "bytes": std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0)}))
+        .collect();
+    let provenance = serde_json::json!({
+        "strnas": env!("CARGO_PKG_VERSION"), "seed": a.seed, "count": a.count, "distortion": a.distortion,
+        "word_ratio": a.word_ratio, "min_len": a.min_len, "max_len": a.max_len, "charset": a.charset, "fonts": fonts,
+    });
+    crate::io::write_atomic(&a.output.join("synth.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
     let secs = started.elapsed().as_secs_f64();
     println!("{}: {n} images in {secs:.1} s ({:.0} images/s, seed {})", a.output.display(), n as f64 / secs, a.seed);
     Ok(exit::OK)

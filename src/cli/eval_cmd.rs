@@ -24,7 +24,7 @@ pub struct EvalArgs {
     /// Weights (default: the spec's sibling <stem>.safetensors)
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Evaluation datasets (each an LMDB dataset or a folder of them)
+    /// Evaluation datasets: LMDB datasets, image folders with gt.txt (`path<TAB>label` lines, e.g. the real word crops of ../shared/data/real-dev/svt), or folders of them
     #[arg(long, num_args = 1.., required = true)]
     data: Vec<PathBuf>,
     /// Batch size for scoring and for the throughput figure
@@ -62,7 +62,10 @@ pub fn run_eval(a: EvalArgs) -> Result<i32> {
         timing: !a.no_timing,
         show_errors: a.show_errors,
     };
-    let Evaluation { result: out, misreads } = evaluate(&cfg, &mut Bars::new())?;
+    let Evaluation { result: out, misreads, unreadable } = evaluate(&cfg, &mut Bars::new())?;
+    for line in &unreadable {
+        eprintln!("warning: {line}");
+    }
     for m in &misreads {
         println!("{}: gt {:?} pred {:?} (confidence {:.3})", m.dataset, m.label, m.prediction, m.confidence);
     }
@@ -81,11 +84,11 @@ pub fn run_eval(a: EvalArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// One row per dataset and the total: samples, filtered, accuracy, norm_ED.
+/// One row per dataset and the total: samples, filtered, unreadable, accuracy, norm_ED.
 fn dataset_table(out: &EvalResult) -> Table {
-    let mut t = Table::new(["dataset", "samples", "filtered", "accuracy %", "norm_ED"]);
+    let mut t = Table::new(["dataset", "samples", "filtered", "unreadable", "accuracy %", "norm_ED"]);
     for d in out.datasets.iter().chain(std::iter::once(&out.total)) {
-        t.row([d.name.clone(), d.samples.to_string(), d.filtered.to_string(), format!("{:.2}", d.accuracy), format!("{:.4}", d.norm_ed)]);
+        t.row([d.name.clone(), d.samples.to_string(), d.filtered.to_string(), d.unreadable.to_string(), format!("{:.2}", d.accuracy), format!("{:.4}", d.norm_ed)]);
     }
     t
 }

@@ -9,7 +9,7 @@ use tch::Device;
 
 use super::progress::Bars;
 use crate::exit;
-use crate::train::optim::OptimKind;
+use crate::train::optim::{parse_group, Group, OptimKind, Schedule};
 use crate::train::{self, TrainConfig};
 
 /// `cpu`, `cuda` or `cuda:N`.
@@ -29,7 +29,14 @@ fn parse_ratios(s: &str) -> Result<Vec<f64>, String> {
     Example:\n  strnas dataset synth -o data/train --count 50000 --seed 1\n  \
     strnas dataset synth -o data/valid --count 1000 --seed 2\n  \
     strnas train arch_specs/tiny/tiny-crnn-ctc.yaml --train-data data/train --valid-data data/valid \\\n    \
-    --iters 3000 --batch-size 64 --out runs/crnn")]
+    --iters 3000 --batch-size 64 --out runs/crnn\n\n\
+    TPS + attention models on a CPU budget (README \"What holds the TPS + attention model back\"): start the TPS at \
+    the identity (default), slow it down and start residual cells as the identity:\n  \
+    strnas train arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --train-data data/train --valid-data data/valid \\\n    \
+    --optimizer adam --lr 1e-3 --lr-schedule cosine --warmup 200 --lr-group rectifier=0.1 --zero-init-residual \\\n    \
+    --iters 3000 --batch-size 32 --log-every 50 --out runs/attn\n\n\
+    --resume refuses changed batch size, data, optimizer or learning-rate settings (listing them) unless \
+    --allow-changes is given. Unreadable images are replaced by the next sample of their dataset and reported.")]
 pub struct TrainArgs {
     /// Architecture spec (YAML)
     spec: PathBuf,
@@ -66,6 +73,41 @@ pub struct TrainArgs {
     /// Learning rate (default: 1 for Adadelta, 1e-3 for Adam)
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning-rate schedule: constant (the reference), cosine (linear warm-up, then cosine decay to
+    /// --min-lr-factor at --iters; PP-OCR's recipe) or step (warm-up, then x--lr-gamma every --lr-step)
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine", "step"])]
+    lr_schedule: String,
+    /// Warm-up iterations of the cosine and step schedules (linear from lr/warmup to lr)
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Cosine schedule: the final learning rate as a fraction of --lr
+    #[arg(long, default_value_t = 0.01)]
+    min_lr_factor: f64,
+    /// Step schedule: iterations between decays
+    #[arg(long, default_value_t = 100_000)]
+    lr_step: u64,
+    /// Step schedule: decay factor
+    #[arg(long, default_value_t = 0.1)]
+    lr_gamma: f64,
+    /// L2 weight decay (added to the gradient, as torch's optimizers do)
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Learning-rate multiplier for the variables under a prefix, e.g. rectifier=0.1 (repeatable)
+    #[arg(long, value_parser = parse_group)]
+    lr_group: Vec<Group>,
+    /// Attention models: add this weight times a CTC loss on the sequence features (a training-only linear
+    /// head, in checkpoints but not in model weights or exports). Gives the encoder a per-frame signal while
+    /// the decoder has not yet learnt to align (joint CTC-attention, Kim et al. 2017); 0 = off
+    #[arg(long, default_value_t = 0.0)]
+    aux_ctc: f64,
+    /// Start every residual cell as the identity (its last BatchNorm scale at 0), so the deep extractor
+    /// trains first as the shallow stack of its strided cells
+    #[arg(long)]
+    zero_init_residual: bool,
+    /// Where the TPS starts: identity (the rectifier begins as a plain resampling) or reference (DTRB's
+    /// sheared half-height initial fiducials)
+    #[arg(long, value_enum, default_value = "identity")]
+    tps_init: crate::nn::TpsInit,
     /// Gradient-norm clip
     #[arg(long, default_value_t = 5.0)]
     grad_clip: f64,
@@ -81,6 +123,14 @@ pub struct TrainArgs {
     /// Stop after this many minutes (validating and checkpointing first); --resume continues later
     #[arg(long, value_name = "MINUTES")]
     max_time: Option<f64>,
+    /// Print and log a diagnostics line every N iterations: loss, learning rate, gradient norm per part, TPS
+    /// drift, compute vs data-wait (default: 100 when stdout is not a terminal, else 0 = never)
+    #[arg(long, value_name = "N")]
+    log_every: Option<u64>,
+    /// With --resume: continue even though batch size, data, optimizer or learning-rate settings changed
+    /// (the changes are recorded in log.txt); without it such a resume is refused with the differences
+    #[arg(long, requires = "resume")]
+    allow_changes: bool,
 }
 
 pub fn run_train(a: TrainArgs) -> Result<i32> {
@@ -90,13 +140,38 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    if !(a.aux_ctc >= 0.0 && a.aux_ctc.is_finite()) {
+        bail!("--aux-ctc must be a weight >= 0, got {}", a.aux_ctc);
+    }
+    if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) || a.lr.is_some_and(|l| !(l > 0.0 && l.is_finite())) {
+        bail!("--lr must be positive and --weight-decay at least 0");
+    }
     let optimizer = match a.optimizer.as_str() {
-        "adam" => OptimKind::adam(a.lr.unwrap_or(1e-3)),
-        _ => match a.lr {
-            Some(lr) => OptimKind::Adadelta { lr, rho: 0.95, eps: 1e-8 },
-            None => OptimKind::adadelta(),
-        },
+        "adam" => OptimKind::Adam { lr: a.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay },
+        _ => OptimKind::Adadelta { lr: a.lr.unwrap_or(1.0), rho: 0.95, eps: 1e-8, weight_decay: a.weight_decay },
     };
+    let schedule = match a.lr_schedule.as_str() {
+        "cosine" => {
+            if !(0.0..=1.0).contains(&a.min_lr_factor) {
+                bail!("--min-lr-factor must be in [0, 1], got {}", a.min_lr_factor);
+            }
+            Schedule::Cosine { warmup: a.warmup, total: a.iters, min_factor: a.min_lr_factor }
+        }
+        "step" => {
+            if a.lr_step == 0 || !(a.lr_gamma > 0.0 && a.lr_gamma <= 1.0) {
+                bail!("--lr-step must be positive and --lr-gamma in (0, 1]");
+            }
+            Schedule::Step { warmup: a.warmup, every: a.lr_step, gamma: a.lr_gamma }
+        }
+        _ => {
+            if a.warmup > 0 {
+                bail!("--warmup needs --lr-schedule cosine or step");
+            }
+            Schedule::Constant
+        }
+    };
+    use std::io::IsTerminal;
+    let log_every = a.log_every.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 });
     let cfg = TrainConfig {
         spec: a.spec,
         batch_ratio: a.batch_ratio.unwrap_or_default(),
@@ -109,19 +184,27 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         device: a.device,
         seed: a.seed,
         optimizer,
+        schedule,
+        groups: a.lr_group,
         grad_clip: a.grad_clip,
         valid_every: a.valid_every,
+        log_every,
+        tps_init: a.tps_init,
+        aux_ctc: a.aux_ctc,
+        zero_init_residual: a.zero_init_residual,
+        allow_changes: a.allow_changes,
         workers: a.workers,
         max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
     };
     let r = train::train(&cfg, &mut Bars::new())?;
     let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
     println!(
-        "{}: iterations {}..{}, {:.1} images/s, loss {} -> {}, best valid accuracy {}% norm_ED {}; weights in {}",
+        "{}: iterations {}..{}, {:.1} images/s compute ({:.1} with data loading), loss {} -> {}, best valid accuracy {}% norm_ED {}; weights in {}",
         r.model,
         r.start_iteration,
         r.final_iteration,
         r.images_per_sec,
+        r.images_per_sec_with_data,
         opt(r.losses.first().copied(), 4),
         opt(r.losses.last().copied(), 4),
         opt(r.best_accuracy, 2),

@@ -24,25 +24,7 @@ pub fn label_key(index: usize) -> String {
 /// Directories under `root` (itself included) that hold an LMDB dataset (`data.mdb`), sorted, like the
 /// reference's `hierarchical_dataset`.
 pub fn find_datasets(root: &Path) -> Result<Vec<PathBuf>> {
-    if !root.exists() {
-        bail!("dataset {}: no such file or directory", root.display());
-    }
-    let mut out = vec![];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if dir.join("data.mdb").is_file() {
-            out.push(dir.clone());
-        }
-        if dir.is_dir() {
-            for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-                let p = e?.path();
-                if p.is_dir() {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
+    let out: Vec<PathBuf> = super::loader::find_all(root)?.into_iter().filter(|d| d.join("data.mdb").is_file()).collect();
     if out.is_empty() {
         bail!("{}: no LMDB dataset here (expected data.mdb in it or in a subfolder)", root.display());
     }

@@ -1,37 +1,102 @@
 //! Datasets, batch streams and background loading (REFERENCE.md §3, "LMDB dataset format").
 //!
-//! A [`Dataset`] is one LMDB directory with the reference's label filter applied once at open (labels
-//! lowercased unless case-sensitive, dropped when empty, longer than `batch_max_length` or holding characters
-//! outside the charset). Training draws from several datasets mixed by batch ratio: every batch takes
+//! A [`Dataset`] is one LMDB directory, or one image folder with `gt.txt` ([`super::folder`]), with the
+//! reference's label filter applied once at open (labels lowercased unless case-sensitive, dropped when
+//! empty, longer than `batch_max_length` or holding characters outside the charset). An image that does not
+//! decode is handled by the caller's [`BadImages`] policy: training substitutes the dataset's next sample (as
+//! DTRB substitutes a dummy), evaluation leaves it out; either way it is counted on the dataset
+//! ([`Dataset::bad_images`]) and reported, and never ends the run. Training draws from several datasets mixed by batch ratio: every batch takes
 //! `max(floor(batch_size * ratio), 1)` samples from each source, walking an endless sequence of per-epoch
 //! shuffles. Batch `i` is a pure function of `(seed, i)` ([`TrainStream::batch`]), so `--resume` replays
 //! exactly the batches an uninterrupted run would have seen. [`Prefetcher`] decodes batches on worker
 //! threads, in order, while the caller trains.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
+use super::folder::FolderReader;
 use super::image::Preprocess;
 use super::lmdb::LmdbReader;
 use crate::rng::Rng;
 use crate::spec::charset::Charset;
 
-/// One LMDB dataset after label filtering.
+/// Where a dataset's samples are stored.
+pub enum Reader {
+    Lmdb(LmdbReader),
+    Folder(FolderReader),
+}
+
+impl Reader {
+    /// Opens `dir`: an LMDB dataset when it holds `data.mdb`, else an image folder when it holds `gt.txt`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join("data.mdb").is_file() && dir.join(super::folder::GT_FILE).is_file() {
+            return Ok(Reader::Folder(FolderReader::open(dir)?));
+        }
+        Ok(Reader::Lmdb(LmdbReader::open(dir)?))
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Reader::Lmdb(r) => r.path(),
+            Reader::Folder(r) => r.path(),
+        }
+    }
+
+    fn labels(&self) -> Result<Vec<String>> {
+        match self {
+            Reader::Lmdb(r) => r.labels(),
+            Reader::Folder(r) => Ok(r.labels()),
+        }
+    }
+
+    /// Encoded bytes of sample `index` (1-based).
+    fn image(&self, index: usize) -> Result<Vec<u8>> {
+        match self {
+            Reader::Lmdb(r) => r.image(index),
+            Reader::Folder(r) => r.image(index),
+        }
+    }
+
+    /// Names sample `index` in messages: the dataset and the LMDB key, or the image file.
+    pub fn describe(&self, index: usize) -> String {
+        match self {
+            Reader::Lmdb(r) => format!("{}: key {}", r.path().display(), super::lmdb::image_key(index)),
+            Reader::Folder(r) => r.file(index).display().to_string(),
+        }
+    }
+}
+
+/// What loading does with a sample whose image cannot be read or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadImages {
+    /// The batch fails with an error naming the sample (inspection commands).
+    Fail,
+    /// The dataset's next readable sample takes its place (training: batches keep their size and stay a
+    /// function of their index).
+    Substitute,
+    /// The sample is left out of the batch (evaluation).
+    Skip,
+}
+
+/// One dataset after label filtering.
 pub struct Dataset {
-    pub reader: LmdbReader,
+    pub reader: Reader,
     /// (1-based key index, normalised label) of every kept sample.
     pub samples: Vec<(u32, String)>,
     /// Samples dropped by the label filter.
     pub filtered: usize,
+    /// Samples whose image could not be read or decoded so far, by sample index: the error.
+    bad: Mutex<BTreeMap<usize, String>>,
 }
 
 impl Dataset {
     pub fn open(dir: &Path, charset: &Charset, max_len: usize) -> Result<Self> {
-        let reader = LmdbReader::open(dir)?;
+        let reader = Reader::open(dir)?;
         let labels = reader.labels()?;
         let mut samples = Vec::with_capacity(labels.len());
         for (i, l) in labels.iter().enumerate() {
@@ -40,7 +105,7 @@ impl Dataset {
             }
         }
         let filtered = labels.len() - samples.len();
-        Ok(Dataset { reader, samples, filtered })
+        Ok(Dataset { reader, samples, filtered, bad: Mutex::new(BTreeMap::new()) })
     }
 
     pub fn path(&self) -> &Path {
@@ -61,17 +126,71 @@ impl Dataset {
     /// Decodes and preprocesses sample `i` (index into `samples`) into `out`; errors name file and key.
     pub fn load_into(&self, i: usize, pre: &Preprocess, out: &mut [f32]) -> Result<()> {
         let key = self.samples[i].0 as usize;
-        let bytes = self.reader.image(key)?;
-        pre.encoded_into(&bytes, out)
-            .with_context(|| format!("{}: key {}", self.path().display(), super::lmdb::image_key(key)))
+        let bytes = self.reader.image(key).with_context(|| self.reader.describe(key))?;
+        pre.encoded_into(&bytes, out).with_context(|| self.reader.describe(key))
     }
+
+    /// The samples met so far whose image could not be read or decoded (substituted or skipped), with the
+    /// error of each, in sample order.
+    pub fn bad_images(&self) -> Vec<(usize, String)> {
+        self.bad.lock().map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect()).unwrap_or_default()
+    }
+
+    fn record_bad(&self, i: usize, e: &anyhow::Error) {
+        if let Ok(mut m) = self.bad.lock() {
+            m.entry(i).or_insert_with(|| format!("{e:#}"));
+        }
+    }
+}
+
+/// One line per dataset with unreadable images: how many, and the first one's error.
+pub fn bad_image_report(datasets: &[Dataset], what: &str) -> Vec<String> {
+    datasets
+        .iter()
+        .filter_map(|d| {
+            let bad = d.bad_images();
+            let (_, first) = bad.first()?;
+            Some(format!("{}: {} image(s) could not be read or decoded and were {what} (first: {first})", d.path().display(), bad.len()))
+        })
+        .collect()
+}
+
+/// The datasets under `root`: every folder holding `data.mdb` (LMDB), or `gt.txt` without `data.mdb` (an
+/// image folder, not searched further), `root` included.
+pub fn find_all(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.exists() {
+        bail!("dataset {}: no such file or directory", root.display());
+    }
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if dir.join("data.mdb").is_file() || dir.join(super::folder::GT_FILE).is_file() {
+            out.push(dir.clone());
+            if !dir.join("data.mdb").is_file() {
+                continue;
+            }
+        }
+        if dir.is_dir() {
+            for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+                let p = e?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{}: no dataset here (expected an LMDB data.mdb, or an image folder with gt.txt, in it or in a subfolder)", root.display());
+    }
+    Ok(out)
 }
 
 /// Opens every dataset under each root (a root may hold several, like the reference's `hierarchical_dataset`).
 pub fn open_all(roots: &[PathBuf], charset: &Charset, max_len: usize) -> Result<Vec<Dataset>> {
     let mut out = vec![];
     for r in roots {
-        for d in super::lmdb::find_datasets(r)? {
+        for d in find_all(r)? {
             out.push(Dataset::open(&d, charset, max_len)?);
         }
     }
@@ -125,20 +244,15 @@ impl TrainStream {
     }
 
     /// Samples of batch `i` (0-based): source `s` contributes positions `[i*k, (i+1)*k)` of its endless
-    /// stream of per-epoch permutations.
+    /// stream of per-epoch permutations. O(batch) time and memory whatever the dataset sizes: each position
+    /// is mapped through [`crate::rng::permuted_index`] rather than shuffling the whole epoch.
     pub fn batch(&self, i: u64) -> Plan {
         let mut out = Vec::with_capacity(self.batch_size());
         for (s, (&n, &k)) in self.sizes.iter().zip(&self.per_batch).enumerate() {
-            let mut epoch = u64::MAX;
-            let mut perm: Vec<usize> = vec![];
+            let n = n as u64;
             for p in i * k as u64..(i + 1) * k as u64 {
-                let e = p / n as u64;
-                if e != epoch {
-                    epoch = e;
-                    perm = (0..n).collect();
-                    Rng::for_item(self.seed, s as u64, e).shuffle(&mut perm);
-                }
-                out.push((s, perm[(p % n as u64) as usize]));
+                let key = Rng::for_item(self.seed, s as u64, p / n).next_u64();
+                out.push((s, crate::rng::permuted_index(p % n, n, key) as usize));
             }
         }
         out
@@ -155,17 +269,51 @@ pub fn eval_plans(datasets: &[Dataset], batch_size: usize) -> Vec<Plan> {
     plans
 }
 
-/// Loads a plan synchronously.
+/// Loads a plan synchronously; an unreadable image is an error naming it.
 pub fn load_batch(datasets: &[Dataset], pre: &Preprocess, plan: &Plan) -> Result<Batch> {
+    load_batch_with(datasets, pre, plan, BadImages::Fail)
+}
+
+/// Loads a plan, treating unreadable images as `bad` says. With [`BadImages::Substitute`], a dataset none of
+/// whose images can be read is an error.
+pub fn load_batch_with(datasets: &[Dataset], pre: &Preprocess, plan: &Plan, bad: BadImages) -> Result<Batch> {
     let per = pre.len();
     let mut images = vec![0f32; per * plan.len()];
     let mut labels = Vec::with_capacity(plan.len());
     let mut sources = Vec::with_capacity(plan.len());
-    for (k, &(d, i)) in plan.iter().enumerate() {
-        datasets[d].load_into(i, pre, &mut images[k * per..(k + 1) * per])?;
-        labels.push(datasets[d].samples[i].1.clone());
-        sources.push(d);
+    for &(d, i) in plan {
+        let ds = &datasets[d];
+        let k = labels.len();
+        let out = &mut images[k * per..(k + 1) * per];
+        let mut chosen = None;
+        for attempt in 0..ds.len().max(1) {
+            let j = (i + attempt) % ds.len().max(1);
+            match ds.load_into(j, pre, out) {
+                Ok(()) => {
+                    chosen = Some(j);
+                    break;
+                }
+                Err(e) => {
+                    if bad == BadImages::Fail {
+                        return Err(e);
+                    }
+                    ds.record_bad(j, &e);
+                    if bad == BadImages::Skip {
+                        break;
+                    }
+                }
+            }
+        }
+        match chosen {
+            Some(j) => {
+                labels.push(ds.samples[j].1.clone());
+                sources.push(d);
+            }
+            None if bad == BadImages::Skip => {}
+            None => bail!("{}: no image of this dataset could be read or decoded", ds.path().display()),
+        }
     }
+    images.truncate(per * labels.len());
     Ok(Batch { images, labels, sources })
 }
 
@@ -175,12 +323,14 @@ pub struct Prefetcher {
     receivers: Vec<Receiver<Result<Batch>>>,
     next: usize,
     total: Option<u64>,
-    handles: Vec<JoinHandle<()>>,
+    /// Worker threads (taken when joined).
+    handles: Vec<Option<JoinHandle<()>>>,
 }
 
 impl Prefetcher {
-    /// `plan(j)` gives the j-th batch of the sequence (`None` ends it).
-    pub fn spawn<F>(datasets: Arc<Vec<Dataset>>, pre: Preprocess, workers: usize, plan: F) -> Self
+    /// `plan(j)` gives the j-th batch of the sequence (`None` ends it); unreadable images are handled as
+    /// `bad` says.
+    pub fn spawn<F>(datasets: Arc<Vec<Dataset>>, pre: Preprocess, workers: usize, bad: BadImages, plan: F) -> Self
     where
         F: Fn(u64) -> Option<Plan> + Send + Sync + 'static,
     {
@@ -194,7 +344,7 @@ impl Prefetcher {
             handles.push(std::thread::spawn(move || {
                 let mut j = w as u64;
                 while let Some(p) = plan(j) {
-                    if tx.send(load_batch(&datasets, &pre, &p)).is_err() {
+                    if tx.send(load_batch_with(&datasets, &pre, &p, bad)).is_err() {
                         return;
                     }
                     j += workers as u64;
@@ -202,14 +352,14 @@ impl Prefetcher {
             }));
             receivers.push(rx);
         }
-        Prefetcher { receivers, next: 0, total: None, handles }
+        Prefetcher { receivers, next: 0, total: None, handles: handles.into_iter().map(Some).collect() }
     }
 
     /// A prefetcher over a fixed list of plans.
-    pub fn over(datasets: Arc<Vec<Dataset>>, pre: Preprocess, workers: usize, plans: Vec<Plan>) -> Self {
+    pub fn over(datasets: Arc<Vec<Dataset>>, pre: Preprocess, workers: usize, bad: BadImages, plans: Vec<Plan>) -> Self {
         let n = plans.len() as u64;
         let plans = Arc::new(plans);
-        let mut p = Self::spawn(datasets, pre, workers, move |j| plans.get(j as usize).cloned());
+        let mut p = Self::spawn(datasets, pre, workers, bad, move |j| plans.get(j as usize).cloned());
         p.total = Some(n);
         p
     }
@@ -223,7 +373,19 @@ impl Iterator for Prefetcher {
         }
         let w = self.next % self.receivers.len();
         self.next += 1;
-        self.receivers[w].recv().ok()
+        match self.receivers[w].recv() {
+            Ok(b) => Some(b),
+            // The worker hung up: the sequence ended, or the thread died. A dead loader is an error, never a
+            // silently short run.
+            Err(_) => match self.handles[w].take().map(|h| h.join()) {
+                Some(Err(p)) => {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    Some(Err(anyhow!("data loader thread {w} failed: {msg}")))
+                }
+                _ if self.total.is_some() => Some(Err(anyhow!("data loader thread {w} ended before its last batch"))),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -231,7 +393,7 @@ impl Drop for Prefetcher {
     fn drop(&mut self) {
         // Closing the channels stops the workers at their next send.
         self.receivers.clear();
-        for h in self.handles.drain(..) {
+        for h in self.handles.drain(..).flatten() {
             let _ = h.join();
         }
     }
@@ -240,6 +402,23 @@ impl Drop for Prefetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_loader_thread_is_an_error_not_an_early_end() {
+        let pre = Preprocess { height: 4, width: 4, channels: 1, keep_ratio_pad: false };
+        let mut p = Prefetcher::spawn(Arc::new(vec![]), pre, 1, BadImages::Fail, |j| {
+            if j == 2 {
+                panic!("plan {j} exploded");
+            }
+            (j < 5).then(Vec::new)
+        });
+        assert!(p.next().unwrap().is_ok() && p.next().unwrap().is_ok());
+        let e = format!("{:#}", p.next().expect("an error, not the end").unwrap_err());
+        assert!(e.contains("data loader thread 0 failed") && e.contains("plan 2 exploded"), "{e}");
+        // A sequence that ends normally ends.
+        let p = Prefetcher::spawn(Arc::new(vec![]), pre, 2, BadImages::Fail, |j| (j < 3).then(Vec::new));
+        assert_eq!(p.map(|b| b.unwrap().len()).collect::<Vec<_>>(), vec![0, 0, 0]);
+    }
 
     #[test]
     fn stream_mixes_by_ratio_and_is_a_function_of_the_index() {

@@ -12,7 +12,7 @@ use super::result::{DatasetResult, EvalResult, Timing};
 use super::tch_eval;
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
-use crate::data::loader::{load_batch, open_all, Dataset};
+use crate::data::loader::{load_batch_with, open_all, BadImages, Dataset};
 use crate::nn::StrNet;
 use crate::progress::Progress;
 
@@ -52,6 +52,8 @@ pub struct Evaluation {
     pub result: EvalResult,
     /// Up to `show_errors` per dataset, datasets in order.
     pub misreads: Vec<Misread>,
+    /// One line per dataset with images that could not be read or decoded (left out of the scores).
+    pub unreadable: Vec<String>,
 }
 
 /// Evaluates as configured. Checks the device, loads the spec and weights, scores every sample (progress:
@@ -79,7 +81,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn Progress) -> Result<Evaluat
     let batch_size = cfg.batch_size.max(1);
 
     progress.start(total_n as u64, "images");
-    let scores = tch_eval::score(&net, &codec, &pre, datasets.clone(), batch_size, cfg.device, 1, |n| progress.advance(n as u64))?;
+    let scores = tch_eval::score(&net, &codec, &pre, datasets.clone(), batch_size, cfg.device, 1, |b, _| progress.advance(b.len() as u64))?;
     progress.finish();
     let misreads = if cfg.show_errors > 0 { misreads(&net, &codec, &pre, &datasets, cfg.show_errors, cfg.device)? } else { vec![] };
     let timing = if !cfg.timing || total_n == 0 { None } else { Some(time_first_sample(&net, &pre, &datasets, batch_size, cfg.device)?) };
@@ -93,22 +95,32 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn Progress) -> Result<Evaluat
         weights: weights.display().to_string(),
         params: Some(summary.params),
         flops: Some(summary.flops),
-        datasets: datasets.iter().zip(&scores).map(|(d, s)| dataset_result(d.name(), d.path().display().to_string(), s, d.filtered)).collect(),
-        total: dataset_result("total".into(), String::new(), &total, datasets.iter().map(|d| d.filtered).sum()),
+        datasets: datasets.iter().zip(&scores).map(|(d, s)| dataset_result(d.name(), d.path().display().to_string(), s, d.filtered, d.bad_images().len())).collect(),
+        total: dataset_result("total".into(), String::new(), &total, datasets.iter().map(|d| d.filtered).sum(), datasets.iter().map(|d| d.bad_images().len()).sum()),
         timing,
     };
-    Ok(Evaluation { result, misreads })
+    let unreadable = crate::data::loader::bad_image_report(&datasets, "left out of the scores");
+    Ok(Evaluation { result, misreads, unreadable })
 }
 
-fn dataset_result(name: String, path: String, s: &Score, filtered: usize) -> DatasetResult {
-    DatasetResult { name, path, samples: s.samples, filtered, accuracy: s.accuracy(), norm_ed: s.norm_ed() }
+fn dataset_result(name: String, path: String, s: &Score, filtered: usize, unreadable: usize) -> DatasetResult {
+    DatasetResult { name, path, samples: s.samples, filtered, unreadable, accuracy: s.accuracy(), norm_ed: s.norm_ed() }
 }
 
 /// Times the network on the first sample of the first non-empty dataset: 10 warm-up runs, then at least
 /// 30 runs and 2 s, at batch 1 and at `batch_size`.
 fn time_first_sample(net: &StrNet, pre: &Preprocess, datasets: &[Dataset], batch_size: usize, device: Device) -> Result<Timing> {
-    let first = datasets.iter().position(|d| !d.is_empty()).unwrap_or(0);
-    let batch = load_batch(datasets, pre, &vec![(first, 0)])?;
+    // The first sample that decodes (unreadable ones are reported with the scores).
+    let candidates = datasets.iter().enumerate().flat_map(|(d, ds)| (0..ds.len()).map(move |i| (d, i)));
+    let mut batch = None;
+    for c in candidates {
+        let b = load_batch_with(datasets, pre, &vec![c], BadImages::Skip)?;
+        if !b.is_empty() {
+            batch = Some(b);
+            break;
+        }
+    }
+    let batch = batch.ok_or_else(|| anyhow::anyhow!("no image of the data could be decoded to time the network"))?;
     let sample = tch_eval::images_tensor(&batch, pre, device);
     tch_eval::time_forward(net, &sample, batch_size, 10, 30, 2.0)
 }
@@ -120,7 +132,7 @@ fn misreads(net: &StrNet, codec: &LabelCodec, pre: &Preprocess, datasets: &[Data
         let mut shown = 0;
         for chunk in (0..ds.len()).collect::<Vec<_>>().chunks(64) {
             let plan: Vec<(usize, usize)> = chunk.iter().map(|&i| (d, i)).collect();
-            let batch = load_batch(datasets, pre, &plan)?;
+            let batch = load_batch_with(datasets, pre, &plan, BadImages::Skip)?;
             let preds = tch_eval::recognise(net, codec, &tch_eval::images_tensor(&batch, pre, device))?;
             for ((p, conf), gt) in preds.iter().zip(&batch.labels) {
                 if p != gt && shown < n {

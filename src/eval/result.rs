@@ -26,6 +26,9 @@ pub struct DatasetResult {
     /// Samples left out by label filtering (length, charset).
     #[serde(default)]
     pub filtered: usize,
+    /// Samples left out because their image could not be read or decoded.
+    #[serde(default)]
+    pub unreadable: usize,
     /// Word accuracy in percent.
     pub accuracy: f64,
     /// Mean norm_ED in [0, 1].
@@ -100,7 +103,7 @@ mod tests {
     use super::*;
 
     fn dataset(name: &str, path: &str) -> DatasetResult {
-        DatasetResult { name: name.into(), path: path.into(), samples: 10, filtered: 1, accuracy: 81.5, norm_ed: 0.9 }
+        DatasetResult { name: name.into(), path: path.into(), samples: 10, filtered: 1, unreadable: 0, accuracy: 81.5, norm_ed: 0.9 }
     }
 
     #[test]
@@ -121,7 +124,7 @@ mod tests {
         assert_eq!(keys, ["datasets", "flops", "model", "params", "spec", "timing", "total", "weights"]);
         assert!(v["timing"].is_null());
         let d: Vec<&str> = v["total"].as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(d, ["accuracy", "filtered", "name", "norm_ed", "path", "samples"]);
+        assert_eq!(d, ["accuracy", "filtered", "name", "norm_ed", "path", "samples", "unreadable"]);
         assert!(json.find("\"model\"").unwrap() < json.find("\"spec\"").unwrap());
         assert!(json.find("\"flops\"").unwrap() < json.find("\"datasets\"").unwrap());
         assert_eq!(EvalResult::parse(&json).unwrap(), r);

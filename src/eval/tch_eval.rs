@@ -11,7 +11,7 @@ use super::metrics::Score;
 use super::result::Timing;
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
-use crate::data::loader::{eval_plans, Batch, Dataset, Prefetcher};
+use crate::data::loader::{eval_plans, BadImages, Batch, Dataset, Prefetcher};
 use crate::nn::StrNet;
 
 /// Checks that `device` can be used: CUDA must be available to libtorch and the index within its devices.
@@ -58,8 +58,9 @@ pub fn recognise(net: &StrNet, codec: &LabelCodec, images: &Tensor) -> Result<Ve
     decode_logits(codec, &logits)
 }
 
-/// Scores every sample of `datasets`; one [`Score`] per dataset, in order. `on_batch` is called with the
-/// number of images done after each batch (progress).
+/// Scores every sample of `datasets`; one [`Score`] per dataset, in order. Images that cannot be read or
+/// decoded are left out and recorded on their dataset ([`Dataset::bad_images`]). `on_batch` sees every batch with
+/// its predictions (text, confidence), in order (progress, sample lines).
 pub fn score(
     net: &StrNet,
     codec: &LabelCodec,
@@ -68,17 +69,17 @@ pub fn score(
     batch_size: usize,
     device: Device,
     workers: usize,
-    mut on_batch: impl FnMut(usize),
+    mut on_batch: impl FnMut(&Batch, &[(String, f32)]),
 ) -> Result<Vec<Score>> {
     let mut scores = vec![Score::default(); datasets.len()];
     let plans = eval_plans(&datasets, batch_size);
-    for batch in Prefetcher::over(datasets.clone(), *pre, workers, plans) {
+    for batch in Prefetcher::over(datasets.clone(), *pre, workers, BadImages::Skip, plans) {
         let batch = batch?;
         let preds = recognise(net, codec, &images_tensor(&batch, pre, device))?;
         for ((pred, _), (gt, &src)) in preds.iter().zip(batch.labels.iter().zip(&batch.sources)) {
             scores[src].add(pred, gt);
         }
-        on_batch(batch.len());
+        on_batch(&batch, &preds);
     }
     Ok(scores)
 }

@@ -54,34 +54,42 @@ pub struct Timed {
     pub calibrated: Calibrated,
 }
 
-/// Loads `onnx` on the chosen runtime, binds `inputs` and times it against `cal`.
-fn time_onnx(source: &str, onnx: &[u8], inputs: &[HostTensor], o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
-    let model = ModelRef { source, onnx, network: None };
-    let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
+/// Times a loaded engine (inputs bound) against `cal`.
+fn time_engine(source: &str, engine: &mut dyn runtime::Engine, inputs: &[HostTensor], o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
     engine.prepare(inputs).with_context(|| format!("{source}: binding inputs"))?;
-    let (samples, calibrated) = cal.measure(engine.as_mut(), &o.budget, o.rounds).with_context(|| format!("{source}: running"))?;
+    let (samples, calibrated) = cal.measure(engine, &o.budget, o.rounds).with_context(|| format!("{source}: running"))?;
     Ok((Timed { stats: Stats::from_ms(&samples), calibrated }, engine.info().clone()))
 }
 
-/// Times one block alone.
+/// Times one block alone: its exported graph on onnxruntime or tract, its tch module on tch (the same random
+/// weights and inputs either way).
 fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
     let key = node.layer.cost_key();
     let w = crate::weights::random_tensors(&node.tensors(), o.seed);
     let model = crate::export::export_block(node, &w).with_context(|| format!("exporting {key}"))?;
-    let bytes = strnas_onnx::to_bytes(&model)?;
     let mut inputs = vec![random_input(crate::export::BLOCK_INPUT, node.layer.input(), o.batch, 1)];
     if let Some(img) = node.layer.reads_image() {
         inputs.push(random_input("image", Port::Image(img), o.batch, 2));
     }
-    time_onnx(&key, &bytes, &inputs, o, cal)
+    let mut engine = if o.runtime == Runtime::Tch {
+        let output = model.graph.as_ref().and_then(|g| g.output.first()).map(|v| v.name.clone()).unwrap_or_default();
+        runtime::open_tch_block(node, &w, &output, o.device, o.threads)?
+    } else {
+        let bytes = strnas_onnx::to_bytes(&model)?;
+        runtime::open(o.runtime, o.device, &ModelRef { source: &key, onnx: &bytes, network: None }, o.threads, o.ort_lib)?
+    };
+    time_engine(&key, engine.as_mut(), &inputs, o, cal)
 }
 
-/// Times a whole model (exported with random weights) on images at the table's batch.
+/// Times a whole model (random weights) on images at the table's batch: exported on onnxruntime or tract,
+/// the eager network on tch.
 pub fn time_model(arch: &Arch, o: &Options, cal: &mut Calibration) -> Result<Timed> {
-    let model = crate::export::export(arch, &crate::weights::random_init(arch, o.seed))?;
-    let bytes = strnas_onnx::to_bytes(&model)?;
+    let weights = crate::weights::random_init(arch, o.seed);
+    let bytes = strnas_onnx::to_bytes(&crate::export::export(arch, &weights)?)?;
     let input = random_input("image", Port::Image(arch.input), o.batch, 3);
-    Ok(time_onnx(&arch.name, &bytes, &[input], o, cal)?.0)
+    let model = ModelRef { source: &arch.name, onnx: &bytes, network: Some((arch, &weights)) };
+    let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
+    Ok(time_engine(&arch.name, engine.as_mut(), &[input], o, cal)?.0)
 }
 
 /// The dispatch cost: an Identity graph on the input image.
@@ -92,11 +100,8 @@ fn time_dispatch(space: &Space, o: &Options, cal: &mut Calibration) -> Result<Ti
     Ok(time_block(&node, o, cal)?.0)
 }
 
-/// Opens the calibration workload for `o` (tch has no block-level ONNX path: refused with the reason).
+/// Opens the calibration workload for `o`.
 pub fn calibration(o: &Options) -> Result<Calibration> {
-    if o.runtime == Runtime::Tch {
-        anyhow::bail!("--runtime tch: latency tables time exported blocks on the deployment runtimes (ort, tract); tch is not supported");
-    }
     Calibration::open(o.runtime, o.device, o.threads, o.ort_lib).context("loading the calibration workload")
 }
 

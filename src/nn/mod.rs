@@ -66,6 +66,59 @@ pub fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> anyhow::Result<T> {
     })
 }
 
+/// How the TPS localization network's last FC starts (its weight is zero either way, so this is where the
+/// predicted fiducials start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TpsInit {
+    /// The identity transformation: the rectifier starts as a plain resampling of the input.
+    #[default]
+    Identity,
+    /// The reference's (DTRB/RARE) bias: a sheared half-height crop the network must first learn to undo.
+    Reference,
+}
+
+/// Sets the TPS's last FC bias (`rectifier.fc2.bias`) of a freshly built network to `init`; a network
+/// without a TPS is left alone.
+pub fn init_tps(vs: &nn::VarStore, arch: &Arch, init: TpsInit) {
+    let Some(t) = &arch.rectifier else { return };
+    let f = t.fiducials as usize;
+    let values = match init {
+        TpsInit::Identity => crate::spec::tps::identity_fiducials(f),
+        TpsInit::Reference => crate::spec::tps::initial_fiducials(f),
+    };
+    let vars = vs.variables();
+    if let Some(b) = vars.get("rectifier.fc2.bias") {
+        let v: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
+        tch::no_grad(|| b.shallow_clone().copy_(&Tensor::from_slice(&v).to_device(b.device())));
+    }
+}
+
+/// Zero-initialises the last BatchNorm scale (`project.bn.weight`) of every residual MBConv cell of `arch` in
+/// `vs`, so each such cell starts as the identity and the network trains first as the shallow stack of its
+/// strided cells (the "zero-gamma" initialisation of Goyal et al. 2017 for deep residual networks). Returns
+/// how many cells were set.
+pub fn zero_init_residual(vs: &nn::VarStore, arch: &Arch) -> usize {
+    let vars = vs.variables();
+    let mut cnns = vec![("extractor", &arch.extractor)];
+    if let Some(t) = &arch.rectifier {
+        cnns.push(("rectifier", &t.localization));
+    }
+    let mut n = 0;
+    for (prefix, cnn) in cnns {
+        let cells = std::iter::once((format!("{prefix}.first"), &cnn.first)).chain(cnn.cells.iter().enumerate().map(|(i, c)| (format!("{prefix}.cells.{i}"), c)));
+        for (path, cell) in cells {
+            if let (true, Some(g)) = (cell.residual(), vars.get(&format!("{path}.project.bn.weight"))) {
+                tch::no_grad(|| {
+                    let _ = g.shallow_clone().fill_(0.0);
+                });
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 fn build(root: &nn::Path, nodes: &[ops::Node]) -> Vec<Box<dyn Module>> {
     nodes.iter().map(|n| n.layer.tch(&path(root, &n.scope))).collect()
 }
@@ -84,6 +137,30 @@ impl StrNet {
     /// Creates every variable under `root` (normally `vs.root()`), block by block in forward order.
     pub fn new(root: &nn::Path, arch: &Arch) -> Self {
         StrNet { modules: build(root, &ops::network(arch)) }
+    }
+
+    /// The TPS's predicted source fiducials `[b, F, 2]` for `images` (`None` without a rectifier): the
+    /// network run up to the localization network's last FC.
+    pub fn fiducials(&self, images: &Tensor, train: bool) -> Option<Tensor> {
+        let ctx = Ctx { image: images, text: None, train };
+        let mut h = images.shallow_clone();
+        for m in &self.modules {
+            h = m.forward(&h, &ctx);
+            if m.as_any().is::<TpsFcNet>() {
+                return Some(h);
+            }
+        }
+        None
+    }
+
+    /// [`StrNet::forward_t`] that also returns the prediction head's input (the sequence features
+    /// `[b, T, D]`): what an auxiliary training head reads.
+    pub fn forward_with_features(&self, images: &Tensor, text: Option<&Tensor>, train: bool) -> (Tensor, Tensor) {
+        let ctx = Ctx { image: images, text, train };
+        let (head, body) = self.modules.split_last().expect("a network has a prediction head");
+        let feats = run(body, images, &ctx);
+        let logits = head.forward(&feats, &ctx);
+        (feats, logits)
     }
 
     /// Logits `[b, steps, classes]` for images `[b, C, H, W]` normalised to [-1, 1].

@@ -8,7 +8,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::spec::arch::Arch;
-use crate::weights::{NamedTensor, WeightFile};
+use crate::weights::{NamedTensor, WeightFile, TRAINING_PREFIX};
 
 pub fn to_named(t: &Tensor) -> Result<NamedTensor> {
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -34,17 +34,25 @@ pub fn save_weights(vs: &VarStore, arch: &Arch, path: &Path, extra: &[(&str, Str
     for (k, v) in extra {
         meta.insert((*k).into(), v.clone());
     }
-    weight_file(vs, meta)?.write(path).with_context(|| format!("saving {}", path.display()))
+    let mut wf = weight_file(vs, meta)?;
+    wf.tensors.retain(|name, _| !name.starts_with(TRAINING_PREFIX));
+    wf.write(path).with_context(|| format!("saving {}", path.display()))
 }
 
 /// Copies the model tensors of `file` into `vs` after checking them against the spec; a mismatch lists the
-/// offending tensors by name.
+/// offending tensors by name. Training-only variables of `vs` ([`TRAINING_PREFIX`]) are loaded when the file
+/// has them and otherwise keep their values.
 pub fn load_model(vs: &mut VarStore, arch: &Arch, file: &WeightFile, origin: &Path) -> Result<()> {
     file.check_against(arch).map_err(|m| anyhow::anyhow!("{}: {m}", origin.display()))?;
     let mut vars = vs.variables();
     tch::no_grad(|| -> Result<()> {
         for (name, t) in vars.iter_mut() {
-            let saved = &file.tensors[name];
+            let Some(saved) = file.tensors.get(name) else {
+                if name.starts_with(TRAINING_PREFIX) {
+                    continue;
+                }
+                anyhow::bail!("{}: tensor {name} is missing", origin.display());
+            };
             let v = Tensor::from_slice(&saved.data).reshape(t.size()).to_device(t.device());
             t.f_copy_(&v).with_context(|| format!("{}: loading {name}", origin.display()))?;
         }

@@ -181,16 +181,18 @@ mod tch_impl {
             input.lstm_cell(&[&state.0, &state.1], &self.w_ih, &self.w_hh, Some(&self.b_ih), Some(&self.b_hh))
         }
 
-        /// Logits `[b, steps, C]`; `text` `[b, steps]` (targets shifted right, starting with [GO]) enables
-        /// teacher forcing, otherwise greedy decoding feeds back the argmax.
+        /// Logits `[b, steps, C]`; `text` `[b, n]` (targets shifted right, starting with [GO]) enables
+        /// teacher forcing over its `n` steps (at most `steps`; the decoder is causal, so the first n steps
+        /// do not depend on later ones), otherwise greedy decoding feeds back the argmax for `steps` steps.
         pub fn decode(&self, feats: &Tensor, text: Option<&Tensor>) -> Tensor {
             let b = feats.size()[0];
             let opts = (Kind::Float, feats.device());
             let proj = self.i2h.forward(feats);
             let mut state = (Tensor::zeros([b, self.hidden], opts), Tensor::zeros([b, self.hidden], opts));
             let mut prev = Tensor::zeros([b], (Kind::Int64, feats.device()));
-            let mut outs = Vec::with_capacity(self.steps as usize);
-            for i in 0..self.steps {
+            let steps = text.map_or(self.steps, |t| t.size()[1].min(self.steps));
+            let mut outs = Vec::with_capacity(steps as usize);
+            for i in 0..steps {
                 let tokens = match text {
                     Some(t) => t.select(1, i),
                     None => prev.shallow_clone(),

@@ -103,6 +103,24 @@ fn open_tch(model: &ModelRef, _: Device, _: usize) -> Result<Box<dyn Engine>> {
     anyhow::bail!("{}: this strnas was built without libtorch (--no-default-features); rebuild with the `torch` feature for --runtime tch", model.source)
 }
 
+/// Loads one block of a network alone on eager libtorch (what `strnas latency build --runtime tch` times):
+/// `node`'s tch module with the tensors of `weights` named as in the whole network. Its inputs are those of
+/// [`crate::export::export_block`]'s graph (`x`, plus `image` for the TPS sampler) in the same layouts, and its one
+/// output is called `output_name` (the exported block's output name, so results compare by name).
+pub fn open_tch_block(node: &crate::ops::Node, weights: &WeightFile, output_name: &str, device: Device, threads: usize) -> Result<Box<dyn Engine>> {
+    open_block(node, weights, output_name, device, threads)
+}
+
+#[cfg(feature = "torch")]
+fn open_block(node: &crate::ops::Node, weights: &WeightFile, output_name: &str, device: Device, threads: usize) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(super::tch_engine::TchEngine::open_block(node, weights, output_name, device, threads)?))
+}
+
+#[cfg(not(feature = "torch"))]
+fn open_block(node: &crate::ops::Node, _: &WeightFile, _: &str, _: Device, _: usize) -> Result<Box<dyn Engine>> {
+    anyhow::bail!("{}: this strnas was built without libtorch (--no-default-features); rebuild with the `torch` feature for --runtime tch", node.path)
+}
+
 /// The error for an output name the model lacks: names the model, the runtime and the outputs it has.
 pub(super) fn missing_output(source: &str, runtime: Runtime, name: &str, have: &[String]) -> anyhow::Error {
     anyhow::anyhow!("{source}: {}: the model has no output {name:?} (its outputs: {have:?})", runtime.full_name())

@@ -7,7 +7,7 @@
 //! fallback); the tract plan builder ([`tract_plan`]) and cost model ([`tract_flops`]); the host tensors fed
 //! and fetched ([`HostTensor`], [`Data`]); and, in [`libs`], locating the libraries and their versions.
 //!
-//! May depend on: `spec` and `weights` (what a tch network is built from), `nn` (the tch network, `torch`
+//! May depend on: `spec`, `ops` and `weights` (what a tch network or block is built from), `nn` (the tch network, `torch`
 //! feature). Must not depend on `infer`, `verify`, `bench` or `cli`, which build on it.
 
 mod device;
@@ -20,7 +20,7 @@ mod tensor;
 mod tract_engine;
 
 pub use device::Device;
-pub use engine::{open, Engine, EngineInfo, ModelRef, Runtime};
+pub use engine::{open, open_tch_block, Engine, EngineInfo, ModelRef, Runtime};
 pub use libs::{
     cache_dir, default_sigpipe, find_ort_lib, init_ort, ort_environment, ort_has_cuda, ort_version, tune_allocator, OrtLib, ORT_PINNED,
     TORCH_PINNED, TRACT_VERSION,

@@ -200,6 +200,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["target_ms"] = target.into();
     config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
     config["weight_optimizer"] = serde_json::to_value(cfg.train.optimizer)?;
+    config["lr_schedule"] = serde_json::to_value(cfg.train.schedule)?;
+    config["lr_groups"] = serde_json::to_value(&cfg.train.groups)?;
+    config["tps_init"] = serde_json::to_value(cfg.train.tps_init)?;
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.train.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
@@ -214,13 +217,14 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = VarStore::new(dev);
     let net = SuperNet::new(&vs.root(), &space);
+    crate::nn::init_tps(&vs, &space.base, cfg.train.tps_init);
     let mut avs = VarStore::new(dev);
     let alphas: Vec<Tensor> = space
         .edges
         .iter()
         .map(|e| crate::ops::torch::path(&avs.root(), &format!("arch.{}", e.path)).var("alpha", &[e.candidates.len() as i64], tch::nn::Init::Randn { mean: 0.0, stdev: 1e-3 }))
         .collect();
-    let mut wopt = Optimizer::new(&vs, cfg.train.optimizer);
+    let mut wopt = Optimizer::with(&vs, cfg.train.optimizer, cfg.train.schedule, &cfg.train.groups);
     let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: cfg.hyper.arch_lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: cfg.hyper.arch_weight_decay });
     let (mut start, mut arch_steps) = (0u64, 0u64);
     if cfg.train.resume {
@@ -257,16 +261,16 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let pre = Preprocess::from_arch(&space.base);
     let codec = LabelCodec::from_arch(&space.base);
     let valid = data.valid.clone();
-    let datasets = Arc::new(data.datasets);
+    let datasets = data.datasets.clone();
     let sources = Arc::new(data.sources);
     let (iters, s1) = (cfg.train.iters, sources.clone());
-    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.train.workers.max(1), move |j| {
+    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.train.workers.max(1), crate::data::loader::BadImages::Substitute, move |j| {
         let i = start + j;
         (i < iters).then(|| wstream.batch(i).into_iter().map(|(s, t)| locate(&s1[s], train_index(t, every))).collect())
     });
     let a0 = arch_steps;
     let amax = cfg.train.iters / cfg.hyper.arch_every.max(1) + 1;
-    let aloader = Prefetcher::spawn(datasets.clone(), pre, 1, move |j| {
+    let aloader = Prefetcher::spawn(datasets.clone(), pre, 1, crate::data::loader::BadImages::Substitute, move |j| {
         let a = a0 + j;
         (a < amax).then(|| astream.batch(a).into_iter().map(|(s, h)| locate(&sources[s], held_index(h, every))).collect())
     });
@@ -351,7 +355,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
                 let mut fvs = VarStore::new(dev);
                 let fnet = crate::nn::StrNet::new(&fvs.root(), &arch);
                 crate::nn::weights::load_model(&mut fvs, &arch, &wf, Path::new("supernet"))?;
-                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.train.batch_size, cfg.train.device, 1, |_| {})?;
+                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.train.batch_size, cfg.train.device, 1, |_, _| {})?;
                 let mut total = crate::eval::metrics::Score::default();
                 scores.iter().for_each(|s| total.merge(s));
                 acc = Some(total.accuracy());

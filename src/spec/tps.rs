@@ -27,6 +27,13 @@ pub fn initial_fiducials(f: usize) -> Vec<f64> {
     out
 }
 
+/// Source fiducials equal to the target fiducials, flattened like [`initial_fiducials`]: the identity
+/// transformation (the rectified image is the input resampled). RARE's layout above instead starts from a
+/// sheared half-height crop (at the left end rows y in [0, 1] are sampled, at the right end y in [-1, 0]).
+pub fn identity_fiducials(f: usize) -> Vec<f64> {
+    target_fiducials(f).into_iter().flatten().collect()
+}
+
 fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     if n == 1 {
         return vec![a];

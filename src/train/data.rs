@@ -6,14 +6,14 @@ use anyhow::{bail, Result};
 
 use super::TrainConfig;
 use crate::data::image::Preprocess;
-use crate::data::loader::{open_all, Dataset, Prefetcher, TrainStream};
+use crate::data::loader::{open_all, BadImages, Dataset, Prefetcher, TrainStream};
 use crate::spec::arch::Arch;
 
 /// The datasets of a run. Each `--train-data` entry is one source (its datasets concatenated); sources are
 /// mixed by `--batch-ratio`.
 pub(crate) struct TrainData {
     /// Every training dataset, source by source.
-    pub datasets: Vec<Dataset>,
+    pub datasets: Arc<Vec<Dataset>>,
     /// Per source: `(index into datasets, size)` of its members, in order.
     pub sources: Vec<Vec<(usize, usize)>>,
     /// One share of each batch per source.
@@ -48,7 +48,7 @@ impl TrainData {
             let empty: Vec<String> = valid.iter().filter(|d| d.is_empty()).map(|d| d.path().display().to_string()).collect();
             bail!("validation data has no usable samples after label filtering: {}", empty.join(", "));
         }
-        Ok(TrainData { datasets, sources, ratios, valid })
+        Ok(TrainData { datasets: Arc::new(datasets), sources, ratios, valid })
     }
 
     /// The batch stream: batch `i` is a function of `(seed, i)` only, so a resumed run sees the same batches.
@@ -62,15 +62,28 @@ impl TrainData {
         self.datasets.iter().map(|d| d.len().to_string()).collect::<Vec<_>>().join("+")
     }
 
+    /// One line per dataset whose labels were dropped by the filters (charset, batch_max_length), training
+    /// and validation.
+    pub fn filter_report(&self) -> Vec<String> {
+        self.datasets
+            .iter()
+            .map(|d| ("training", d))
+            .chain(self.valid.iter().map(|d| ("validation", d)))
+            .filter(|(_, d)| d.filtered > 0)
+            .map(|(what, d)| format!("{what} data {}: {} labels dropped by the filters (characters outside the charset or longer than batch_max_length), {} kept", d.path().display(), d.filtered, d.len()))
+            .collect()
+    }
+
     /// Number of validation samples.
     pub fn valid_samples(&self) -> usize {
         self.valid.iter().map(|d| d.len()).sum()
     }
 
     /// Loads batches `start..iters` of `stream` on `workers` background threads, in order.
-    pub fn loader(self, stream: TrainStream, start: u64, iters: u64, pre: Preprocess, workers: usize) -> Prefetcher {
-        let sources = self.sources;
-        Prefetcher::spawn(Arc::new(self.datasets), pre, workers, move |j| {
+    pub fn loader(&self, stream: TrainStream, start: u64, iters: u64, pre: Preprocess, workers: usize) -> Prefetcher {
+        let sources = self.sources.clone();
+        let datasets = self.datasets.clone();
+        Prefetcher::spawn(datasets, pre, workers, BadImages::Substitute, move |j| {
             let i = start + j;
             (i < iters).then(|| stream.batch(i).into_iter().map(|(s, k)| locate(&sources[s], k)).collect())
         })

@@ -34,7 +34,7 @@ use crate::progress::Progress;
 use data::TrainData;
 use optim::OptimKind;
 use run_dir::RunDir;
-use trainer::{Meter, Trainer, Validation};
+use trainer::{Diagnostics, Meter, Trainer, Validation};
 
 pub const MODEL_SPEC: &str = "model.yaml";
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
@@ -56,8 +56,24 @@ pub struct TrainConfig {
     pub device: Device,
     pub seed: u64,
     pub optimizer: OptimKind,
+    /// Learning-rate schedule over the optimizer's steps.
+    pub schedule: optim::Schedule,
+    /// Learning-rate multipliers by variable-name prefix.
+    pub groups: Vec<optim::Group>,
     pub grad_clip: f64,
     pub valid_every: u64,
+    /// Print (and log) a diagnostics line every N iterations (0: never): loss, learning rate, gradient norm
+    /// per part, TPS fiducial drift, compute and data-wait time.
+    pub log_every: u64,
+    /// Weight of an auxiliary CTC loss on the sequence features of attention models (0: off). The head
+    /// (`training.aux_ctc`, one linear layer) lives in checkpoints only; exported models do not have it.
+    pub aux_ctc: f64,
+    /// Start every residual cell as the identity ([`crate::nn::zero_init_residual`]); ignored when resuming.
+    pub zero_init_residual: bool,
+    /// Where the TPS starts (ignored for specs without a rectifier and when resuming).
+    pub tps_init: crate::nn::TpsInit,
+    /// With `resume`: accept changed settings (recorded in `log.txt`) instead of refusing them.
+    pub allow_changes: bool,
     /// Background loading threads.
     pub workers: usize,
     /// Stop after this much wall time (validating and checkpointing first); `--resume` continues later.
@@ -71,17 +87,23 @@ pub struct TrainReport {
     pub start_iteration: u64,
     pub final_iteration: u64,
     pub batch_size: usize,
-    /// Training images per second (forward + backward + step, validation excluded).
+    /// Training images per second of compute (forward + backward + step; validation and waiting for data
+    /// excluded).
     pub images_per_sec: f64,
+    /// Training images per second including the time spent waiting for the loader.
+    pub images_per_sec_with_data: f64,
     /// The loss of every iteration of this run.
     pub losses: Vec<f64>,
+    /// Training images that could not be read or decoded (each replaced by its dataset's next sample).
+    pub bad_images: usize,
     pub best_accuracy: Option<f64>,
     pub best_norm_ed: Option<f64>,
     pub out: PathBuf,
 }
 
 /// The training loss of a batch: CTC (zero_infinity, mean over targets) on log-softmax, or cross-entropy
-/// with teacher forcing ignoring padding (index 0) against `text[1:]` (REFERENCE.md §3, "Losses").
+/// with teacher forcing ignoring padding (index 0) against `text[1:]` (REFERENCE.md §3, "Losses"), decoded
+/// over the steps up to the batch's longest label (the same value as over all steps; see the body).
 pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]) -> Tensor {
     loss_of(codec, images, labels, |text| net.forward_t(images, text, true))
 }
@@ -92,30 +114,31 @@ pub fn loss_of(codec: &LabelCodec, images: &Tensor, labels: &[String], forward: 
     let device = images.device();
     let b = labels.len() as i64;
     match codec.decoding {
-        Decoding::Ctc => {
-            let logits = forward(None);
-            let t = logits.size()[1];
-            let log_probs = logits.log_softmax(2, Kind::Float).permute([1, 0, 2]);
-            let (targets, lengths) = codec.encode_ctc(labels);
-            let input_lengths = vec![t; labels.len()];
-            Tensor::ctc_loss(
-                &log_probs,
-                &Tensor::from_slice(&targets).to_device(device),
-                input_lengths.as_slice(),
-                lengths.as_slice(),
-                0,
-                Reduction::Mean,
-                true,
-            )
-        }
+        Decoding::Ctc => ctc_loss(codec, &forward(None), labels),
         Decoding::Attention => {
-            let steps = codec.max_len as i64 + 1;
-            let text = Tensor::from_slice(&codec.encode_attention(labels)).view([b, steps + 1]).to_device(device);
+            let width = codec.max_len as i64 + 2;
+            // Teacher forcing only needs the steps up to the longest label's [s]: the later targets are all
+            // padding (ignored) and the causal decoder's earlier steps do not depend on them, so the loss is
+            // the same as over all batch_max_length + 1 steps, at a fraction of the decoder's cost.
+            let longest = labels.iter().map(|l| l.chars().count().min(codec.max_len)).max().unwrap_or(0) as i64;
+            let steps = longest + 1;
+            let text = Tensor::from_slice(&codec.encode_attention(labels)).view([b, width]).narrow(1, 0, steps + 1).to_device(device);
             let logits = forward(Some(&text.narrow(1, 0, steps)));
             let classes = logits.size()[2];
             logits.view([-1, classes]).cross_entropy_loss::<Tensor>(&text.narrow(1, 1, steps).reshape([-1]), None, Reduction::Mean, 0, 0.0)
         }
     }
+}
+
+/// CTC loss (zero_infinity, mean over target lengths) of per-frame logits `[b, T, classes]` against
+/// `labels` encoded by the CTC codec `codec`.
+pub fn ctc_loss(codec: &LabelCodec, logits: &Tensor, labels: &[String]) -> Tensor {
+    let device = logits.device();
+    let t = logits.size()[1];
+    let log_probs = logits.log_softmax(2, Kind::Float).permute([1, 0, 2]);
+    let (targets, lengths) = codec.encode_ctc(labels);
+    let input_lengths = vec![t; labels.len()];
+    Tensor::ctc_loss(&log_probs, &Tensor::from_slice(&targets).to_device(device), input_lengths.as_slice(), lengths.as_slice(), 0, Reduction::Mean, true)
 }
 
 /// Checks that `device` can be used (shared with evaluation).
@@ -132,6 +155,7 @@ fn log(out: &Path, progress: &mut dyn Progress, line: &str) -> Result<()> {
 /// scores as its message; every `log.txt` line is also a note.
 pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainReport> {
     let run = RunDir::open(cfg)?;
+    let changes = run.changes.clone();
     let data = TrainData::open(cfg, &run.arch)?;
     let state = run.state(cfg);
     let start = state.iteration;
@@ -142,7 +166,7 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
     progress.start(cfg.iters, "iters");
     progress.set_position(start.min(cfg.iters));
     log(&cfg.out, progress, &format!(
-        "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, seed {}, device {:?}",
+        "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, lr schedule {}, seed {}, device {:?}",
         trainer.arch.name,
         if resumed { "resumed" } else { "started" },
         cfg.spec.display(),
@@ -152,17 +176,26 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
         data.sizes_text(),
         data.valid_samples(),
         trainer.optimizer_kind,
+        cfg.schedule.describe(),
         trainer.seed,
         cfg.device
     ))?;
 
+    for line in data.filter_report() {
+        log(&cfg.out, progress, &line)?;
+    }
+    if !changes.is_empty() {
+        log(&cfg.out, progress, &format!("--allow-changes: resumed with changed settings: {}", changes.join("; ")))?;
+    }
     let mut report = TrainReport {
         model: trainer.arch.name.clone(),
         start_iteration: start,
         final_iteration: start,
         batch_size: stream.batch_size(),
         images_per_sec: 0.0,
+        images_per_sec_with_data: 0.0,
         losses: vec![],
+        bad_images: 0,
         best_accuracy: trainer.best.accuracy,
         best_norm_ed: trainer.best.norm_ed,
         out: cfg.out.clone(),
@@ -172,9 +205,17 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
     let mut last_val = String::new();
     let mut iteration = start;
     let wall = Instant::now();
-    for batch in loader {
-        let lv = trainer.step(&batch?, iteration + 1, &mut meter)?;
+    let mut loader = loader.into_iter();
+    loop {
+        let waited = Instant::now();
+        let Some(batch) = loader.next() else { break };
+        meter.wait_secs += waited.elapsed().as_secs_f64();
+        let diagnose = cfg.log_every > 0 && (iteration + 1) % cfg.log_every == 0;
+        let (lv, diag) = trainer.step(&batch?, iteration + 1, &mut meter, diagnose)?;
         iteration += 1;
+        if let Some(d) = diag {
+            log_diagnostics(&cfg.out, progress, iteration, cfg.iters, &d, &meter)?;
+        }
         report.losses.push(lv);
         progress.set_position(iteration);
         progress.message(&format!("loss {lv:.4}{last_val}"));
@@ -192,11 +233,37 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
         }
     }
     progress.finish();
+    for line in crate::data::loader::bad_image_report(&data.datasets, "replaced by the next sample of their dataset") {
+        log(&cfg.out, progress, &line)?;
+    }
+    report.bad_images = data.datasets.iter().map(|d| d.bad_images().len()).sum();
     report.final_iteration = iteration;
     report.images_per_sec = meter.images_per_sec();
+    report.images_per_sec_with_data = meter.images_per_sec_with_data();
     report.best_accuracy = trainer.best.accuracy;
     report.best_norm_ed = trainer.best.norm_ed;
     Ok(report)
+}
+
+/// Writes a `--log-every` line to `log.txt` (and as a note) and its record to `steps.jsonl`.
+fn log_diagnostics(out: &Path, progress: &mut dyn Progress, iteration: u64, iters: u64, d: &Diagnostics, meter: &Meter) -> Result<()> {
+    let parts = d.parts.iter().map(|(p, n)| format!("{p} {n:.3}")).collect::<Vec<_>>().join(", ");
+    let drift = d.fiducial_drift.map(|v| format!(", TPS drift {v:.3}")).unwrap_or_default();
+    let wait = 100.0 * meter.wait_secs / (meter.wait_secs + meter.train_secs).max(1e-9);
+    let line = format!(
+        "[{iteration}/{iters}] loss {:.4}, lr {:.3e}, grad norm {:.3} ({parts}){drift}, {:.1} images/s compute, {wait:.0}% of step time waiting for data",
+        d.loss,
+        d.lr,
+        d.grad_norm,
+        meter.images_per_sec()
+    );
+    log(out, progress, &line)?;
+    let rec = serde_json::json!({
+        "iteration": iteration, "loss": d.loss, "lr": d.lr, "grad_norm": d.grad_norm,
+        "grad_norm_by_part": d.parts.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "fiducial_drift": d.fiducial_drift, "images_per_sec": meter.images_per_sec(), "data_wait_share": wait / 100.0,
+    });
+    crate::io::append_line(&out.join("steps.jsonl"), &rec.to_string())
 }
 
 /// Ends a validation window after `iteration`: validates (saving best weights), writes the checkpoint, then
@@ -205,8 +272,12 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
 fn end_window(trainer: &mut Trainer, iteration: u64, meter: &mut Meter, progress: &mut dyn Progress) -> Result<Option<Validation>> {
     let mean_loss = meter.take_mean_loss();
     let iters = trainer.iters();
-    let mut line = format!("[{iteration}/{iters}] train loss {mean_loss:.5}, {:.1} images/s", meter.images_per_sec());
-    let mut record = serde_json::json!({"iteration": iteration, "train_loss": mean_loss, "images_per_sec": meter.images_per_sec()});
+    let mut line = format!(
+        "[{iteration}/{iters}] train loss {mean_loss:.5}, {:.1} images/s compute ({:.1} with data loading)",
+        meter.images_per_sec(),
+        meter.images_per_sec_with_data()
+    );
+    let mut record = serde_json::json!({"iteration": iteration, "train_loss": mean_loss, "images_per_sec": meter.images_per_sec(), "images_per_sec_with_data": meter.images_per_sec_with_data()});
     let validation = trainer.validate(iteration)?;
     if let Some(v) = &validation {
         line += &format!(
@@ -219,9 +290,21 @@ fn end_window(trainer: &mut Trainer, iteration: u64, meter: &mut Meter, progress
         );
         record["valid_accuracy"] = v.accuracy.into();
         record["valid_norm_ed"] = v.norm_ed.into();
+        record["valid_sets"] = v.per_set.iter().map(|(n, k, a, e)| serde_json::json!({"name": n, "samples": k, "accuracy": a, "norm_ed": e})).collect::<Vec<_>>().into();
     }
     trainer.save_checkpoint(iteration)?;
     log(trainer.out(), progress, &line)?;
+    if let Some(v) = &validation {
+        if v.per_set.len() > 1 {
+            let sets = v.per_set.iter().map(|(n, k, a, e)| format!("{n} {a:.2}% ({k} samples, norm_ED {e:.4})")).collect::<Vec<_>>().join(", ");
+            log(trainer.out(), progress, &format!("    per set: {sets}"))?;
+        }
+        // DTRB's sample lines: ground truth, prediction, confidence, right or wrong.
+        log(trainer.out(), progress, &format!("    {:<25} | {:<25} | confidence | right", "ground truth", "prediction"))?;
+        for (gt, p, c) in &v.samples {
+            log(trainer.out(), progress, &format!("    {gt:<25} | {p:<25} | {c:.4}     | {}", if gt == p { "yes" } else { "no" }))?;
+        }
+    }
     crate::io::append_line(&trainer.out().join("metrics.jsonl"), &record.to_string())?;
     Ok(validation)
 }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 
-use super::optim::{OptimKind, Optimizer};
+use super::optim::{Group, OptimKind, Optimizer, Schedule};
 use super::{check_device, checkpoint, TrainConfig, CHECKPOINT, MODEL_SPEC};
 use crate::spec::arch::Arch;
 use crate::weights::WeightFile;
@@ -24,6 +24,61 @@ pub(super) struct RunState {
     #[serde(default)]
     pub best_accuracy_norm_ed: Option<f64>,
     pub best_norm_ed: Option<f64>,
+    /// The settings the run was started with (absent in checkpoints written before they were recorded).
+    #[serde(default)]
+    pub settings: Option<Settings>,
+}
+
+/// The settings a resumed run must keep (or change only with `--allow-changes`): changing them mid-run makes
+/// the resumed run differ from the uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Settings {
+    pub batch_size: usize,
+    pub batch_ratio: Vec<f64>,
+    pub train_data: Vec<String>,
+    pub optimizer: OptimKind,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    pub grad_clip: f64,
+    #[serde(default)]
+    pub aux_ctc: f64,
+}
+
+impl Settings {
+    pub fn of(cfg: &TrainConfig) -> Self {
+        Settings {
+            batch_size: cfg.batch_size,
+            batch_ratio: cfg.batch_ratio.clone(),
+            train_data: cfg.train_data.iter().map(|p| p.display().to_string()).collect(),
+            optimizer: cfg.optimizer,
+            schedule: cfg.schedule,
+            groups: cfg.groups.clone(),
+            grad_clip: cfg.grad_clip,
+            aux_ctc: cfg.aux_ctc,
+        }
+    }
+
+    /// `field: checkpoint X, now Y` for every setting that differs.
+    pub fn differences(&self, now: &Settings) -> Vec<String> {
+        let mut out = vec![];
+        let mut cmp = |field: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{field}: checkpoint {a}, now {b}"));
+            }
+        };
+        cmp("--batch-size", self.batch_size.to_string(), now.batch_size.to_string());
+        cmp("--batch-ratio", format!("{:?}", self.batch_ratio), format!("{:?}", now.batch_ratio));
+        cmp("--train-data", self.train_data.join(","), now.train_data.join(","));
+        let opt = |o: &OptimKind| serde_json::to_string(o).unwrap_or_default();
+        cmp("--optimizer/--lr/--weight-decay", opt(&self.optimizer), opt(&now.optimizer));
+        cmp("--lr-schedule/--warmup", self.schedule.describe(), now.schedule.describe());
+        cmp("--lr-group", format!("{:?}", self.groups), format!("{:?}", now.groups));
+        cmp("--grad-clip", self.grad_clip.to_string(), now.grad_clip.to_string());
+        cmp("--aux-ctc", self.aux_ctc.to_string(), now.aux_ctc.to_string());
+        out
+    }
 }
 
 /// A run directory opened for training, with the spec it trains.
@@ -35,6 +90,8 @@ pub(super) struct RunDir {
     pub checkpoint: PathBuf,
     /// With `--resume`: the checkpoint and the state it holds.
     pub resumed: Option<(WeightFile, RunState)>,
+    /// With `--resume --allow-changes`: the settings that changed (for the log).
+    pub changes: Vec<String>,
 }
 
 impl RunDir {
@@ -48,8 +105,20 @@ impl RunDir {
         let hash = crate::spec::arch_hash(&arch.spec);
         let checkpoint = cfg.out.join(CHECKPOINT);
         // Resume or start fresh, never silently overwrite a run.
+        let mut changes = vec![];
         let resumed = if cfg.resume {
-            Some(read_checkpoint(&checkpoint, cfg, &hash)?)
+            let (wf, state) = read_checkpoint(&checkpoint, cfg, &hash)?;
+            if let Some(saved) = &state.settings {
+                changes = saved.differences(&Settings::of(cfg));
+                if !changes.is_empty() && !cfg.allow_changes {
+                    bail!(
+                        "--resume: {} was started with other settings; repeat its command, or pass --allow-changes to continue with the new ones (recorded in log.txt):\n  {}",
+                        cfg.out.display(),
+                        changes.join("\n  ")
+                    );
+                }
+            }
+            Some((wf, state))
         } else {
             if checkpoint.exists() {
                 bail!("{} already holds a run; pass --resume to continue it, or choose another --out", cfg.out.display());
@@ -58,14 +127,18 @@ impl RunDir {
         };
         std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
         crate::io::write_atomic(&cfg.out.join(MODEL_SPEC), spec_text.as_bytes())?;
-        Ok(RunDir { spec_text, arch, checkpoint, resumed })
+        Ok(RunDir { spec_text, arch, checkpoint, resumed, changes })
     }
 
-    /// The state the run continues from: the checkpoint's when resuming, else iteration 0 with `cfg.seed`.
+    /// The state the run continues from: the checkpoint's when resuming (with the settings now in force,
+    /// which differ only under `--allow-changes`), else iteration 0 with `cfg.seed`.
     pub fn state(&self, cfg: &TrainConfig) -> RunState {
         match &self.resumed {
-            Some((_, s)) => s.clone(),
-            None => RunState { seed: cfg.seed, ..Default::default() },
+            // A checkpoint that recorded its settings continues with the (checked) settings given now; an older
+            // one keeps its optimizer.
+            Some((_, s)) if s.settings.is_some() => RunState { optimizer: Some(cfg.optimizer), settings: Some(Settings::of(cfg)), ..s.clone() },
+            Some((_, s)) => RunState { settings: Some(Settings::of(cfg)), ..s.clone() },
+            None => RunState { seed: cfg.seed, settings: Some(Settings::of(cfg)), ..Default::default() },
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use tch::nn::VarStore;
 
 use super::optim::{OptimKind, Optimizer};
-use super::run_dir::{save_checkpoint, RunDir, RunState};
+use super::run_dir::{save_checkpoint, RunDir, RunState, Settings};
 use super::{checkpoint, loss, TrainConfig, BEST_NORM_ED, MODEL_WEIGHTS};
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
@@ -41,18 +41,61 @@ impl Best {
     }
 }
 
+/// The auxiliary CTC head `training.aux_ctc` (sequence features -> CTC classes) of an attention model when
+/// `weight` > 0; `None` otherwise. Refused for CTC models (they already have the loss).
+fn aux_head(vs: &VarStore, arch: &Arch, weight: f64) -> Result<Option<(tch::nn::Linear, LabelCodec)>> {
+    if weight <= 0.0 {
+        return Ok(None);
+    }
+    let codec = LabelCodec::from_arch(arch);
+    if codec.decoding != crate::data::labels::Decoding::Attention {
+        bail!("--aux-ctc is for attention models; {} already trains with CTC", arch.name);
+    }
+    let nodes = crate::ops::network(arch);
+    let crate::ops::Port::Sequence { d, .. } = nodes.last().expect("a prediction head").layer.input() else {
+        bail!("--aux-ctc: the prediction head of {} does not read a sequence", arch.name);
+    };
+    let ctc = LabelCodec { decoding: crate::data::labels::Decoding::Ctc, ..codec };
+    let p = vs.root() / "training" / "aux_ctc";
+    let head = tch::nn::linear(p, d as i64, ctc.num_classes() as i64, crate::ops::torch::linear_cfg(true));
+    Ok(Some((head, ctc)))
+}
+
+/// What a `--log-every` line reports about one step.
+#[derive(Debug, Clone)]
+pub(super) struct Diagnostics {
+    pub loss: f64,
+    /// The step's learning rate (base x schedule).
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Gradient norm per top-level part (before clipping).
+    pub parts: Vec<(String, f64)>,
+    /// See [`Trainer::fiducial_drift`].
+    pub fiducial_drift: Option<f64>,
+}
+
 /// One validation's scores, pooled over every validation set.
 pub(super) struct Validation {
     pub accuracy: f64,
     pub norm_ed: f64,
     pub secs: f64,
+    /// `(name, samples, accuracy %, norm_ED)` per validation set.
+    pub per_set: Vec<(String, usize, f64, f64)>,
+    /// The first predictions of the validation data: `(ground truth, prediction, confidence)`.
+    pub samples: Vec<(String, String, f32)>,
 }
+
+/// Sample predictions shown at each validation (DTRB shows 5).
+const SAMPLE_LINES: usize = 5;
 
 /// Training figures since the last validation (and images/s over the whole run).
 #[derive(Debug, Default)]
 pub(super) struct Meter {
     /// Seconds spent in training steps (validation excluded), whole run.
     pub train_secs: f64,
+    /// Seconds spent waiting for the loader's next batch, whole run.
+    pub wait_secs: f64,
     /// Images trained on, whole run.
     pub images: usize,
     loss_sum: f64,
@@ -60,8 +103,14 @@ pub(super) struct Meter {
 }
 
 impl Meter {
+    /// Images per second of compute (forward, backward, step; waiting for data excluded).
     pub fn images_per_sec(&self) -> f64 {
         self.images as f64 / self.train_secs.max(1e-9)
+    }
+
+    /// Images per second including the time spent waiting for data.
+    pub fn images_per_sec_with_data(&self) -> f64 {
+        self.images as f64 / (self.train_secs + self.wait_secs).max(1e-9)
     }
 
     /// Mean loss since the last call, and starts a new window.
@@ -82,11 +131,14 @@ pub(super) struct Trainer<'a> {
     pub pre: Preprocess,
     vs: VarStore,
     net: StrNet,
+    /// The auxiliary CTC head and its codec (attention models with `--aux-ctc`).
+    aux: Option<(tch::nn::Linear, LabelCodec)>,
     opt: Optimizer,
     pub optimizer_kind: OptimKind,
     pub seed: u64,
     pub best: Best,
     valid: Arc<Vec<Dataset>>,
+    settings: Option<Settings>,
 }
 
 impl<'a> Trainer<'a> {
@@ -97,8 +149,16 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(state.seed as i64);
         let mut vs = VarStore::new(cfg.device);
         let net = StrNet::new(&vs.root(), &run.arch);
+        crate::nn::init_tps(&vs, &run.arch, cfg.tps_init);
+        if cfg.zero_init_residual {
+            crate::nn::zero_init_residual(&vs, &run.arch);
+        }
+        let aux = aux_head(&vs, &run.arch, cfg.aux_ctc)?;
         let optimizer_kind = state.optimizer.unwrap_or(cfg.optimizer);
-        let mut opt = Optimizer::new(&vs, optimizer_kind);
+        let mut opt = Optimizer::with(&vs, optimizer_kind, cfg.schedule, &cfg.groups);
+        if let Some(g) = opt.unmatched(&cfg.groups).first() {
+            bail!("--lr-group {}={}: no variable of {} starts with {:?} (top-level parts: rectifier, extractor, sequence, prediction)", g.prefix, g.lr_factor, run.arch.name, g.prefix);
+        }
         if let Some((wf, s)) = &run.resumed {
             checkpoint::load_model(&mut vs, &run.arch, wf, &run.checkpoint)?;
             opt.load_state(wf, s.optimizer_steps).with_context(|| format!("{}", run.checkpoint.display()))?;
@@ -112,33 +172,63 @@ impl<'a> Trainer<'a> {
             checkpoint_path: run.checkpoint,
             vs,
             net,
+            aux,
             opt,
             optimizer_kind,
             seed: state.seed,
             best: Best { accuracy: state.best_accuracy, accuracy_norm_ed: state.best_accuracy_norm_ed, norm_ed: state.best_norm_ed },
             valid,
+            settings: state.settings.clone(),
         })
     }
 
     /// One optimisation step on `batch` (forward, loss, backward, gradient clipping, update), counted in
-    /// `meter`. Returns the batch loss; fails when it is not finite (`iteration` names the step in the error).
-    pub fn step(&mut self, batch: &Batch, iteration: u64, meter: &mut Meter) -> Result<f64> {
+    /// `meter`. Returns the batch loss, and with `diagnose` the step's [`Diagnostics`] (measured outside the
+    /// timed step); fails when the loss is not finite (`iteration` names the step in the error).
+    pub fn step(&mut self, batch: &Batch, iteration: u64, meter: &mut Meter, diagnose: bool) -> Result<(f64, Option<Diagnostics>)> {
         let t0 = Instant::now();
+        let lr = self.opt.current_lr();
         let x = tch_eval::images_tensor(batch, &self.pre, self.cfg.device);
-        let l = loss(&self.net, &self.codec, &x, &batch.labels);
+        let l = match &self.aux {
+            None => loss(&self.net, &self.codec, &x, &batch.labels),
+            Some((head, ctc)) => {
+                let feats = std::cell::RefCell::new(None);
+                let main = super::loss_of(&self.codec, &x, &batch.labels, |text| {
+                    let (f, y) = self.net.forward_with_features(&x, text, true);
+                    *feats.borrow_mut() = Some(f);
+                    y
+                });
+                let f = feats.into_inner().expect("the forward ran");
+                main + super::ctc_loss(ctc, &tch::nn::Module::forward(head, &f), &batch.labels) * self.cfg.aux_ctc
+            }
+        };
         self.opt.zero_grad();
         l.backward();
-        self.opt.clip_grad_norm(self.cfg.grad_clip);
+        let t_diag = Instant::now();
+        let parts = if diagnose { self.opt.grad_norms_by_part() } else { vec![] };
+        let diag_secs = t_diag.elapsed().as_secs_f64();
+        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip);
         self.opt.step();
         let lv = l.double_value(&[]);
-        meter.train_secs += t0.elapsed().as_secs_f64();
+        meter.train_secs += t0.elapsed().as_secs_f64() - diag_secs;
         meter.images += batch.len();
         if !lv.is_finite() {
             bail!("iteration {iteration}: the loss is {lv}; lower the learning rate or check the data");
         }
         meter.loss_sum += lv;
         meter.loss_n += 1;
-        Ok(lv)
+        let diagnostics = diagnose.then(|| Diagnostics { loss: lv, lr, grad_norm, parts, fiducial_drift: self.fiducial_drift(&x) });
+        Ok((lv, diagnostics))
+    }
+
+    /// Mean distance of the TPS's predicted fiducials from the identity's, in half-image units (0: no
+    /// rectification; the reference's initial bias is 0.5 away), on the batch `x`, in evaluation mode.
+    fn fiducial_drift(&self, x: &tch::Tensor) -> Option<f64> {
+        let t = self.arch.rectifier.as_ref()?;
+        let c = tch::no_grad(|| self.net.fiducials(x, false))?;
+        let id: Vec<f32> = crate::spec::tps::identity_fiducials(t.fiducials as usize).into_iter().map(|v| v as f32).collect();
+        let id = tch::Tensor::from_slice(&id).view([1, -1, 2]).to_device(c.device());
+        Some(tch::no_grad(|| (c - id).square().sum_dim_intlist([2i64].as_slice(), false, tch::Kind::Float).sqrt().mean(tch::Kind::Float).double_value(&[])))
     }
 
     /// Whether the run has validation data.
@@ -159,7 +249,13 @@ impl<'a> Trainer<'a> {
         }
         let t = Instant::now();
         let batch_size = 256.min(self.cfg.batch_size.max(64));
-        let scores = tch_eval::score(&self.net, &self.codec, &self.pre, self.valid.clone(), batch_size, self.cfg.device, self.cfg.workers, |_| {})?;
+        let mut samples = vec![];
+        let scores = tch_eval::score(&self.net, &self.codec, &self.pre, self.valid.clone(), batch_size, self.cfg.device, self.cfg.workers, |b, preds| {
+            for (gt, (p, c)) in b.labels.iter().zip(preds).take(SAMPLE_LINES.saturating_sub(samples.len())) {
+                samples.push((gt.clone(), p.clone(), *c));
+            }
+        })?;
+        let per_set = self.valid.iter().zip(&scores).map(|(d, s)| (d.name(), s.samples as usize, s.accuracy(), s.norm_ed())).collect();
         let mut total = Score::default();
         scores.iter().for_each(|s| total.merge(s));
         let (acc, ned) = (total.accuracy(), total.norm_ed());
@@ -172,7 +268,7 @@ impl<'a> Trainer<'a> {
             self.best.norm_ed = Some(ned);
             checkpoint::save_weights(&self.vs, &self.arch, &out.join(BEST_NORM_ED), &extra)?;
         }
-        Ok(Some(Validation { accuracy: acc, norm_ed: ned, secs: t.elapsed().as_secs_f64() }))
+        Ok(Some(Validation { accuracy: acc, norm_ed: ned, secs: t.elapsed().as_secs_f64(), per_set, samples }))
     }
 
     /// Writes `checkpoint.safetensors` for a run stopped after `iteration` (what `--resume` continues from).
@@ -185,6 +281,7 @@ impl<'a> Trainer<'a> {
             best_accuracy: self.best.accuracy,
             best_accuracy_norm_ed: self.best.accuracy_norm_ed,
             best_norm_ed: self.best.norm_ed,
+            settings: self.settings.clone(),
         };
         save_checkpoint(&self.vs, &self.opt, &self.arch, &self.spec_text, &st, &self.checkpoint_path)
     }
