@@ -317,7 +317,18 @@ fn aux_ctc_head_lives_in_checkpoints_only() {
     let mut c = config(spec("tiny-limited-3x3-ex3-attn.yaml"), &data, Some(&data), &out, 3);
     c.aux_ctc = 0.5;
     c.batch_size = 4;
+    c.log_every = 1;
     train::train(&c, &mut Silent).unwrap();
+    // `report --train` draws the run: loss, accuracy, gradient norm per part (the aux head's "training" too),
+    // TPS drift.
+    let charts = tmp.path().join("charts");
+    let o = strnas(&["report", "--train", out.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for name in ["train-loss", "train-accuracy", "train-grad-norms", "train-tps-drift"] {
+        assert!(charts.join(format!("{name}.svg")).exists() && charts.join(format!("{name}.png")).exists(), "{name}: {}", text(&o));
+    }
+    let svg = std::fs::read_to_string(charts.join("train-grad-norms.svg")).unwrap();
+    assert!(["rectifier", "extractor", "sequence", "prediction", "training"].iter().all(|p| svg.contains(p)), "every part in the legend");
     let ckpt = WeightFile::read(&out.join(train::CHECKPOINT)).unwrap();
     assert!(ckpt.tensors.contains_key("training.aux_ctc.weight") && ckpt.tensors.contains_key("optimizer/exp_avg/training.aux_ctc.weight"));
     let model = WeightFile::read(&out.join(train::MODEL_WEIGHTS)).unwrap();

@@ -30,6 +30,10 @@ pub struct ReportArgs {
     /// cell's final choice over the architecture steps, and expected latency over the run
     #[arg(long, num_args = 1.., value_name = "RUN")]
     search: Vec<PathBuf>,
+    /// `strnas train` run directories: training loss and validation accuracy over the iterations
+    /// (`metrics.jsonl`), and with `--log-every` the gradient norm per part and the TPS drift (`steps.jsonl`)
+    #[arg(long, num_args = 1.., value_name = "RUN")]
+    train: Vec<PathBuf>,
     /// Output folder
     #[arg(long, short, default_value = "charts")]
     out: PathBuf,
@@ -59,8 +63,8 @@ fn write(out: &Path, stem: &str, c: &Canvas, font: Option<&ab_glyph::FontArc>, w
 }
 
 pub fn run(a: ReportArgs) -> Result<i32> {
-    if a.bench.is_empty() && a.eval.is_empty() && a.search.is_empty() {
-        bail!("nothing to draw: give --bench BENCH.json, --eval EVAL.json and/or --search RUN");
+    if a.bench.is_empty() && a.eval.is_empty() && a.search.is_empty() && a.train.is_empty() {
+        bail!("nothing to draw: give --bench BENCH.json, --eval EVAL.json, --search RUN and/or --train RUN");
     }
     let reports: Vec<Report> = a.bench.iter().map(|p| Report::read(p).with_context(|| format!("--bench {}", p.display()))).collect::<Result<_>>()?;
     let evals = read_evals(&a.eval)?;
@@ -123,6 +127,10 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         let stem = if a.search.len() > 1 { format!("search{}-", k + 1) } else { "search-".into() };
         search_charts(run, &a.out, &stem, font.as_ref(), &mut written).with_context(|| format!("--search {}", run.display()))?;
     }
+    for (k, run) in a.train.iter().enumerate() {
+        let stem = if a.train.len() > 1 { format!("train{}-", k + 1) } else { "train-".into() };
+        train_charts(run, &a.out, &stem, font.as_ref(), &mut written).with_context(|| format!("--train {}", run.display()))?;
+    }
     if written.is_empty() {
         bail!("nothing to draw: no batch-{} latencies and no evaluated models with params", a.batch);
     }
@@ -132,6 +140,43 @@ pub fn run(a: ReportArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Reads a run directory's JSON-lines file (`metrics.jsonl`, `steps.jsonl`, ...); errors name the line.
+fn read_jsonl(run: &Path, name: &str) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(run.join(name)).with_context(|| format!("reading {name}"))?;
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{name} line {}", i + 1))).collect()
+}
+
+/// `(x, y)` of every record that has both numeric fields.
+fn points(records: &[serde_json::Value], x: &str, y: impl Fn(&serde_json::Value) -> Option<f64>) -> Vec<(f64, f64)> {
+    records.iter().filter_map(|r| Some((r[x].as_f64()?, y(r)?))).collect()
+}
+
+/// A training run's charts: loss and validation accuracy (`metrics.jsonl`), and from `steps.jsonl` when the
+/// run logged it, the loss, the gradient norm of each part and the TPS drift over the iterations.
+fn train_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
+    let metrics = read_jsonl(run, "metrics.jsonl")?;
+    if metrics.is_empty() {
+        bail!("metrics.jsonl is empty: no validation window ended yet");
+    }
+    let loss = points(&metrics, "iteration", |r| r["train_loss"].as_f64());
+    write(out, &format!("{stem}loss"), &chart::lines("Training loss (mean per validation window)", "iteration", "loss", &[("train loss".into(), loss)], false), font, written)?;
+    let acc = points(&metrics, "iteration", |r| r["valid_accuracy"].as_f64());
+    if !acc.is_empty() {
+        write(out, &format!("{stem}accuracy"), &chart::lines("Validation word accuracy", "iteration", "%", &[("validation".into(), acc)], false), font, written)?;
+    }
+    let Ok(steps) = read_jsonl(run, "steps.jsonl") else { return Ok(()) };
+    let parts: std::collections::BTreeSet<String> = steps.iter().filter_map(|r| r["grad_norm_by_part"].as_object()).flat_map(|o| o.keys().cloned()).collect();
+    let series: Vec<(String, Vec<(f64, f64)>)> = parts.iter().map(|p| (p.clone(), points(&steps, "iteration", |r| r["grad_norm_by_part"][p].as_f64()))).collect();
+    if !series.is_empty() {
+        write(out, &format!("{stem}grad-norms"), &chart::lines("Gradient norm per part (before clipping)", "iteration", "L2 norm", &series, true), font, written)?;
+    }
+    let drift = points(&steps, "iteration", |r| r["fiducial_drift"].as_f64());
+    if !drift.is_empty() {
+        write(out, &format!("{stem}tps-drift"), &chart::lines("TPS drift from the identity", "iteration", "half-image units", &[("drift".into(), drift)], false), font, written)?;
+    }
+    Ok(())
+}
+
 /// The search's charts from its run directory: `config.json` (edges and candidates), `probs.jsonl`,
 /// `metrics.jsonl`.
 fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
@@ -139,11 +184,7 @@ fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::Fon
     let edges = config["edges"].as_array().context("config.json has no edges (written by an older strnas)")?;
     let paths: Vec<String> = edges.iter().map(|e| e["path"].as_str().unwrap_or("?").to_string()).collect();
     let cands: Vec<Vec<String>> = edges.iter().map(|e| e["candidates"].as_array().map(|c| c.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default()).collect();
-    let read_jsonl = |name: &str| -> Result<Vec<serde_json::Value>> {
-        let text = std::fs::read_to_string(run.join(name)).with_context(|| format!("reading {name}"))?;
-        text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{name} line {}", i + 1))).collect()
-    };
-    let probs = read_jsonl("probs.jsonl")?;
+    let probs = read_jsonl(run, "probs.jsonl")?;
     let Some(last) = probs.last() else { bail!("probs.jsonl is empty: no architecture step yet") };
     let as_probs = |v: &serde_json::Value| -> Vec<Vec<f64>> { v["probs"].as_array().map(|e| e.iter().map(|p| p.as_array().map(|x| x.iter().filter_map(|f| f.as_f64()).collect()).unwrap_or_default()).collect()).unwrap_or_default() };
     // Columns: every candidate name, identity first, then by kernel within expansion.
@@ -164,7 +205,7 @@ fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::Fon
         })
         .collect();
     write(out, &format!("{stem}probs-curves"), &chart::lines("Probability of each cell's final op", "architecture step", "probability", &series, false), font, written)?;
-    let metrics = read_jsonl("metrics.jsonl").unwrap_or_default();
+    let metrics = read_jsonl(run, "metrics.jsonl").unwrap_or_default();
     let lat: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m["iteration"].as_f64()?, m["expected_ms"].as_f64()?))).collect();
     if !lat.is_empty() {
         write(out, &format!("{stem}expected-latency"), &chart::lines("Expected latency", "iteration", "ms", &[("expected latency".into(), lat)], false), font, written)?;
