@@ -164,9 +164,10 @@ pub fn find_all(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if dir.join("data.mdb").is_file() || dir.join(super::folder::GT_FILE).is_file() {
+        let lmdb = dir.join("data.mdb").is_file();
+        if lmdb || dir.join(super::folder::GT_FILE).is_file() {
             out.push(dir.clone());
-            if !dir.join("data.mdb").is_file() {
+            if !lmdb {
                 continue;
             }
         }

@@ -149,22 +149,6 @@ impl Optimizer {
         self.kind.lr() * self.schedule.factor(self.steps as u64 + 1)
     }
 
-    /// The L2 norm of the gradients per top-level part of the variable names (`rectifier`, `extractor`,
-    /// `sequence`, `prediction`), sorted by part: where the signal goes.
-    pub fn grad_norms_by_part(&self) -> Vec<(String, f64)> {
-        let mut sums: std::collections::BTreeMap<String, f64> = Default::default();
-        tch::no_grad(|| {
-            for (name, p) in &self.params {
-                let g = p.grad();
-                if g.defined() {
-                    let part = name.split('.').next().unwrap_or(name).to_string();
-                    *sums.entry(part).or_default() += g.square().sum(tch::Kind::Float).double_value(&[]);
-                }
-            }
-        });
-        sums.into_iter().map(|(k, v)| (k, v.sqrt())).collect()
-    }
-
     pub fn zero_grad(&mut self) {
         for (_, p) in self.params.iter_mut() {
             p.zero_grad();
@@ -174,17 +158,30 @@ impl Optimizer {
     /// Scales gradients so their global L2 norm is at most `max` (torch's `clip_grad_norm_`); returns the
     /// norm before clipping.
     pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
-        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(|g| g.defined()).collect();
-        let total = tch::no_grad(|| grads.iter().map(|g| g.square().sum(tch::Kind::Float).double_value(&[])).sum::<f64>().sqrt());
+        self.clip_grad_norm_by_part(max).0
+    }
+
+    /// [`Optimizer::clip_grad_norm`] that also returns the norm before clipping of each top-level part of the
+    /// variable names (`rectifier`, `extractor`, `sequence`, `prediction`), sorted by part: where the signal
+    /// goes. Each gradient's norm is computed once for both.
+    pub fn clip_grad_norm_by_part(&mut self, max: f64) -> (f64, Vec<(String, f64)>) {
+        let grads: Vec<(&str, Tensor)> = self.params.iter().map(|(n, p)| (n.as_str(), p.grad())).filter(|(_, g)| g.defined()).collect();
+        let mut parts: std::collections::BTreeMap<&str, f64> = Default::default();
+        tch::no_grad(|| {
+            for (name, g) in &grads {
+                *parts.entry(name.split('.').next().unwrap_or(name)).or_default() += g.square().sum(tch::Kind::Float).double_value(&[]);
+            }
+        });
+        let total = parts.values().sum::<f64>().sqrt();
         let coef = max / (total + 1e-6);
         if coef < 1.0 {
             tch::no_grad(|| {
-                for mut g in grads {
+                for (_, mut g) in grads {
                     let _ = g.g_mul_scalar_(coef);
                 }
             });
         }
-        total
+        (total, parts.into_iter().map(|(k, v)| (k.to_string(), v.sqrt())).collect())
     }
 
     pub fn step(&mut self) {
