@@ -53,7 +53,7 @@ test:
 	$(ENV) && scripts/test.sh
 
 bench:
-	$(ENV) && cargo bench --bench spec --bench data --bench runtimes --bench search
+	$(ENV) && cargo bench --bench spec --bench data --bench runtimes --bench search --bench search_memory
 
 gate: build-release
 	$(ENV) && $(GATE) --baseline $$(scripts/baseline-path.sh)

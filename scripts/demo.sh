@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults (`make demo`): environment report, the architecture specs, then a small
 # end-to-end run: render synthetic word images into LMDB, train a tiny model for a few minutes, evaluate it on
-# a held-out set. Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
+# a held-out set, search an architecture in the same model's space (ProxylessNAS, latency-aware on
+# onnxruntime), retrain and evaluate the searched model, and bench both (DEMO_SEARCH=0 skips the search). Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
 set -euo pipefail
 BIN=${1:-strnas}
 cd "$(dirname "$0")/.."
@@ -44,13 +45,44 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   echo "ground truth:"; cat "$DIR/test-images/labels.tsv"
   "$BIN" infer "$DIR/run/model.onnx" --runtime tract "$DIR"/test-images/0*
 
+  MODELS=("$DIR/run/model.yaml")
+  EVALS=("$DIR/eval.json")
+  if [[ "${DEMO_SEARCH:-1}" == "1" ]]; then
+    # The search space is the trained model's own skeleton, so the searched model and the limited-space
+    # baseline (every cell 3x3, expansion 3) differ only in what the search chose, and get the same data and
+    # the same training budget.
+    step "Latency table of the tiny-crnn-ctc space on onnxruntime (strnas latency build)"
+    "$BIN" latency build arch_specs/tiny/tiny-crnn-ctc.yaml --runtime ort --threads 1 --fit-random 4 \
+      --fit-specs arch_specs/tiny/tiny-crnn-ctc.yaml -o "$DIR/latency-ort.json"
+
+    step "ProxylessNAS over that space, latency target = the baseline's predicted latency (strnas search; at most ${DEMO_SEARCH_MINUTES:-4} minutes)"
+    "$BIN" search arch_specs/tiny/tiny-crnn-ctc.yaml --search extractor --train-data "$DIR/train" --valid-data "$DIR/valid" \
+      --preset str-nas1 --latency-table "$DIR/latency-ort.json" --optimizer adam --iters 600 --valid-every 200 \
+      --max-time "${DEMO_SEARCH_MINUTES:-4}" --out "$DIR/search"
+    "$BIN" spec show "$DIR/search/arch.yaml"
+    "$BIN" latency predict "$DIR/search/arch.yaml" --table "$DIR/latency-ort.json"
+
+    step "Retrain the searched spec with the baseline's data and budget (strnas train; at most ${DEMO_MINUTES:-6} minutes)"
+    "$BIN" train "$DIR/search/arch.yaml" --train-data "$DIR/train" --valid-data "$DIR/valid" \
+      --iters 2000 --batch-size 32 --optimizer adam --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/searched"
+    "$BIN" eval "$DIR/searched/model.yaml" --data "$DIR/test" --json "$DIR/eval-searched.json"
+    "$BIN" export "$DIR/searched/model.yaml"
+    "$BIN" verify "$DIR/searched/model.onnx" --spec "$DIR/searched/model.yaml"
+    MODELS+=("$DIR/searched/model.yaml")
+    EVALS+=("$DIR/eval-searched.json")
+  fi
+
   step "Time it like the paper's Table 1 on onnxruntime, tract and tch, with the accuracy above (strnas bench / report)"
   RUNTIMES=ort,tract
   "$BIN" train --help >/dev/null 2>&1 && RUNTIMES=ort,tract,tch
-  "$BIN" bench "$DIR/run/model.yaml" --runtime "$RUNTIMES" --batch 1,32 --min-time 1 --eval "$DIR/eval.json" \
+  "$BIN" bench "${MODELS[@]}" --runtime "$RUNTIMES" --batch 1,32 --min-time 1 --eval "${EVALS[@]}" \
     --json "$DIR/bench.json" --markdown "$DIR/bench.md"
-  "$BIN" report --bench "$DIR/bench.json" --eval "$DIR/eval.json" --out "$DIR/charts"
+  SEARCH_CHART=()
+  # (a search stopped within its warm-up, e.g. with a tiny DEMO_SEARCH_MINUTES, has no probabilities to draw)
+  [[ -f "$DIR/search/probs.jsonl" ]] && SEARCH_CHART=(--search "$DIR/search")
+  "$BIN" report --bench "$DIR/bench.json" --eval "${EVALS[@]}" "${SEARCH_CHART[@]}" --train "$DIR/run" --out "$DIR/charts"
   echo
   echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data;"
-  echo "         bench.json/bench.md the timings; charts/ the latency and accuracy charts)"
+  echo "         search/ the searched arch.yaml, probabilities and log; searched/ its retraining;"
+  echo "         bench.json/bench.md the timings; charts/ the latency, accuracy and search charts)"
 fi

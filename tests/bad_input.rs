@@ -393,10 +393,34 @@ fn train_data_with_every_label_out_of_charset_is_named() {
     expect(&o, 2, &["no usable samples after label filtering", s(&foreign)]);
 }
 
-/// `dataset synth --charset` with characters no installed font has (private-use code points): today every
-/// label silently becomes "text", which is not in the requested charset, and the command exits 0.
+/// The training recipe's flags are one description shared by `train` and `search`: the same bad value gets the
+/// same error from both, naming the flag, before any data is read.
+#[cfg(feature = "torch")]
 #[test]
-#[ignore = "bug: synth drops characters no font covers and falls back to the label \"text\" (src/data/synth/mod.rs:183-189), exit 0 without a word"]
+fn bad_recipe_flags_are_refused_by_train_and_search_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path(), false);
+    let data = good_dataset(&tmp.path().join("data"));
+    let run = tmp.path().join("run");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--warmup", "5"], "--warmup needs --lr-schedule cosine or step"),
+        (&["--lr=-1"], "--lr must be positive"),
+        (&["--lr-schedule", "cosine", "--min-lr-factor", "2"], "--min-lr-factor must be in [0, 1]"),
+        (&["--grad-clip", "0"], "--grad-clip must be positive"),
+    ];
+    for cmd in ["train", "search"] {
+        for (flags, needle) in cases {
+            let mut args = vec![cmd, s(&spec), "--train-data", s(&data), "--iters", "1", "--batch-size", "2", "--out", s(&run), "--threads", "1"];
+            args.extend_from_slice(flags);
+            expect(&strnas(&args), 2, &[needle]);
+        }
+        assert!(!run.exists(), "{cmd} wrote its run directory before refusing a bad flag");
+    }
+}
+
+/// `dataset synth --charset` with characters no installed font has (private-use code points) is refused, naming
+/// the flag and the characters, before anything is written (it used to render the label "text" and exit 0).
+#[test]
 fn synth_charset_no_font_covers_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pua");

@@ -170,6 +170,31 @@ fn supernet_runs_one_path_or_two_gated_ops() {
     }
 }
 
+#[test]
+fn zero_gamma_initialisation_reaches_every_candidate_of_a_residual_cell() {
+    // `--zero-init-residual` on a supernet: every MBConv candidate of a stride-1, channel-keeping cell starts as
+    // the identity, so whichever path a weight step samples starts like the fixed network would.
+    let arch = strnas::spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let space = Space::around(arch);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = SuperNet::new(&vs.root(), &space);
+    let set = strnas::nn::zero_init_residual(&vs, &space.base);
+    let vars = vs.variables();
+    let mut want = 0;
+    for e in &space.edges {
+        let residual = e.cell.stride == [1, 1] && e.cell.input.c == e.cell.output.c;
+        for i in 0..e.candidates.len() {
+            let Some(g) = vars.get(&format!("{}.ops.{i}.project.bn.weight", e.path)) else { continue };
+            let zero = g.abs().sum(Kind::Float).double_value(&[]) == 0.0;
+            assert_eq!(zero, residual, "{}.ops.{i}", e.path);
+            want += usize::from(residual);
+        }
+    }
+    assert!(want > 50, "{want}");
+    // Fixed cells outside the searched edges (none here besides stems and heads, which are not residual).
+    assert_eq!(set, want);
+}
+
 fn make_synth(dir: &std::path::Path, n: u64, seed: u64) {
     use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
     let r = Renderer::new(load_fonts(&default_font_dirs()).unwrap(), Style { distortion: 0.3, ..Style::default() }).unwrap();

@@ -9,7 +9,8 @@ use image::ImageEncoder;
 
 use super::progress::Bars;
 use crate::progress::Progress;
-use crate::data::lmdb::{find_datasets, LmdbReader, LmdbWriter};
+use crate::data::lmdb::LmdbWriter;
+use crate::data::loader::Reader;
 use crate::data::synth::{self, Renderer, Style};
 use crate::exit;
 use crate::spec::charset::{LOWERCASE_ALNUM, PRINTABLE_94};
@@ -78,7 +79,7 @@ pub struct SynthArgs {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// Dataset folders (searched recursively for data.mdb)
+    /// Dataset folders (searched recursively for LMDB datasets and image folders with gt.txt)
     #[arg(required = true)]
     datasets: Vec<PathBuf>,
     /// Write the summary as JSON here (`-` for stdout)
@@ -88,7 +89,7 @@ pub struct InfoArgs {
 
 #[derive(Args, Debug)]
 pub struct PreviewArgs {
-    /// Dataset folder
+    /// Dataset folder: LMDB, or an image folder with gt.txt
     dataset: PathBuf,
     /// Output PNG
     #[arg(long, short, default_value = "preview.png")]
@@ -242,29 +243,29 @@ fn info(a: InfoArgs) -> Result<i32> {
     let cs = crate::spec::charset::Charset::default_lowercase();
     let mut out = vec![];
     for root in &a.datasets {
-        for dir in find_datasets(root)? {
-            let r = LmdbReader::open(&dir)?;
+        for dir in crate::data::loader::find_all(root)? {
+            let r = Reader::open(&dir)?;
             let labels = r.labels()?;
             let lens: Vec<u32> = labels.iter().map(|l| l.chars().count() as u32).collect();
             let mut chars: Vec<char> = labels.iter().flat_map(|l| l.chars()).collect();
             chars.sort();
             chars.dedup();
-            let sample = r.len().min(500);
+            let sample = labels.len().min(500);
             let (mut hs, mut ws) = (vec![], vec![]);
             for i in 1..=sample {
-                let bytes = r.image(i)?;
+                let bytes = r.image(i).with_context(|| r.describe(i))?;
                 let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
                     .with_guessed_format()
                     .ok()
                     .and_then(|x| x.into_dimensions().ok())
-                    .with_context(|| format!("{}: key {} is not a decodable image", dir.display(), crate::data::lmdb::image_key(i)))?;
+                    .with_context(|| format!("{}: not a decodable image", r.describe(i)))?;
                 hs.push(h);
                 ws.push(w);
             }
             let l = min_mean_max(&lens);
             out.push(DatasetInfo {
                 path: dir.display().to_string(),
-                samples: r.len(),
+                samples: labels.len(),
                 label_length: [l[0] as usize, l[1] as usize, l[2] as usize],
                 characters: chars.into_iter().collect(),
                 usable_lowercase_36: labels.iter().filter(|l| cs.normalize_label(l, 25).is_some()).count(),
@@ -299,8 +300,9 @@ fn info(a: InfoArgs) -> Result<i32> {
 
 fn preview(a: PreviewArgs) -> Result<i32> {
     use ab_glyph::{Font, PxScale, ScaleFont};
-    let r = LmdbReader::open(&a.dataset)?;
-    let n = a.count.min(r.len());
+    let r = Reader::open(&a.dataset)?;
+    let labels = r.labels()?;
+    let n = a.count.min(labels.len());
     if n == 0 {
         bail!("{}: the dataset is empty", a.dataset.display());
     }
@@ -308,11 +310,11 @@ fn preview(a: PreviewArgs) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut tsv = String::new();
         for i in 1..=n {
-            let bytes = r.image(i)?;
+            let bytes = r.image(i).with_context(|| r.describe(i))?;
             let ext = if bytes.starts_with(&[0xFF, 0xD8]) { "jpg" } else { "png" };
             let name = format!("{i:04}.{ext}");
             crate::io::write_atomic(&dir.join(&name), &bytes)?;
-            tsv += &format!("{name}\t{}\n", r.label(i)?);
+            tsv += &format!("{name}\t{}\n", labels[i - 1]);
         }
         crate::io::write_atomic(&dir.join("labels.tsv"), tsv.as_bytes())?;
     }
@@ -323,15 +325,12 @@ fn preview(a: PreviewArgs) -> Result<i32> {
     const TEXT_W: u32 = 220;
     let mut canvas = image::RgbImage::from_pixel(IMG_W + TEXT_W, ROW_H * n as u32, image::Rgb([255, 255, 255]));
     let scale = PxScale::from(20.0);
-    for i in 0..n {
-        let bytes = r.image(i + 1)?;
-        let img = image::load_from_memory(&bytes)
-            .with_context(|| format!("{}: key {}", a.dataset.display(), crate::data::lmdb::image_key(i + 1)))?
-            .to_rgb8();
+    for (i, label) in labels.iter().take(n).enumerate() {
+        let bytes = r.image(i + 1).with_context(|| r.describe(i + 1))?;
+        let img = image::load_from_memory(&bytes).with_context(|| r.describe(i + 1))?.to_rgb8();
         let w = ((img.width() as f64 * (ROW_H - 4) as f64 / img.height() as f64) as u32).clamp(1, IMG_W);
         let small = image::imageops::resize(&img, w, ROW_H - 4, image::imageops::FilterType::Triangle);
         image::imageops::overlay(&mut canvas, &small, 2, (i as u32 * ROW_H + 2) as i64);
-        let label = r.label(i + 1)?;
         let sf = font.font.as_scaled(scale);
         let mut x = (IMG_W + 8) as f32;
         for c in label.chars() {

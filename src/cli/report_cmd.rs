@@ -184,8 +184,12 @@ fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::Fon
     let edges = config["edges"].as_array().context("config.json has no edges (written by an older strnas)")?;
     let paths: Vec<String> = edges.iter().map(|e| e["path"].as_str().unwrap_or("?").to_string()).collect();
     let cands: Vec<Vec<String>> = edges.iter().map(|e| e["candidates"].as_array().map(|c| c.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default()).collect();
+    let warmup = config["warmup_iters"].as_u64().map(|w| format!(" (the search stopped within its warm-up of {w} iterations)")).unwrap_or_default();
+    if !run.join("probs.jsonl").is_file() {
+        bail!("no probs.jsonl: no architecture step yet{warmup}");
+    }
     let probs = read_jsonl(run, "probs.jsonl")?;
-    let Some(last) = probs.last() else { bail!("probs.jsonl is empty: no architecture step yet") };
+    let Some(last) = probs.last() else { bail!("probs.jsonl is empty: no architecture step yet{warmup}") };
     let as_probs = |v: &serde_json::Value| -> Vec<Vec<f64>> { v["probs"].as_array().map(|e| e.iter().map(|p| p.as_array().map(|x| x.iter().filter_map(|f| f.as_f64()).collect()).unwrap_or_default()).collect()).unwrap_or_default() };
     // Columns: every candidate name, identity first, then by kernel within expansion.
     let mut cols: Vec<String> = cands.iter().flatten().cloned().collect();

@@ -13,7 +13,6 @@ use crate::exit;
 use crate::ops::Part;
 use crate::search::mechanics::LatencyLoss;
 use crate::search::{Hyper, SearchConfig};
-use crate::train::optim::OptimKind;
 
 fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     s.split(',')
@@ -83,11 +82,9 @@ pub struct SearchArgs {
     iters: u64,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// adadelta (the paper) or adam (lr 1e-3)
-    #[arg(long, default_value = "adadelta", value_parser = ["adadelta", "adam"])]
-    optimizer: String,
-    #[arg(long, default_value_t = 5.0)]
-    grad_clip: f64,
+    /// Weight steps train the supernet with the same recipe flags as `strnas train`
+    #[command(flatten)]
+    recipe: super::train_cmd::RecipeArgs,
     /// Validate the argmax network, write arch.yaml and checkpoint every N iterations
     #[arg(long, default_value_t = 500)]
     valid_every: u64,
@@ -119,6 +116,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    let r = a.recipe.resolve(a.iters)?;
     let mut hyper = Hyper::preset(&a.preset, a.iters)?;
     if let Some(v) = a.arch_lr {
         hyper.arch_lr = v;
@@ -150,15 +148,15 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             resume: a.resume,
             device: a.device,
             seed: a.seed,
-            optimizer: if a.optimizer == "adam" { OptimKind::adam(1e-3) } else { OptimKind::adadelta() },
-            schedule: Default::default(),
-            groups: vec![],
-            grad_clip: a.grad_clip,
+            optimizer: r.optimizer,
+            schedule: r.schedule,
+            groups: r.groups,
+            grad_clip: r.grad_clip,
             valid_every: a.valid_every,
             log_every: 0,
-            tps_init: Default::default(),
+            tps_init: r.tps_init,
             aux_ctc: 0.0,
-            zero_init_residual: false,
+            zero_init_residual: r.zero_init_residual,
             allow_changes: false,
             workers: a.workers,
             max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),

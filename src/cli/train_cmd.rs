@@ -23,6 +23,100 @@ fn parse_ratios(s: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
+/// The training recipe: optimizer, learning-rate schedule and groups, initialisation, clipping. Shared by
+/// `strnas train` and `strnas search` (whose weight steps train like `strnas train`), so both take the same
+/// flags with the same meaning.
+#[derive(Args, Debug, Clone)]
+pub struct RecipeArgs {
+    /// adadelta (the paper: lr 1, rho 0.95, eps 1e-8) or adam
+    #[arg(long, default_value = "adadelta", value_parser = ["adadelta", "adam"])]
+    optimizer: String,
+    /// Learning rate (default: 1 for Adadelta, 1e-3 for Adam)
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning-rate schedule: constant (the reference), cosine (linear warm-up, then cosine decay to
+    /// --min-lr-factor at --iters; PP-OCR's recipe) or step (warm-up, then x--lr-gamma every --lr-step)
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine", "step"])]
+    lr_schedule: String,
+    /// Warm-up iterations of the cosine and step schedules (linear from lr/warmup to lr)
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Cosine schedule: the final learning rate as a fraction of --lr
+    #[arg(long, default_value_t = 0.01)]
+    min_lr_factor: f64,
+    /// Step schedule: iterations between decays
+    #[arg(long, default_value_t = 100_000)]
+    lr_step: u64,
+    /// Step schedule: decay factor
+    #[arg(long, default_value_t = 0.1)]
+    lr_gamma: f64,
+    /// L2 weight decay (added to the gradient, as torch's optimizers do)
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Learning-rate multiplier for the variables under a prefix, e.g. rectifier=0.1 (repeatable)
+    #[arg(long, value_parser = parse_group)]
+    lr_group: Vec<Group>,
+    /// Start every residual cell as the identity (its last BatchNorm scale at 0), so the deep extractor
+    /// trains first as the shallow stack of its strided cells
+    #[arg(long)]
+    zero_init_residual: bool,
+    /// Where the TPS starts: identity (the rectifier begins as a plain resampling) or reference (DTRB's
+    /// sheared half-height initial fiducials)
+    #[arg(long, value_enum, default_value = "identity")]
+    tps_init: crate::nn::TpsInit,
+    /// Gradient-norm clip
+    #[arg(long, default_value_t = 5.0)]
+    grad_clip: f64,
+}
+
+/// [`RecipeArgs`] checked and resolved for a run of `iters` iterations.
+pub struct Recipe {
+    pub optimizer: OptimKind,
+    pub schedule: Schedule,
+    pub groups: Vec<Group>,
+    pub grad_clip: f64,
+    pub zero_init_residual: bool,
+    pub tps_init: crate::nn::TpsInit,
+}
+
+impl RecipeArgs {
+    /// Checks the values (errors name the flag) and resolves the defaults that depend on the optimizer.
+    pub fn resolve(&self, iters: u64) -> Result<Recipe> {
+        let a = self;
+        if a.grad_clip.is_nan() || a.grad_clip <= 0.0 {
+            bail!("--grad-clip must be positive, got {}", a.grad_clip);
+        }
+        if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) || a.lr.is_some_and(|l| !(l > 0.0 && l.is_finite())) {
+            bail!("--lr must be positive and --weight-decay at least 0");
+        }
+        let optimizer = match a.optimizer.as_str() {
+            "adam" => OptimKind::Adam { lr: a.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay },
+            _ => OptimKind::Adadelta { lr: a.lr.unwrap_or(1.0), rho: 0.95, eps: 1e-8, weight_decay: a.weight_decay },
+        };
+        let schedule = match a.lr_schedule.as_str() {
+            "cosine" => {
+                if !(0.0..=1.0).contains(&a.min_lr_factor) {
+                    bail!("--min-lr-factor must be in [0, 1], got {}", a.min_lr_factor);
+                }
+                Schedule::Cosine { warmup: a.warmup, total: iters, min_factor: a.min_lr_factor }
+            }
+            "step" => {
+                if a.lr_step == 0 || !(a.lr_gamma > 0.0 && a.lr_gamma <= 1.0) {
+                    bail!("--lr-step must be positive and --lr-gamma in (0, 1]");
+                }
+                Schedule::Step { warmup: a.warmup, every: a.lr_step, gamma: a.lr_gamma }
+            }
+            _ => {
+                if a.warmup > 0 {
+                    bail!("--warmup needs --lr-schedule cosine or step");
+                }
+                Schedule::Constant
+            }
+        };
+        Ok(Recipe { optimizer, schedule, groups: a.lr_group.clone(), grad_clip: a.grad_clip, zero_init_residual: a.zero_init_residual, tps_init: a.tps_init })
+    }
+}
+
 #[derive(Args, Debug)]
 #[command(after_help = "The run directory (--out) receives model.yaml + model.safetensors (best accuracy), \
     best_norm_ed.safetensors, checkpoint.safetensors (for --resume), log.txt and metrics.jsonl.\n\n\
@@ -67,50 +161,13 @@ pub struct TrainArgs {
     /// Seed for weight initialisation and the data order
     #[arg(long, default_value_t = 1111)]
     seed: u64,
-    /// adadelta (the paper: lr 1, rho 0.95, eps 1e-8) or adam
-    #[arg(long, default_value = "adadelta", value_parser = ["adadelta", "adam"])]
-    optimizer: String,
-    /// Learning rate (default: 1 for Adadelta, 1e-3 for Adam)
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Learning-rate schedule: constant (the reference), cosine (linear warm-up, then cosine decay to
-    /// --min-lr-factor at --iters; PP-OCR's recipe) or step (warm-up, then x--lr-gamma every --lr-step)
-    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine", "step"])]
-    lr_schedule: String,
-    /// Warm-up iterations of the cosine and step schedules (linear from lr/warmup to lr)
-    #[arg(long, default_value_t = 0)]
-    warmup: u64,
-    /// Cosine schedule: the final learning rate as a fraction of --lr
-    #[arg(long, default_value_t = 0.01)]
-    min_lr_factor: f64,
-    /// Step schedule: iterations between decays
-    #[arg(long, default_value_t = 100_000)]
-    lr_step: u64,
-    /// Step schedule: decay factor
-    #[arg(long, default_value_t = 0.1)]
-    lr_gamma: f64,
-    /// L2 weight decay (added to the gradient, as torch's optimizers do)
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// Learning-rate multiplier for the variables under a prefix, e.g. rectifier=0.1 (repeatable)
-    #[arg(long, value_parser = parse_group)]
-    lr_group: Vec<Group>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
     /// Attention models: add this weight times a CTC loss on the sequence features (a training-only linear
     /// head, in checkpoints but not in model weights or exports). Gives the encoder a per-frame signal while
     /// the decoder has not yet learnt to align (joint CTC-attention, Kim et al. 2017); 0 = off
     #[arg(long, default_value_t = 0.0)]
     aux_ctc: f64,
-    /// Start every residual cell as the identity (its last BatchNorm scale at 0), so the deep extractor
-    /// trains first as the shallow stack of its strided cells
-    #[arg(long)]
-    zero_init_residual: bool,
-    /// Where the TPS starts: identity (the rectifier begins as a plain resampling) or reference (DTRB's
-    /// sheared half-height initial fiducials)
-    #[arg(long, value_enum, default_value = "identity")]
-    tps_init: crate::nn::TpsInit,
-    /// Gradient-norm clip
-    #[arg(long, default_value_t = 5.0)]
-    grad_clip: f64,
     /// Validate, save the best weights and checkpoint every N iterations
     #[arg(long, default_value_t = 2000)]
     valid_every: u64,
@@ -143,33 +200,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
     if !(a.aux_ctc >= 0.0 && a.aux_ctc.is_finite()) {
         bail!("--aux-ctc must be a weight >= 0, got {}", a.aux_ctc);
     }
-    if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) || a.lr.is_some_and(|l| !(l > 0.0 && l.is_finite())) {
-        bail!("--lr must be positive and --weight-decay at least 0");
-    }
-    let optimizer = match a.optimizer.as_str() {
-        "adam" => OptimKind::Adam { lr: a.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay },
-        _ => OptimKind::Adadelta { lr: a.lr.unwrap_or(1.0), rho: 0.95, eps: 1e-8, weight_decay: a.weight_decay },
-    };
-    let schedule = match a.lr_schedule.as_str() {
-        "cosine" => {
-            if !(0.0..=1.0).contains(&a.min_lr_factor) {
-                bail!("--min-lr-factor must be in [0, 1], got {}", a.min_lr_factor);
-            }
-            Schedule::Cosine { warmup: a.warmup, total: a.iters, min_factor: a.min_lr_factor }
-        }
-        "step" => {
-            if a.lr_step == 0 || !(a.lr_gamma > 0.0 && a.lr_gamma <= 1.0) {
-                bail!("--lr-step must be positive and --lr-gamma in (0, 1]");
-            }
-            Schedule::Step { warmup: a.warmup, every: a.lr_step, gamma: a.lr_gamma }
-        }
-        _ => {
-            if a.warmup > 0 {
-                bail!("--warmup needs --lr-schedule cosine or step");
-            }
-            Schedule::Constant
-        }
-    };
+    let r = a.recipe.resolve(a.iters)?;
     use std::io::IsTerminal;
     let log_every = a.log_every.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 });
     let cfg = TrainConfig {
@@ -183,15 +214,15 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         resume: a.resume,
         device: a.device,
         seed: a.seed,
-        optimizer,
-        schedule,
-        groups: a.lr_group,
-        grad_clip: a.grad_clip,
+        optimizer: r.optimizer,
+        schedule: r.schedule,
+        groups: r.groups,
+        grad_clip: r.grad_clip,
         valid_every: a.valid_every,
         log_every,
-        tps_init: a.tps_init,
+        tps_init: r.tps_init,
         aux_ctc: a.aux_ctc,
-        zero_init_residual: a.zero_init_residual,
+        zero_init_residual: r.zero_init_residual,
         allow_changes: a.allow_changes,
         workers: a.workers,
         max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),

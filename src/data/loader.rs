@@ -47,7 +47,8 @@ impl Reader {
         }
     }
 
-    fn labels(&self) -> Result<Vec<String>> {
+    /// Every stored label, in sample order (sample `i` is index `i + 1`).
+    pub fn labels(&self) -> Result<Vec<String>> {
         match self {
             Reader::Lmdb(r) => r.labels(),
             Reader::Folder(r) => Ok(r.labels()),
@@ -55,7 +56,7 @@ impl Reader {
     }
 
     /// Encoded bytes of sample `index` (1-based).
-    fn image(&self, index: usize) -> Result<Vec<u8>> {
+    pub fn image(&self, index: usize) -> Result<Vec<u8>> {
         match self {
             Reader::Lmdb(r) => r.image(index),
             Reader::Folder(r) => r.image(index),

@@ -96,24 +96,33 @@ pub fn init_tps(vs: &nn::VarStore, arch: &Arch, init: TpsInit) {
 
 /// Zero-initialises the last BatchNorm scale (`project.bn.weight`) of every residual MBConv cell of `arch` in
 /// `vs`, so each such cell starts as the identity and the network trains first as the shallow stack of its
-/// strided cells (the "zero-gamma" initialisation of Goyal et al. 2017 for deep residual networks). Returns
-/// how many cells were set.
+/// strided cells (the "zero-gamma" initialisation of Goyal et al. 2017 for deep residual networks). A cell is
+/// residual where its stride is 1 and its channels are kept; in a search's supernet every candidate of such a
+/// cell (`{cell}.ops.{i}.project.bn.weight`) is set, so any sampled path starts as the identity there too.
+/// Returns how many variables were set.
 pub fn zero_init_residual(vs: &nn::VarStore, arch: &Arch) -> usize {
-    let vars = vs.variables();
     let mut cnns = vec![("extractor", &arch.extractor)];
     if let Some(t) = &arch.rectifier {
         cnns.push(("rectifier", &t.localization));
     }
-    let mut n = 0;
+    let mut residual_cells = vec![];
     for (prefix, cnn) in cnns {
         let cells = std::iter::once((format!("{prefix}.first"), &cnn.first)).chain(cnn.cells.iter().enumerate().map(|(i, c)| (format!("{prefix}.cells.{i}"), c)));
-        for (path, cell) in cells {
-            if let (true, Some(g)) = (cell.residual(), vars.get(&format!("{path}.project.bn.weight"))) {
-                tch::no_grad(|| {
-                    let _ = g.shallow_clone().fill_(0.0);
-                });
-                n += 1;
-            }
+        residual_cells.extend(cells.filter(|(_, c)| c.stride == [1, 1] && c.input.c == c.output.c).map(|(p, _)| p));
+    }
+    let is_target = |name: &str| {
+        let Some(cell) = name.strip_suffix(".project.bn.weight") else { return false };
+        residual_cells.iter().any(|p| {
+            cell == p || cell.strip_prefix(p.as_str()).and_then(|r| r.strip_prefix(".ops.")).is_some_and(|i| i.chars().all(|c| c.is_ascii_digit()))
+        })
+    };
+    let mut n = 0;
+    for (name, g) in vs.variables() {
+        if is_target(&name) {
+            tch::no_grad(|| {
+                let _ = g.shallow_clone().fill_(0.0);
+            });
+            n += 1;
         }
     }
     n

@@ -203,6 +203,8 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["lr_schedule"] = serde_json::to_value(cfg.train.schedule)?;
     config["lr_groups"] = serde_json::to_value(&cfg.train.groups)?;
     config["tps_init"] = serde_json::to_value(cfg.train.tps_init)?;
+    config["zero_init_residual"] = cfg.train.zero_init_residual.into();
+    config["grad_clip"] = cfg.train.grad_clip.into();
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.train.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
@@ -218,6 +220,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let mut vs = VarStore::new(dev);
     let net = SuperNet::new(&vs.root(), &space);
     crate::nn::init_tps(&vs, &space.base, cfg.train.tps_init);
+    if cfg.train.zero_init_residual {
+        crate::nn::zero_init_residual(&vs, &space.base);
+    }
     let mut avs = VarStore::new(dev);
     let alphas: Vec<Tensor> = space
         .edges

@@ -134,6 +134,14 @@ impl Renderer {
         if style.min_len == 0 || style.min_len > style.max_len {
             bail!("length range {}..={} is empty", style.min_len, style.max_len);
         }
+        let uncovered: Vec<String> = style.charset.iter().filter(|&&c| !fonts.iter().any(|f| f.font.glyph_id(c).0 != 0)).map(|c| format!("{c:?} (U+{:04X})", *c as u32)).collect();
+        if !uncovered.is_empty() {
+            bail!(
+                "the synthetic charset (--charset) has characters no font among the {} loaded has a glyph for: {} (install a font covering them, or pass --fonts DIR)",
+                fonts.len(),
+                uncovered.join(", ")
+            );
+        }
         let in_set = |w: &str| w.chars().all(|c| style.charset.contains(&c));
         let words: Vec<&'static str> = vocabulary()
             .into_iter()
@@ -178,7 +186,9 @@ impl Renderer {
                 break;
             }
         }
-        let font = match font {
+        // Past the random picks, the first font (in path order) that covers the label, so a label is only
+        // ever changed when no single font covers all of its characters.
+        let font = match font.or_else(|| self.fonts.iter().find(|f| f.covers(&label))) {
             Some(f) => f,
             None => {
                 // No font covers this random string: keep the characters the first font has.
