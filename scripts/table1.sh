@@ -5,16 +5,18 @@
 # real word crops of ../shared/data/real-dev (SVT, CUTE80; evaluation only), params, and onnxruntime and tract
 # ms/image at batch 1 on one thread, plus the accuracy-vs-latency charts.
 #   scripts/table1.sh
-# Environment: BIN (strnas release binary), OUT (runs/table1), ITERS (training iterations per model, 2000),
+# Environment: BIN (strnas release binary), OUT (runs/table1), ITERS (training iterations per model, 1500),
 # SEARCH_ITERS (weight steps per search, 800), JOBS (trainings at a time, 2, each on one libtorch thread),
 # COUNT (training images, 60000), REAL (../shared/data/real-dev), TARGET_MS (str-nas1's latency target; default
-# the table's prediction for tiny-limited-3x3-ex3-attn, the space's own skeleton).
+# the table's prediction for tiny-limited-3x3-ex3-attn, the space's own skeleton), ONLY (model names to keep).
+# On this machine (2 cores) ITERS=1500 takes about 90 minutes of training: 17 (3x3-e3) to ~45 (7x7-e6) minutes
+# per model at one thread with two runs side by side.
 # Every step is skipped when its output exists, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/strnas/target}/release/strnas}
 OUT=${OUT:-runs/table1}
-ITERS=${ITERS:-2000}
+ITERS=${ITERS:-1500}
 SEARCH_ITERS=${SEARCH_ITERS:-800}
 JOBS=${JOBS:-2}
 COUNT=${COUNT:-60000}
@@ -54,12 +56,20 @@ search str-nas1 & search str-nas2 & wait
 for p in str-nas1 str-nas2; do tail -n 3 "$OUT/search-$p.log"; done
 
 log "Retraining: $ITERS iterations each, $JOBS at a time"
-SPECS=()
-for k in 3x3-ex3 5x5-ex3 5x5-ex6 7x7-ex6; do SPECS+=("arch_specs/tiny/tiny-limited-$k-attn.yaml"); done
+# Cheapest first, the searched specs before the two expansion-6 models (the slowest to train), so a run cut
+# short still has the space's own skeleton, the search's results and something to compare them with.
 mkdir -p "$OUT/specs"
 for p in str-nas1 str-nas2; do
   sed "s/^name: .*/name: \"tiny-$p\"/" "$OUT/search-$p/arch.yaml" > "$OUT/specs/tiny-$p.yaml"
-  SPECS+=("$OUT/specs/tiny-$p.yaml")
+done
+ALL=(arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml arch_specs/tiny/tiny-limited-5x5-ex3-attn.yaml
+  "$OUT/specs/tiny-str-nas1.yaml" "$OUT/specs/tiny-str-nas2.yaml"
+  arch_specs/tiny/tiny-limited-5x5-ex6-attn.yaml arch_specs/tiny/tiny-limited-7x7-ex6-attn.yaml)
+# ONLY="name ..." restricts the table to those models (e.g. to bench what a cut-short run has finished).
+SPECS=()
+for s in "${ALL[@]}"; do
+  name=$(basename "$s" .yaml)
+  if [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]]; then SPECS+=("$s"); fi
 done
 train_one() {
   local spec=$1 name
