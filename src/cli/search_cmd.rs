@@ -174,13 +174,46 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     }
     print!("{}", t.render());
     println!(
-        "iterations {}..{}, {} architecture steps{}{}; searched spec: {}",
+        "iterations {}..{}, {} architecture steps{}{}{}; searched spec: {}",
         r.start_iteration,
         r.final_iteration,
         r.arch_steps,
         r.expected_ms.map(|e| format!(", expected latency {e:.3} ms")).unwrap_or_default(),
+        r.argmax_ms.map(|e| format!(", searched network {e:.3} ms predicted ({:+.1}% of the {:.3} ms target)", (e / r.target_ms - 1.0) * 100.0, r.target_ms)).unwrap_or_default(),
         r.best_accuracy.map(|a| format!(", best argmax validation accuracy {a:.1}%")).unwrap_or_default(),
         r.arch.display()
     );
+    if let Some(note) = undecided(&r.probs) {
+        println!("{note}");
+    }
     Ok(exit::OK)
+}
+
+/// A note when the search ended with each cell's probabilities still close to uniform: the argmax then follows
+/// small, early drifts (typically the latency term's push towards cheap ops) rather than a settled choice.
+/// "Close": the largest probability of a cell below 1.5x uniform (1/n), on average over the cells.
+fn undecided(probs: &[(String, Vec<String>, Vec<f64>)]) -> Option<String> {
+    let cells: Vec<(f64, f64)> = probs.iter().filter(|(_, _, p)| p.len() > 1).map(|(_, _, p)| (p.iter().cloned().fold(0.0, f64::max), 1.0 / p.len() as f64)).collect();
+    if cells.is_empty() {
+        return None;
+    }
+    let n = cells.len() as f64;
+    let (max, uniform) = (cells.iter().map(|c| c.0).sum::<f64>() / n, cells.iter().map(|c| c.1).sum::<f64>() / n);
+    (max < 1.5 * uniform).then(|| {
+        format!(
+            "note: the architecture is barely decided: a cell's largest op probability is {max:.3} on average, uniform would be {uniform:.3}. \
+             The argmax follows small early drifts; search longer (--iters, --resume) or with a larger --arch-lr before relying on it."
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn near_uniform_probabilities_are_called_undecided() {
+        let cell = |p: &[f64]| ("c".to_string(), vec![String::new(); p.len()], p.to_vec());
+        assert!(super::undecided(&[cell(&[0.26, 0.25, 0.25, 0.24]), cell(&[0.5, 0.5])]).is_some());
+        assert!(super::undecided(&[cell(&[0.7, 0.1, 0.1, 0.1]), cell(&[0.9, 0.1])]).is_none());
+        assert!(super::undecided(&[cell(&[1.0])]).is_none());
+    }
 }
