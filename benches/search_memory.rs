@@ -11,16 +11,10 @@
 //! every candidate's weights (ProxylessNAS keeps them all in memory) but only the sampled path's activations.
 //! The time is the mean of the three timed steps (loss, backward, optimizer step).
 
-use std::path::Path;
 use std::process::Command;
 
-use strnas::data::labels::LabelCodec;
-use strnas::latency::Space;
-use strnas::rng::Rng;
-use strnas::search::mechanics::{self, finish_arch_step};
-use strnas::search::supernet::{gates, Route, SuperNet};
-use strnas::train::optim::{OptimKind, Optimizer};
-use tch::{nn, Device, Kind, Tensor};
+#[path = "common/search_steps.rs"]
+mod search_steps;
 
 const CASES: [(&str, &str); 3] = [
     ("fixed", "fixed network (the spec), weight step"),
@@ -41,69 +35,23 @@ fn status_kib(field: &str) -> u64 {
 
 fn run_case(case: &str, spec: &str, batch: i64) {
     tch::set_num_threads(1);
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
-    let space = Space::around(strnas::spec::load(&spec).unwrap_or_else(|e| panic!("{e}")));
-    let codec = LabelCodec::from_arch(&space.base);
-    let words = ["hello", "world", "search", "latency", "tiny", "cells", "alpha", "gates"];
-    let labels: Vec<String> = (0..batch as usize).map(|i| words[i % words.len()].to_string()).collect();
-    tch::manual_seed(0);
-    let images = Tensor::rand([batch, 1, 32, 100], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let inputs = search_steps::Inputs::new(spec, batch);
     let before = status_kib("VmRSS");
-    // One untimed warm-up step, then STEPS timed ones.
-    let mut timed = std::time::Duration::ZERO;
-    let mut step = |k: u64, f: &mut dyn FnMut()| {
-        let t = std::time::Instant::now();
-        f();
-        if k > 0 {
-            timed += t.elapsed();
-        }
-    };
-    match case {
-        "fixed" => {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let net = strnas::nn::StrNet::new(&vs.root(), &space.base);
-            let mut opt = Optimizer::new(&vs, OptimKind::adadelta());
-            for k in 0..=STEPS {
-                step(k, &mut || {
-                    opt.zero_grad();
-                    strnas::train::loss(&net, &codec, &images, &labels).backward();
-                    opt.step();
-                });
-            }
-        }
-        "weight" | "arch" => {
-            let svs = nn::VarStore::new(Device::Cpu);
-            let snet = SuperNet::new(&svs.root(), &space);
-            let avs = nn::VarStore::new(Device::Cpu);
-            let alphas: Vec<Tensor> = space.edges.iter().enumerate().map(|(i, e)| avs.root().var(&format!("a{i}"), &[e.candidates.len() as i64], nn::Init::Const(0.0))).collect();
-            if case == "weight" {
-                let ops = space.ops_of(&space.base).expect("the base spec is in its own space");
-                let path: Vec<usize> = space.edges.iter().zip(&ops).map(|(e, op)| e.candidates.iter().position(|c| c == op).expect("op among the candidates")).collect();
-                let mut sopt = Optimizer::new(&svs, OptimKind::adadelta());
-                for k in 0..=STEPS {
-                    step(k, &mut || {
-                        sopt.zero_grad();
-                        strnas::train::loss_of(&codec, &images, &labels, |t| snet.forward_t(&images, t, true, &Route::Paths(&path))).backward();
-                        sopt.step();
-                    });
-                }
-            } else {
-                let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: 1e-3, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 });
-                for k in 0..=STEPS {
-                    step(k, &mut || {
-                        let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(1, 2, k));
-                        let g = gates(&pairs, Device::Cpu);
-                        aopt.zero_grad();
-                        let ce = strnas::train::loss_of(&codec, &images, &labels, |t| snet.forward_t(&images, t, true, &Route::Gates(&pairs, &g)));
-                        finish_arch_step(&alphas, &pairs, &g, &ce, &mut aopt);
-                    });
-                }
-            }
-        }
+    let mut step: Box<dyn FnMut() + '_> = match case {
+        "fixed" => Box::new(inputs.fixed_step()),
+        "weight" => Box::new(inputs.weight_step()),
+        "arch" => Box::new(inputs.arch_step()),
         other => panic!("unknown case {other}"),
+    };
+    // One untimed warm-up step, then STEPS timed ones.
+    step();
+    let t = std::time::Instant::now();
+    for _ in 0..STEPS {
+        step();
     }
+    let ms = t.elapsed().as_secs_f64() * 1000.0 / STEPS as f64;
     let peak = status_kib("VmHWM");
-    println!("{} {}", peak.saturating_sub(before), timed.as_secs_f64() * 1000.0 / STEPS as f64);
+    println!("{} {ms}", peak.saturating_sub(before));
 }
 
 fn main() {

@@ -116,7 +116,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let r = a.recipe.resolve(a.iters)?;
+    let recipe = a.recipe.resolve(a.iters)?;
     let mut hyper = Hyper::preset(&a.preset, a.iters)?;
     if let Some(v) = a.arch_lr {
         hyper.arch_lr = v;
@@ -148,15 +148,15 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             resume: a.resume,
             device: a.device,
             seed: a.seed,
-            optimizer: r.optimizer,
-            schedule: r.schedule,
-            groups: r.groups,
-            grad_clip: r.grad_clip,
+            optimizer: recipe.optimizer,
+            schedule: recipe.schedule,
+            groups: recipe.groups,
+            grad_clip: recipe.grad_clip,
             valid_every: a.valid_every,
             log_every: 0,
-            tps_init: r.tps_init,
+            tps_init: recipe.tps_init,
             aux_ctc: 0.0,
-            zero_init_residual: r.zero_init_residual,
+            zero_init_residual: recipe.zero_init_residual,
             allow_changes: false,
             workers: a.workers,
             max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),

@@ -200,7 +200,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
     if !(a.aux_ctc >= 0.0 && a.aux_ctc.is_finite()) {
         bail!("--aux-ctc must be a weight >= 0, got {}", a.aux_ctc);
     }
-    let r = a.recipe.resolve(a.iters)?;
+    let recipe = a.recipe.resolve(a.iters)?;
     use std::io::IsTerminal;
     let log_every = a.log_every.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 });
     let cfg = TrainConfig {
@@ -214,15 +214,15 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         resume: a.resume,
         device: a.device,
         seed: a.seed,
-        optimizer: r.optimizer,
-        schedule: r.schedule,
-        groups: r.groups,
-        grad_clip: r.grad_clip,
+        optimizer: recipe.optimizer,
+        schedule: recipe.schedule,
+        groups: recipe.groups,
+        grad_clip: recipe.grad_clip,
         valid_every: a.valid_every,
         log_every,
-        tps_init: r.tps_init,
+        tps_init: recipe.tps_init,
         aux_ctc: a.aux_ctc,
-        zero_init_residual: r.zero_init_residual,
+        zero_init_residual: recipe.zero_init_residual,
         allow_changes: a.allow_changes,
         workers: a.workers,
         max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),

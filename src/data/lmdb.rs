@@ -21,16 +21,6 @@ pub fn label_key(index: usize) -> String {
     format!("label-{index:09}")
 }
 
-/// Directories under `root` (itself included) that hold an LMDB dataset (`data.mdb`), sorted, like the
-/// reference's `hierarchical_dataset`.
-pub fn find_datasets(root: &Path) -> Result<Vec<PathBuf>> {
-    let out: Vec<PathBuf> = super::loader::find_all(root)?.into_iter().filter(|d| d.join("data.mdb").is_file()).collect();
-    if out.is_empty() {
-        bail!("{}: no LMDB dataset here (expected data.mdb in it or in a subfolder)", root.display());
-    }
-    Ok(out)
-}
-
 /// Checks that `data.mdb` holds every page its meta page refers to, before LMDB maps it: reading a page past
 /// the end of a mapped file (a dataset copied half-way) kills the process with SIGBUS instead of returning an
 /// error. LMDB keeps two meta pages (pages 0 and 1); the newer one (higher transaction id) is current. Layout
@@ -268,6 +258,6 @@ mod tests {
         let e = r.label(2501).unwrap_err().to_string();
         assert!(e.contains("label-000002501") && e.contains("missing"), "{e}");
         assert!(LmdbWriter::create(&p).is_err());
-        assert_eq!(find_datasets(dir.path()).unwrap(), vec![p]);
+        assert_eq!(crate::data::loader::find_all(dir.path()).unwrap(), vec![p]);
     }
 }
