@@ -171,10 +171,10 @@ mod tch_impl {
     impl Module for MbConvNet {
         fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
             let h = match &self.expand {
-                Some(e) => relu6(&e.forward_t(x, ctx.train)),
+                Some(e) => relu6(e.forward_t(x, ctx.train)),
                 None => x.shallow_clone(),
             };
-            let h = relu6(&self.dw.forward_t(&h, ctx.train));
+            let h = relu6(self.dw.forward_t(&h, ctx.train));
             let y = self.project.forward_t(&h, ctx.train);
             if self.residual {
                 y + x

@@ -62,7 +62,7 @@ mod tch_impl {
 
     impl Module for ConvBnRelu6Net {
         fn forward(&self, x: &tch::Tensor, ctx: &Ctx) -> tch::Tensor {
-            relu6(&self.0.forward_t(x, ctx.train))
+            relu6(self.0.forward_t(x, ctx.train))
         }
         fn as_any(&self) -> &dyn std::any::Any {
             self
