@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the font set `strnas dataset synth` renders with (Debian packages, system-wide), idempotently.
-# Scene text is set in many faces: sans, serif, condensed, rounded, slab, monospace, display and script; a
-# renderer with one family (DejaVu) teaches a recogniser one family. A second run with everything present
+# Installs the font set `strnas dataset synth` renders with and the word list it draws words from (Debian
+# packages, system-wide), idempotently. Scene text is set in many faces: sans, serif, condensed, rounded, slab,
+# monospace, display and script; a renderer with one family (DejaVu) teaches a recogniser one family. The
+# word list (wamerican: /usr/share/dict/words, ~100k English words and names) plays MJSynth's 90k-word
+# lexicon; without it synth draws from its ~1.2k built-in common words. A second run with everything present
 # only asks dpkg. Without root or passwordless sudo it says what to run and goes on (DejaVu is the minimum).
 # STRNAS_FONTS=0 skips it. Logs go to stderr.
 set -euo pipefail
@@ -12,6 +14,7 @@ PACKAGES=(
   fonts-lato fonts-comic-neue fonts-cantarell fonts-inconsolata fonts-linuxlibertine
   fonts-league-spartan fonts-bebas-neue fonts-hack fonts-ebgaramond fonts-firacode fonts-lobster
   fonts-lobstertwo fonts-yanone-kaffeesatz fonts-quicksand fonts-jura fonts-paratype fonts-sil-gentium
+  wamerican
 )
 command -v dpkg-query >/dev/null || { echo "fonts: not a Debian system; install a varied set of .ttf/.otf fonts or pass --fonts DIR to dataset synth" >&2; exit 0; }
 missing=()

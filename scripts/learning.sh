@@ -4,7 +4,9 @@
 # the real word crops of ../shared/data/real-dev (SVT, CUTE80; evaluation only, never trained on).
 #   scripts/learning.sh [MODEL...]     (default: tiny-crnn-ctc tiny-limited-3x3-ex3-attn)
 # Environment: BIN (strnas binary; default the release build), OUT (default runs/learning), MINUTES (15),
-# COUNT (training images, 100000), REAL (default ../shared/data/real-dev), THREADS (libtorch threads, 2).
+# COUNT (training images, 100000), REAL (default ../shared/data/real-dev), THREADS (libtorch threads, 2),
+# ITERS (3500) and LR (2e-3): the schedule's length and peak; DISTORTION (1.0): the data's `--distortion`
+# (1.0 reads real text best: README "Reading real text").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/strnas/target}/release/strnas}
@@ -17,20 +19,22 @@ MODELS=("$@")
 [[ ${#MODELS[@]} -eq 0 ]] && MODELS=(tiny-crnn-ctc tiny-limited-3x3-ex3-attn)
 mkdir -p "$OUT"
 # Data: a pure function of the seeds and the installed fonts (synth.json in each set lists them).
-[[ -f $OUT/train/data.mdb ]] || "$BIN" dataset synth -o "$OUT/train" --count "$COUNT" --seed 11 --distortion 0.5
-[[ -f $OUT/valid/data.mdb ]] || "$BIN" dataset synth -o "$OUT/valid" --count 500 --seed 12 --distortion 0.5
-[[ -f $OUT/heldout/data.mdb ]] || "$BIN" dataset synth -o "$OUT/heldout" --count 2000 --seed 13 --distortion 0.5
+D=${DISTORTION:-1.0}
+[[ -f $OUT/train/data.mdb ]] || "$BIN" dataset synth -o "$OUT/train" --count "$COUNT" --seed 11 --distortion "$D"
+[[ -f $OUT/valid/data.mdb ]] || "$BIN" dataset synth -o "$OUT/valid" --count 500 --seed 12 --distortion "$D"
+[[ -f $OUT/heldout/data.mdb ]] || "$BIN" dataset synth -o "$OUT/heldout" --count 2000 --seed 13 --distortion "$D"
 REAL_SETS=()
 for s in svt cute80; do [[ -f $REAL/$s/gt.txt ]] && REAL_SETS+=("$REAL/$s"); done
 for m in "${MODELS[@]}"; do
   run=$OUT/$m
   extra=(--zero-init-residual)
   grep -q "kind: tps" "arch_specs/tiny/$m.yaml" && extra+=(--lr-group rectifier=0.1)
-  # The recipe (REFERENCE.md §9; README "What holds the TPS + attention model back"): Adam 1e-3 with warm-up
-  # and cosine decay over the iterations the budget allows (ITERS), gradient clip 5, identity-initialised TPS
-  # at a tenth of the learning rate, residual cells starting as the identity.
+  # The recipe (REFERENCE.md §9; README "What holds the TPS + attention model back", run Q): Adam 2e-3 with
+  # 200 warm-up iterations and cosine decay over the iterations the budget allows on 2 cores (ITERS; 3500 for
+  # the TPS + attention model at ~130 images/s), gradient clip 5, identity-initialised TPS at a tenth of the
+  # learning rate, residual cells starting as the identity.
   "$BIN" train "arch_specs/tiny/$m.yaml" --train-data "$OUT/train" --valid-data "$OUT/valid" --out "$run" \
-    --optimizer adam --lr 1e-3 --lr-schedule cosine --warmup 200 --iters "${ITERS:-1600}" --batch-size 32 \
+    --optimizer adam --lr "${LR:-2e-3}" --lr-schedule cosine --warmup 200 --iters "${ITERS:-3500}" --batch-size 32 \
     "${extra[@]}" \
     --valid-every 250 --log-every 50 --max-time "$MINUTES" --threads "$THREADS" --workers 1
   "$BIN" eval "$run/model.yaml" --data "$OUT/heldout" "${REAL_SETS[@]}" --json "$run/eval.json" --threads "$THREADS" --show-errors 3

@@ -429,6 +429,22 @@ fn synth_charset_no_font_covers_is_refused() {
     assert!(!out.join("data.mdb").exists(), "no dataset of labels outside the charset");
 }
 
+/// `dataset synth --words` with a missing file or one with no usable words is refused, naming the flag and the
+/// file, before anything is written.
+#[test]
+fn synth_bad_word_list_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("w");
+    let missing = tmp.path().join("no-such-words");
+    let o = strnas(&["dataset", "synth", "-o", s(&out), "--count", "3", "--words", s(&missing), "--threads", "1"]);
+    expect(&o, 2, &["--words", "no-such-words"]);
+    let empty = tmp.path().join("accents");
+    std::fs::write(&empty, "café\nnaïve\n").unwrap();
+    let o = strnas(&["dataset", "synth", "-o", s(&out), "--count", "3", "--words", s(&empty), "--threads", "1"]);
+    expect(&o, 2, &["--words", "accents", "no words"]);
+    assert!(!out.join("data.mdb").exists());
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // ONNX files
 

@@ -83,7 +83,7 @@ fn synth_is_deterministic_and_readable() {
     let ds = Dataset::open(&a, &Charset::default_lowercase(), 25).unwrap();
     assert_eq!(ds.len(), 40, "alnum labels all pass the lowercase filter");
     let lens: Vec<usize> = ds.samples.iter().map(|s| s.1.len()).collect();
-    // Vocabulary words have 3-9 letters and random strings the default 3-10 characters.
+    // Vocabulary words and random strings both keep to the default 3-10 characters.
     assert!(lens.iter().all(|&n| (3..=10).contains(&n)), "{lens:?}");
     let pre = Preprocess { height: 32, width: 100, channels: 3, keep_ratio_pad: true };
     let plan: Vec<(usize, usize)> = (0..40).map(|i| (0, i)).collect();

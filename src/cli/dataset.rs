@@ -60,10 +60,10 @@ pub struct SynthArgs {
     /// Share of vocabulary words; the rest are random strings and numbers
     #[arg(long, default_value_t = 0.6)]
     word_ratio: f64,
-    /// Shortest random string
+    /// Shortest label (random strings and vocabulary words)
     #[arg(long, default_value_t = 3)]
     min_len: usize,
-    /// Longest random string
+    /// Longest label (random strings and vocabulary words)
     #[arg(long, default_value_t = 10)]
     max_len: usize,
     /// Distortion strength: 0 = clean text on flat colour, 1 = default mix of warps, blur, noise, textures
@@ -72,6 +72,10 @@ pub struct SynthArgs {
     /// Font folders (default: /usr/share/fonts, /usr/local/share/fonts, ~/.local/share/fonts, ~/.fonts)
     #[arg(long)]
     fonts: Vec<PathBuf>,
+    /// Word list (one word per line) drawn from beside the ~1.2k built-in common words; `builtin` for those
+    /// alone [default: /usr/share/dict/words (Debian wamerican, installed by the set-up) when present]
+    #[arg(long, value_name = "FILE|builtin")]
+    words: Option<PathBuf>,
     /// Rendering threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
@@ -171,10 +175,22 @@ fn synth_cmd(a: SynthArgs) -> Result<i32> {
     let dirs = if a.fonts.is_empty() { synth::default_font_dirs() } else { a.fonts.clone() };
     let fonts = synth::load_fonts(&dirs)?;
     let style = Style { charset: synth_charset(&a.charset)?, word_ratio: a.word_ratio, min_len: a.min_len, max_len: a.max_len, distortion: a.distortion };
-    let renderer = Renderer::new(fonts, style).with_context(|| "--min-len/--max-len/--charset")?;
+    let vocabulary = match &a.words {
+        None => synth::Vocabulary::system_or_builtin(),
+        Some(p) if p.as_os_str() == "builtin" => synth::Vocabulary::builtin(),
+        Some(p) => synth::Vocabulary::with_word_list(p).context("--words")?,
+    };
+    let renderer = Renderer::with_vocabulary(fonts, &vocabulary, style).with_context(|| "--min-len/--max-len/--charset")?;
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let mut w = LmdbWriter::create(&a.output)?;
-    eprintln!("rendering {} images with {} fonts on {threads} threads into {}", a.count, renderer.fonts().len(), a.output.display());
+    eprintln!(
+        "rendering {} images with {} fonts and {} words ({}) on {threads} threads into {}",
+        a.count,
+        renderer.fonts().len(),
+        vocabulary.len(),
+        vocabulary.source,
+        a.output.display()
+    );
     let started = std::time::Instant::now();
     let mut pb = Bars::new();
     pb.start(a.count, "images");
@@ -203,14 +219,16 @@ fn synth_cmd(a: SynthArgs) -> Result<i32> {
     }
     pb.finish();
     let n = w.finish()?;
-    // Provenance: a data set is a pure function of these settings and these font files.
+    // Provenance: a data set is a pure function of these settings, the renderer version, these font files and
+    // the word list.
     let fonts: Vec<serde_json::Value> = renderer
         .fonts()
         .iter()
         .map(|f| serde_json::json!({"path": f.path.display().to_string(), "bytes": std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0)}))
         .collect();
     let provenance = serde_json::json!({
-        "strnas": env!("CARGO_PKG_VERSION"), "seed": a.seed, "count": a.count, "distortion": a.distortion,
+        "strnas": env!("CARGO_PKG_VERSION"), "renderer": synth::RENDERER_VERSION, "seed": a.seed,
+        "words": {"source": vocabulary.source, "count": vocabulary.len(), "fnv1a64": format!("{:016x}", vocabulary.fingerprint)}, "count": a.count, "distortion": a.distortion,
         "word_ratio": a.word_ratio, "min_len": a.min_len, "max_len": a.max_len, "charset": a.charset, "fonts": fonts,
     });
     crate::io::write_atomic(&a.output.join("synth.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;

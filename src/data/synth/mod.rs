@@ -1,16 +1,24 @@
 //! A small MJSynth: synthetic word images for training and testing without downloads.
 //!
-//! Each sample is a pure function of `(seed, index)` (see [`crate::rng`]), so a data set is reproducible on
-//! any machine and any thread count. A sample is rendered in these steps (probabilities in [`Style`]):
-//! 1. text: a word from the built-in vocabulary (`words.txt`, ~1.2k English words; lower, Title or UPPER
-//!    case) or a random string / number over the requested charset;
+//! Each sample is a pure function of `(seed, index)` (see [`crate::rng`]), the installed fonts and the
+//! vocabulary, so a data set is reproducible on any machine and any thread count. A sample is rendered in
+//! these steps (probabilities in [`Style`] and [`Renderer::render`], each scaled by `distortion`):
+//! 1. text: a vocabulary word (a quarter of them from the built-in ~1.2k common English words, `words.txt`,
+//!    the rest from the system dictionary when one is given, as MJSynth draws from a 90k-word lexicon; lower,
+//!    Title or UPPER case) or a random string / number over the requested charset;
 //! 2. font: any installed TrueType/OpenType font covering the text (DejaVu is always present; more with
-//!    Debian font packages or `--fonts DIR`), 24-56 px, random letter spacing, optionally a curved baseline;
-//! 3. colours with a minimum luminance contrast, over a solid, gradient, noise-texture or line-pattern
-//!    background, optionally with a drop shadow;
-//! 4. a perspective warp including rotation; Gaussian blur; resize to a random final height (down-sampling
-//!    artefacts); Gaussian noise;
+//!    Debian font packages or `--fonts DIR`), 24-56 px, condensed or widened (signage), random letter
+//!    spacing, optionally a curved baseline; sometimes fragments of neighbouring lines or words cut by the
+//!    crop (real word boxes are cut out of scenes full of text);
+//! 3. colours with a minimum luminance contrast, over a solid, gradient, noise-texture, line-pattern or
+//!    cluttered (random shapes) background, optionally with a drop shadow or an outline (sign lettering);
+//! 4. uneven lighting (a brightness ramp or a highlight across text and background alike), a perspective warp
+//!    including rotation; Gaussian blur; resize to a random final height, sometimes very small (distant
+//!    text); Gaussian noise;
 //! 5. encoding as PNG or as JPEG at a random quality (compression artefacts).
+//!
+//! [`RENDERER_VERSION`] changes whenever the same seed would render different images; `dataset synth` records
+//! it with the fonts and the vocabulary in `synth.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,9 +30,73 @@ use crate::rng::Rng;
 
 const WORDS: &str = include_str!("words.txt");
 
+/// Bumped whenever the same settings and seed render different images.
+pub const RENDERER_VERSION: u32 = 2;
+
+/// The system dictionary `scripts/fonts.sh` installs (Debian `wamerican`), used when present.
+pub const SYSTEM_DICTIONARY: &str = "/usr/share/dict/words";
+
 /// The built-in vocabulary.
 pub fn vocabulary() -> Vec<&'static str> {
     WORDS.split_whitespace().collect()
+}
+
+/// The words samples are drawn from: the built-in common words, plus an optional larger word list.
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    common: Vec<String>,
+    extra: Vec<String>,
+    /// Where `extra` came from (`builtin` when there is none).
+    pub source: String,
+    /// FNV-1a 64 of the word list's bytes (0 for the built-in list alone), for provenance.
+    pub fingerprint: u64,
+}
+
+impl Vocabulary {
+    /// The built-in ~1.2k common words only.
+    pub fn builtin() -> Self {
+        Vocabulary { common: vocabulary().into_iter().map(String::from).collect(), extra: vec![], source: "builtin".into(), fingerprint: 0 }
+    }
+
+    /// The built-in words plus every line of `path` that is a word of 2-24 ASCII letters and digits (so
+    /// `/usr/share/dict/words` loses its possessives and accented entries).
+    pub fn with_word_list(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading the word list {}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut extra: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|w| (2..=24).contains(&w.len()) && w.chars().all(|c| c.is_ascii_alphanumeric()))
+            .map(String::from)
+            .collect();
+        extra.sort();
+        extra.dedup();
+        if extra.is_empty() {
+            bail!("the word list {} has no words of 2-24 ASCII letters and digits (one word per line)", path.display());
+        }
+        let fingerprint = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        Ok(Vocabulary { extra, source: path.display().to_string(), fingerprint, ..Self::builtin() })
+    }
+
+    /// The system dictionary when it exists and reads, else the built-in words.
+    pub fn system_or_builtin() -> Self {
+        let p = Path::new(SYSTEM_DICTIONARY);
+        if p.exists() {
+            if let Ok(v) = Self::with_word_list(p) {
+                return v;
+            }
+        }
+        Self::builtin()
+    }
+
+    /// Number of distinct words.
+    pub fn len(&self) -> usize {
+        self.common.len() + self.extra.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Folders searched for fonts when none are given.
@@ -94,7 +166,7 @@ pub struct Style {
     pub charset: Vec<char>,
     /// Share of samples that are vocabulary words (the rest are random strings and numbers).
     pub word_ratio: f64,
-    /// Length range of random strings.
+    /// Length range of random strings and of the words drawn from the vocabulary.
     pub min_len: usize,
     pub max_len: usize,
     /// Scales every distortion's strength and probability (0 = clean text on flat backgrounds, 1 = default).
@@ -122,12 +194,19 @@ pub struct Sample {
 /// The renderer: fonts plus the style; `render(seed, index)` is deterministic.
 pub struct Renderer {
     fonts: Vec<LoadedFont>,
-    words: Vec<&'static str>,
+    /// The common words and the extra word list, each cut to the words the charset can spell.
+    common: Vec<String>,
+    extra: Vec<String>,
     style: Style,
 }
 
 impl Renderer {
+    /// A renderer over the built-in vocabulary.
     pub fn new(fonts: Vec<LoadedFont>, style: Style) -> Result<Self> {
+        Self::with_vocabulary(fonts, &Vocabulary::builtin(), style)
+    }
+
+    pub fn with_vocabulary(fonts: Vec<LoadedFont>, vocabulary: &Vocabulary, style: Style) -> Result<Self> {
         if style.charset.is_empty() {
             bail!("the synthetic charset is empty");
         }
@@ -143,11 +222,10 @@ impl Renderer {
             );
         }
         let in_set = |w: &str| w.chars().all(|c| style.charset.contains(&c));
-        let words: Vec<&'static str> = vocabulary()
-            .into_iter()
-            .filter(|w| in_set(w) || in_set(&w.to_uppercase()))
-            .collect();
-        Ok(Renderer { fonts, words, style })
+        let fits = |w: &str| (style.min_len..=style.max_len).contains(&w.chars().count());
+        let usable = |v: &[String]| -> Vec<String> { v.iter().filter(|w| fits(w) && (in_set(w) || in_set(&w.to_uppercase()) || in_set(&w.to_lowercase()))).cloned().collect() };
+        let (common, extra) = (usable(&vocabulary.common), usable(&vocabulary.extra));
+        Ok(Renderer { fonts, common, extra, style })
     }
 
     pub fn fonts(&self) -> &[LoadedFont] {
@@ -157,9 +235,10 @@ impl Renderer {
     fn text(&self, rng: &mut Rng) -> String {
         let cs = &self.style.charset;
         let has = |c: char| cs.contains(&c);
-        if !self.words.is_empty() && rng.chance(self.style.word_ratio) {
-            let w = *rng.pick(&self.words);
-            let variants = [w.to_string(), title(w), w.to_uppercase()];
+        if !(self.common.is_empty() && self.extra.is_empty()) && rng.chance(self.style.word_ratio) {
+            let from_common = self.extra.is_empty() || (!self.common.is_empty() && rng.chance(0.25));
+            let w = rng.pick(if from_common { &self.common } else { &self.extra }).as_str();
+            let variants = [w.to_lowercase(), title(&w.to_lowercase()), w.to_uppercase()];
             let ok: Vec<&String> = variants.iter().filter(|v| v.chars().all(has)).collect();
             let r = rng.f64();
             let k = if r < 0.5 { 0 } else if r < 0.75 { 1 } else { 2 };
@@ -200,21 +279,40 @@ impl Renderer {
                 f
             }
         };
-        let mask = draw_text(&font.font, &label, &mut rng, d);
+        // Neighbouring text the crop cuts into: a line above or below, a word to the left or right.
+        let neighbour = |rng: &mut Rng| -> String {
+            let mut t = self.text(rng);
+            t.retain(|c| font.font.glyph_id(c).0 != 0);
+            if t.is_empty() { "text".into() } else { t }
+        };
+        let line = if rng.chance(0.2 * d) { Some((neighbour(&mut rng), rng.chance(0.5))) } else { None };
+        let word = if rng.chance(0.12 * d) { Some((neighbour(&mut rng), rng.chance(0.5))) } else { None };
+        let mask = draw_text(&font.font, &label, line, word, &mut rng, d);
         let (w, h) = (mask.w, mask.h);
 
-        // Colours: text and background luminance at least 0.3 apart.
+        // Colours: text and background luminance at least 0.3 apart, or down to 0.12 for some (red on brown,
+        // grey on grey: frequent in street scenes once in grey-scale).
+        let contrast = if rng.chance(0.3 * d.min(1.0)) { rng.range(0.12, 0.3) } else { 0.3 };
         let bg_l = rng.f64();
-        let fg_l = if bg_l > 0.5 { rng.range(0.0, bg_l - 0.3) } else { rng.range(bg_l + 0.3, 1.0) };
+        let fg_l = if bg_l > 0.5 { rng.range(0.0, bg_l - contrast) } else { rng.range(bg_l + contrast, 1.0) };
         let sat = if rng.chance(0.5) { rng.range(0.0, 0.35) } else { 0.0 };
         let fg = tint(fg_l, sat, &mut rng);
-        let mut canvas = background(w, h, bg_l, sat, &mut rng, d);
+        let mut canvas = background(w, h, bg_l, fg_l, sat, &mut rng, d);
         if rng.chance(0.1 * d) {
             let (dx, dy) = (rng.int(-2, 2) as i32, rng.int(1, 3) as i32);
             let sh = tint((bg_l + fg_l) / 2.0 * 0.6, 0.0, &mut rng);
             blend(&mut canvas, w, h, &mask.alpha, sh, 0.6, dx, dy);
         }
+        if rng.chance(0.12 * d) {
+            // Outlined lettering (signs, posters): a contrasting stroke 4-10% of the size around the glyphs.
+            let r = ((mask.px as f64 * rng.range(0.04, 0.1)).round() as usize).max(1);
+            let ol = tint(if fg_l > 0.5 { rng.range(0.0, 0.3) } else { rng.range(0.7, 1.0) }, sat, &mut rng);
+            blend(&mut canvas, w, h, &dilate(&mask.alpha, w, h, r), ol, 1.0, 0, 0);
+        }
         blend(&mut canvas, w, h, &mask.alpha, fg, 1.0, 0, 0);
+        if rng.chance(0.3 * d) {
+            relight(&mut canvas, w, h, &mut rng);
+        }
 
         // Perspective + rotation.
         if rng.chance(0.7 * d) {
@@ -226,8 +324,9 @@ impl Renderer {
             gaussian_blur(&mut canvas, w, h, rng.range(0.3, 1.3 * d.max(0.3)));
         }
         let mut img = to_image(&canvas, w, h);
-        // Final resolution: real crops are small and low-res.
-        let target_h = rng.int(26, 56) as u32;
+        // Final resolution: real crops are small and low-res, distant text very small (SVT: a tenth of the
+        // crops are under 27 px high).
+        let target_h = if rng.chance(0.25 * d) { rng.int(12, 25) } else { rng.int(26, 56) } as u32;
         let target_w = ((w as f64 * target_h as f64 / h as f64).round() as u32).max(4);
         img = image::imageops::resize(&img, target_w, target_h, image::imageops::FilterType::Triangle);
         if rng.chance(0.5 * d) {
@@ -268,24 +367,16 @@ fn title(w: &str) -> String {
     }
 }
 
-/// Text coverage in [0, 1], `w x h`.
+/// Text coverage in [0, 1], `w x h`, and the font size it was drawn at.
 struct Mask {
     alpha: Vec<f32>,
     w: usize,
     h: usize,
+    px: f32,
 }
 
-fn draw_text(font: &FontArc, text: &str, rng: &mut Rng, d: f64) -> Mask {
-    let px = rng.range(24.0, 56.0) as f32;
-    let scale = PxScale::from(px);
-    let sf = font.as_scaled(scale);
-    let spacing = if rng.chance(0.3 * d) { rng.range(-0.04, 0.2) as f32 * px } else { 0.0 };
-    let curve = if rng.chance(0.2 * d) { rng.range(-0.3, 0.3) as f32 * px * d as f32 } else { 0.0 };
-    let margin_x = rng.range(0.05, 0.5) as f32 * px;
-    let margin_y = rng.range(0.03, 0.3) as f32 * px;
-    let ascent = sf.ascent();
-    let line_h = ascent - sf.descent();
-    // Lay out on the baseline.
+/// Glyphs laid out along a baseline from x = 0: (glyph, x) and the advance width.
+fn layout(sf: &ab_glyph::PxScaleFont<&FontArc>, text: &str, spacing: f32) -> (Vec<(ab_glyph::GlyphId, f32)>, f32) {
     let mut glyphs = vec![];
     let mut caret = 0.0f32;
     let mut prev = None;
@@ -298,16 +389,18 @@ fn draw_text(font: &FontArc, text: &str, rng: &mut Rng, d: f64) -> Mask {
         caret += sf.h_advance(id) + spacing;
         prev = Some(id);
     }
-    let text_w = (caret - spacing).max(1.0);
-    let w = (text_w + 2.0 * margin_x).ceil().max(8.0) as usize;
-    let h = (line_h + 2.0 * margin_y + curve.abs()).ceil().max(8.0) as usize;
-    let mut alpha = vec![0f32; w * h];
-    // Arc-shaped baseline: offset curve * (2u - 1)^2, u the glyph centre's position along the text.
-    let top = margin_y + (-curve).max(0.0);
-    for (id, x) in glyphs {
+    (glyphs, (caret - spacing).max(1.0))
+}
+
+/// Rasterises laid-out glyphs into `alpha` (max coverage, clipped to `w x h`), the line starting at `x0` on
+/// `baseline`, bent by `curve` (baseline offset curve * (2u - 1)^2, u the glyph centre's position along it).
+#[allow(clippy::too_many_arguments)]
+fn raster(font: &FontArc, scale: PxScale, glyphs: &[(ab_glyph::GlyphId, f32)], text_w: f32, x0: f32, baseline: f32, curve: f32, alpha: &mut [f32], w: usize, h: usize) {
+    let sf = font.as_scaled(scale);
+    for &(id, x) in glyphs {
         let u = ((x + sf.h_advance(id) / 2.0) / text_w).clamp(0.0, 1.0);
         let dy = curve * (2.0 * u - 1.0).powi(2);
-        let glyph = id.with_scale_and_position(scale, ab_glyph::point(margin_x + x, top + ascent + dy));
+        let glyph = id.with_scale_and_position(scale, ab_glyph::point(x0 + x, baseline + dy));
         if let Some(og) = font.outline_glyph(glyph) {
             let b = og.px_bounds();
             og.draw(|gx, gy, cov| {
@@ -319,19 +412,113 @@ fn draw_text(font: &FontArc, text: &str, rng: &mut Rng, d: f64) -> Mask {
             });
         }
     }
-    Mask { alpha, w, h }
 }
 
-/// An RGB colour of roughly luminance `l` with random hue and saturation up to `sat`.
-fn tint(l: f64, sat: f64, rng: &mut Rng) -> [f32; 3] {
-    let mut c = [0f32; 3];
-    for v in c.iter_mut() {
-        *v = (l + rng.range(-sat, sat)).clamp(0.0, 1.0) as f32;
+/// Draws `text` with margins; `line` = (text, above?) adds a neighbouring line the crop cuts through,
+/// `word` = (text, left?) a neighbouring word of which a sliver (at most a fifth of the size) shows at the edge.
+fn draw_text(font: &FontArc, text: &str, line: Option<(String, bool)>, word: Option<(String, bool)>, rng: &mut Rng, d: f64) -> Mask {
+    let px = rng.range(24.0, 56.0) as f32;
+    // Condensed and expanded lettering: shop signs are often either.
+    let sx = if rng.chance(0.4 * d) { rng.range(0.75, 1.3) as f32 } else { 1.0 };
+    let scale = PxScale { x: px * sx, y: px };
+    let sf = font.as_scaled(scale);
+    let spacing = if rng.chance(0.3 * d) { rng.range(-0.04, 0.2) as f32 * px } else { 0.0 };
+    let curve = if rng.chance(0.2 * d) { rng.range(-0.3, 0.3) as f32 * px * d as f32 } else { 0.0 };
+    let mut margin_x = rng.range(0.05, 0.5) as f32 * px;
+    let mut margin_y = rng.range(0.03, 0.3) as f32 * px;
+    if line.is_some() {
+        margin_y = rng.range(0.2, 0.5) as f32 * px;
     }
-    c
+    let word_gap = word.as_ref().map(|_| {
+        let gap = rng.range(0.3, 0.45) as f32 * px;
+        margin_x = gap + rng.range(0.03, 0.2) as f32 * px;
+        gap
+    });
+    let ascent = sf.ascent();
+    let line_h = ascent - sf.descent();
+    let (glyphs, text_w) = layout(&sf, text, spacing);
+    let w = (text_w + 2.0 * margin_x).ceil().max(8.0) as usize;
+    let h = (line_h + 2.0 * margin_y + curve.abs()).ceil().max(8.0) as usize;
+    let mut alpha = vec![0f32; w * h];
+    let top = margin_y + (-curve).max(0.0);
+    raster(font, scale, &glyphs, text_w, margin_x, top + ascent, curve, &mut alpha, w, h);
+    if let Some((t, above)) = line {
+        let (g, tw) = layout(&sf, &t, spacing);
+        let gap = rng.range(0.1, 0.3) as f32 * px;
+        let baseline = if above { margin_y - gap + sf.descent() } else { h as f32 - margin_y + gap + ascent };
+        let x0 = margin_x + rng.range(-0.5, 0.3) as f32 * tw.max(text_w);
+        raster(font, scale, &g, tw, x0, baseline, 0.0, &mut alpha, w, h);
+    }
+    if let (Some((t, left)), Some(gap)) = (word, word_gap) {
+        let (g, tw) = layout(&sf, &t, spacing);
+        let x0 = if left { margin_x - gap - tw } else { margin_x + text_w + gap };
+        raster(font, scale, &g, tw, x0, top + ascent, 0.0, &mut alpha, w, h);
+    }
+    Mask { alpha, w, h, px }
 }
 
-fn background(w: usize, h: usize, l: f64, sat: f64, rng: &mut Rng, d: f64) -> Vec<[f32; 3]> {
+/// `alpha` grown by `r` pixels (max over a disc): the outline of the glyphs.
+fn dilate(alpha: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let r = r as i64;
+    let offsets: Vec<(i64, i64)> = (-r..=r).flat_map(|dy| (-r..=r).map(move |dx| (dx, dy))).filter(|(dx, dy)| dx * dx + dy * dy <= r * r).collect();
+    let mut out = vec![0f32; w * h];
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            let mut m = 0f32;
+            for &(dx, dy) in &offsets {
+                let (sx, sy) = (x + dx, y + dy);
+                if sx >= 0 && sy >= 0 && sx < w as i64 && sy < h as i64 {
+                    m = m.max(alpha[(sy * w as i64 + sx) as usize]);
+                }
+            }
+            out[(y * w as i64 + x) as usize] = m;
+        }
+    }
+    out
+}
+
+/// Uneven lighting over text and background alike: a brightness ramp in a random direction (shade, dusk,
+/// a lamp to one side) or a bright spot (glare), multiplying every channel.
+fn relight(px: &mut [[f32; 3]], w: usize, h: usize, rng: &mut Rng) {
+    let a = rng.range(0.15, 0.5) as f32;
+    let (wf, hf) = (w as f32, h as f32);
+    if rng.chance(0.6) {
+        let t = rng.range(0.0, std::f64::consts::TAU);
+        let (dx, dy) = (t.cos() as f32, t.sin() as f32);
+        for y in 0..h {
+            for x in 0..w {
+                let s = (x as f32 / wf - 0.5) * dx + (y as f32 / hf - 0.5) * dy;
+                let g = 1.0 + a * 2.0 * s;
+                px[y * w + x] = px[y * w + x].map(|v| (v * g).clamp(0.0, 1.0));
+            }
+        }
+    } else {
+        let (cx, cy) = (rng.range(0.0, 1.0) as f32 * wf, rng.range(0.0, 1.0) as f32 * hf);
+        let s = rng.range(0.2, 0.6) as f32 * wf.max(hf);
+        for y in 0..h {
+            for x in 0..w {
+                let r2 = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)) / (2.0 * s * s);
+                let g = a * (-r2).exp();
+                px[y * w + x] = px[y * w + x].map(|v| (v + g * (1.0 - v)).clamp(0.0, 1.0));
+            }
+        }
+    }
+}
+
+/// An RGB colour with random hue and saturation up to `sat` whose luminance (ITU-R 601-2, what the grey-scale
+/// models see) is `l`, up to clipping at black and white: the contrast the caller chose between text and
+/// background survives the tint (independent per-channel jitter used to erase it in a few percent of samples).
+fn tint(l: f64, sat: f64, rng: &mut Rng) -> [f32; 3] {
+    let mut c: [f64; 3] = std::array::from_fn(|_| l + rng.range(-sat, sat));
+    for _ in 0..4 {
+        let shift = l - (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]);
+        c = c.map(|v| (v + shift).clamp(0.0, 1.0));
+    }
+    c.map(|v| v as f32)
+}
+
+/// The background at luminance `l`; `fg` is the text's luminance, which clutter keeps 0.25 away from.
+fn background(w: usize, h: usize, l: f64, fg: f64, sat: f64, rng: &mut Rng, d: f64) -> Vec<[f32; 3]> {
     let base = tint(l, sat, rng);
     let mut px = vec![base; w * h];
     let r = rng.f64();
@@ -370,6 +557,32 @@ fn background(w: usize, h: usize, l: f64, sat: f64, rng: &mut Rng, d: f64) -> Ve
             for x in 0..w {
                 if (if horizontal { y } else { x }) % period == 0 {
                     px[y * w + x] = line;
+                }
+            }
+        }
+    } else if r < 0.75 * d.min(1.0) {
+        // Clutter: rectangles, discs and bars in colours on the background's side of the text (window
+        // frames, sign edges, bricks, foliage), soft-edged by the blur that may follow.
+        let (lo, hi) = if l > fg { ((fg + 0.25).max(l - 0.3), (l + 0.3).min(1.0)) } else { ((l - 0.3).max(0.0), (fg - 0.25).min(l + 0.3)) };
+        let (wf, hf) = (w as f64, h as f64);
+        for _ in 0..rng.int(2, 8) {
+            let c = tint(rng.range(lo, hi.max(lo)), sat, rng);
+            let (cx, cy) = (rng.range(0.0, wf), rng.range(0.0, hf));
+            let (rx, ry) = (rng.range(0.05, 0.5) * wf, rng.range(0.1, 0.8) * hf);
+            let kind = rng.below(3);
+            let (s, co) = rng.range(0.0, std::f64::consts::PI).sin_cos();
+            let thick = rng.range(0.03, 0.15) * hf;
+            for y in 0..h {
+                for x in 0..w {
+                    let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+                    let inside = match kind {
+                        0 => dx.abs() <= rx && dy.abs() <= ry,
+                        1 => (dx / rx).powi(2) + (dy / ry).powi(2) <= 1.0,
+                        _ => (dx * s - dy * co).abs() <= thick,
+                    };
+                    if inside {
+                        px[y * w + x] = c;
+                    }
                 }
             }
         }
@@ -522,5 +735,43 @@ mod tests {
             assert!(image::load_from_memory(&a).is_ok());
         }
         assert_ne!(r.render_encoded(7, 0).unwrap().1 + &r.render_encoded(7, 1).unwrap().1, r.render_encoded(8, 0).unwrap().1 + &r.render_encoded(8, 1).unwrap().1);
+    }
+    #[test]
+    fn word_lists_keep_plain_words_and_refuse_empty_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("words");
+        std::fs::write(&p, "Anaheim\nhotel\nhotel\ncafé\nhotel's\nx\nR2D2\n").unwrap();
+        let v = Vocabulary::with_word_list(&p).unwrap();
+        assert_eq!(v.extra, ["Anaheim", "R2D2", "hotel"], "sorted, deduplicated, ASCII alphanumeric, 2-24 long");
+        assert_eq!(v.len(), Vocabulary::builtin().len() + 3);
+        assert_ne!(v.fingerprint, 0);
+        std::fs::write(&p, "café\n's\n").unwrap();
+        let e = format!("{:#}", Vocabulary::with_word_list(&p).unwrap_err());
+        assert!(e.contains(&p.display().to_string()) && e.contains("no words"), "{e}");
+        // Words outside the length range are not drawn; case variants stay inside the charset.
+        let fonts = load_fonts(&default_font_dirs()).unwrap();
+        std::fs::write(&p, "Anaheim\nencyclopaedias\n").unwrap();
+        let style = Style { charset: "abcdefghijklmnopqrstuvwxyz".chars().collect(), word_ratio: 1.0, ..Style::default() };
+        let r = Renderer::with_vocabulary(fonts, &Vocabulary::with_word_list(&p).unwrap(), style).unwrap();
+        assert_eq!(r.extra, ["Anaheim"]);
+        for i in 0..30 {
+            let l = r.render(3, i).label;
+            assert!(l.chars().all(|c| c.is_ascii_lowercase()) && (3..=10).contains(&l.len()), "{l}");
+        }
+    }
+
+    /// Distortion 2 doubles every effect's probability, so 40 samples pass through each branch (neighbouring
+    /// lines and words, outlines, clutter, relighting, tiny final heights) several times.
+    #[test]
+    fn every_effect_renders_deterministically() {
+        let fonts = load_fonts(&default_font_dirs()).unwrap();
+        let r = Renderer::new(fonts, Style { distortion: 2.0, ..Style::default() }).unwrap();
+        let mut heights = vec![];
+        for i in 0..40 {
+            let (a, b) = (r.render(9, i), r.render(9, i));
+            assert_eq!((a.image.as_raw(), &a.label), (b.image.as_raw(), &b.label));
+            heights.push(a.image.height());
+        }
+        assert!(heights.iter().any(|&h| h < 26) && heights.iter().any(|&h| h >= 26), "{heights:?}");
     }
 }
