@@ -18,7 +18,8 @@ THREADS=${THREADS:-2}
 MODELS=("$@")
 [[ ${#MODELS[@]} -eq 0 ]] && MODELS=(tiny-crnn-ctc tiny-limited-3x3-ex3-attn)
 mkdir -p "$OUT"
-# Data: a pure function of the seeds and the installed fonts (synth.json in each set lists them).
+# Data: a pure function of the seeds, the renderer version, the installed fonts and the word list (synth.json
+# in each set records them).
 D=${DISTORTION:-1.0}
 [[ -f $OUT/train/data.mdb ]] || "$BIN" dataset synth -o "$OUT/train" --count "$COUNT" --seed 11 --distortion "$D"
 [[ -f $OUT/valid/data.mdb ]] || "$BIN" dataset synth -o "$OUT/valid" --count 500 --seed 12 --distortion "$D"

@@ -36,11 +36,6 @@ pub const RENDERER_VERSION: u32 = 2;
 /// The system dictionary `scripts/fonts.sh` installs (Debian `wamerican`), used when present.
 pub const SYSTEM_DICTIONARY: &str = "/usr/share/dict/words";
 
-/// The built-in vocabulary.
-pub fn vocabulary() -> Vec<&'static str> {
-    WORDS.split_whitespace().collect()
-}
-
 /// The words samples are drawn from: the built-in common words, plus an optional larger word list.
 #[derive(Debug, Clone)]
 pub struct Vocabulary {
@@ -55,7 +50,7 @@ pub struct Vocabulary {
 impl Vocabulary {
     /// The built-in ~1.2k common words only.
     pub fn builtin() -> Self {
-        Vocabulary { common: vocabulary().into_iter().map(String::from).collect(), extra: vec![], source: "builtin".into(), fingerprint: 0 }
+        Vocabulary { common: WORDS.split_whitespace().map(String::from).collect(), extra: vec![], source: "builtin".into(), fingerprint: 0 }
     }
 
     /// The built-in words plus every line of `path` that is a word of 2-24 ASCII letters and digits (so
@@ -478,7 +473,7 @@ fn dilate(alpha: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
 }
 
 /// Uneven lighting over text and background alike: a brightness ramp in a random direction (shade, dusk,
-/// a lamp to one side) or a bright spot (glare), multiplying every channel.
+/// a lamp to one side) scaling every channel, or a bright spot (glare) blending every channel towards white.
 fn relight(px: &mut [[f32; 3]], w: usize, h: usize, rng: &mut Rng) {
     let a = rng.range(0.15, 0.5) as f32;
     let (wf, hf) = (w as f32, h as f32);
