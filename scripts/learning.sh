@@ -5,8 +5,9 @@
 #   scripts/learning.sh [MODEL...]     (default: tiny-crnn-ctc tiny-limited-3x3-ex3-attn)
 # Environment: BIN (strnas binary; default the release build), OUT (default runs/learning), MINUTES (15),
 # COUNT (training images, 100000), REAL (default ../shared/data/real-dev), THREADS (libtorch threads, 2),
-# ITERS (3500) and LR (2e-3): the schedule's length and peak; DISTORTION (1.0): the data's `--distortion`
-# (1.0 reads real text best: README "Reading real text").
+# ITERS and LR: the schedule's length and peak (CTC models 3500 and 2e-3; attention models 2650 and 4e-3, with
+# an auxiliary CTC loss of weight AUX_CTC, 3); DISTORTION (1.0): the data's `--distortion` (1.0 reads real text
+# best: README "Reading real text").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/strnas/target}/release/strnas}
@@ -30,12 +31,18 @@ for m in "${MODELS[@]}"; do
   run=$OUT/$m
   extra=(--zero-init-residual)
   grep -q "kind: tps" "arch_specs/tiny/$m.yaml" && extra+=(--lr-group rectifier=0.1)
-  # The recipe (REFERENCE.md §9; README "What holds the TPS + attention model back", run Q): Adam 2e-3 with
-  # 200 warm-up iterations and cosine decay over the iterations the budget allows on 2 cores (ITERS; 3500 for
-  # the TPS + attention model at ~130 images/s), gradient clip 5, identity-initialised TPS at a tenth of the
-  # learning rate, residual cells starting as the identity.
+  # The recipe (REFERENCE.md §9; README "What holds the TPS + attention model back", runs Q and F1): Adam with
+  # 200 warm-up iterations and cosine decay over the iterations 15 minutes allow on 2 cores (3500 for the CRNN
+  # at ~155 images/s; 2650 for the TPS + attention model at ~96 images/s on the slower of our two machine
+  # types), gradient clip 5, identity-initialised TPS at a tenth of the learning rate, residual cells starting
+  # as the identity; attention models also learn from an auxiliary CTC loss (the decoder's alignment plateau).
+  lr=2e-3 iters=3500
+  if grep -q "kind: attention" "arch_specs/tiny/$m.yaml"; then
+    lr=4e-3 iters=2650
+    extra+=(--aux-ctc "${AUX_CTC:-3}")
+  fi
   "$BIN" train "arch_specs/tiny/$m.yaml" --train-data "$OUT/train" --valid-data "$OUT/valid" --out "$run" \
-    --optimizer adam --lr "${LR:-2e-3}" --lr-schedule cosine --warmup 200 --iters "${ITERS:-3500}" --batch-size 32 \
+    --optimizer adam --lr "${LR:-$lr}" --lr-schedule cosine --warmup 200 --iters "${ITERS:-$iters}" --batch-size 32 \
     "${extra[@]}" \
     --valid-every 250 --log-every 50 --max-time "$MINUTES" --threads "$THREADS" --workers 1
   "$BIN" eval "$run/model.yaml" --data "$OUT/heldout" "${REAL_SETS[@]}" --json "$run/eval.json" --threads "$THREADS" --show-errors 3

@@ -152,6 +152,10 @@ fn supernet_runs_one_path_or_two_gated_ops() {
     let paths = mechanics::sample_paths(&alphas, &mut Rng::new(1));
     let y = net.forward_t(&images, None, false, &Route::Paths(&paths));
     assert_eq!(y.size(), [2, 26, 38]);
+    // The prediction head's input comes out beside the same logits (the auxiliary CTC loss reads it).
+    let (f, y2) = net.forward_with_features(&images, None, false, &Route::Paths(&paths));
+    assert_eq!(f.size(), [2, 25, 96]);
+    assert_eq!((&y - &y2).abs().max().double_value(&[]), 0.0);
     let pairs = mechanics::sample_pairs(&alphas, &mut Rng::new(2));
     let g = gates(&pairs, Device::Cpu);
     let y = net.forward_t(&images, None, true, &Route::Gates(&pairs, &g));
@@ -273,6 +277,42 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     }
     let svg = std::fs::read_to_string(charts.join("search-probs-heatmap.svg")).unwrap();
     assert!(svg.contains("extractor.cells.0") && svg.contains("identity") && svg.contains("mb7x7-e6"));
+}
+
+/// `--aux-ctc` (a recipe flag shared with `strnas train`) reaches the search's weight steps: the supernet of a
+/// TPS + attention space trains with the auxiliary head, which lives in the search checkpoint only; the
+/// searched spec is a plain spec. A CTC space refuses it.
+#[test]
+fn search_weight_steps_take_the_auxiliary_ctc_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    make_synth(&data, 20, 3);
+    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny");
+    let out = tmp.path().join("run");
+    let args = |space: &str, out: &std::path::Path| {
+        let space = specs.join(space).to_str().unwrap().to_string();
+        let v: Vec<String> = [
+            "search", &space, "--train-data", data.to_str().unwrap(), "--preset", "str-nas2", "--search", "extractor",
+            "--iters", "4", "--batch-size", "2", "--warmup-iters", "2", "--arch-every", "1", "--threads", "1",
+            "--optimizer", "adam", "--aux-ctc", "1", "--out", out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v
+    };
+    let a = args("tiny-limited-3x3-ex3-attn.yaml", &out);
+    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let ckpt = strnas::weights::WeightFile::read(&out.join("supernet.safetensors")).unwrap();
+    assert!(ckpt.tensors.contains_key("training.aux_ctc.weight"), "{:?}", ckpt.tensors.keys().filter(|k| k.starts_with("training")).collect::<Vec<_>>());
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["aux_ctc"], 1.0);
+    strnas::spec::load(&out.join("arch.yaml")).unwrap();
+    let a = args("tiny-crnn-ctc.yaml", &tmp.path().join("ctc"));
+    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--aux-ctc is for attention models"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn strnas_bin(args: &[&str]) -> std::process::Output {

@@ -155,7 +155,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             valid_every: a.valid_every,
             log_every: 0,
             tps_init: recipe.tps_init,
-            aux_ctc: 0.0,
+            aux_ctc: recipe.aux_ctc,
             zero_init_residual: recipe.zero_init_residual,
             allow_changes: false,
             workers: a.workers,

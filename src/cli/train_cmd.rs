@@ -67,6 +67,13 @@ pub struct RecipeArgs {
     /// Gradient-norm clip
     #[arg(long, default_value_t = 5.0)]
     grad_clip: f64,
+    /// Attention models: add this weight times a CTC loss on the sequence features (a training-only linear
+    /// head, in checkpoints but not in model weights or exports). Gives the encoder a per-frame signal while
+    /// the decoder has not yet learnt to align (joint CTC-attention, Kim et al. 2017); the TPS + attention
+    /// model leaves its plateau ~1000 iterations earlier with 3 (README "What holds the TPS + attention model
+    /// back"); 0 = off
+    #[arg(long, default_value_t = 0.0)]
+    aux_ctc: f64,
 }
 
 /// [`RecipeArgs`] checked and resolved for a run of `iters` iterations.
@@ -77,6 +84,7 @@ pub struct Recipe {
     pub grad_clip: f64,
     pub zero_init_residual: bool,
     pub tps_init: crate::nn::TpsInit,
+    pub aux_ctc: f64,
 }
 
 impl RecipeArgs {
@@ -85,6 +93,9 @@ impl RecipeArgs {
         let a = self;
         if a.grad_clip.is_nan() || a.grad_clip <= 0.0 {
             bail!("--grad-clip must be positive, got {}", a.grad_clip);
+        }
+        if !(a.aux_ctc >= 0.0 && a.aux_ctc.is_finite()) {
+            bail!("--aux-ctc must be a weight >= 0, got {}", a.aux_ctc);
         }
         if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) || a.lr.is_some_and(|l| !(l > 0.0 && l.is_finite())) {
             bail!("--lr must be positive and --weight-decay at least 0");
@@ -113,7 +124,7 @@ impl RecipeArgs {
                 Schedule::Constant
             }
         };
-        Ok(Recipe { optimizer, schedule, groups: a.lr_group.clone(), grad_clip: a.grad_clip, zero_init_residual: a.zero_init_residual, tps_init: a.tps_init })
+        Ok(Recipe { optimizer, schedule, groups: a.lr_group.clone(), grad_clip: a.grad_clip, zero_init_residual: a.zero_init_residual, tps_init: a.tps_init, aux_ctc: a.aux_ctc })
     }
 }
 
@@ -125,10 +136,11 @@ impl RecipeArgs {
     strnas train arch_specs/tiny/tiny-crnn-ctc.yaml --train-data data/train --valid-data data/valid \\\n    \
     --iters 3000 --batch-size 64 --out runs/crnn\n\n\
     TPS + attention models on a CPU budget (README \"What holds the TPS + attention model back\"): start the TPS at \
-    the identity (default), slow it down and start residual cells as the identity:\n  \
+    the identity (default), slow it down, start residual cells as the identity and add an auxiliary CTC loss \
+    while the decoder learns to align:\n  \
     strnas train arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --train-data data/train --valid-data data/valid \\\n    \
-    --optimizer adam --lr 1e-3 --lr-schedule cosine --warmup 200 --lr-group rectifier=0.1 --zero-init-residual \\\n    \
-    --iters 3000 --batch-size 32 --log-every 50 --out runs/attn\n\n\
+    --optimizer adam --lr 4e-3 --lr-schedule cosine --warmup 200 --lr-group rectifier=0.1 --zero-init-residual \\\n    \
+    --aux-ctc 3 --iters 2650 --batch-size 32 --log-every 50 --out runs/attn\n\n\
     --resume refuses changed batch size, data, optimizer or learning-rate settings (listing them) unless \
     --allow-changes is given. Unreadable images are replaced by the next sample of their dataset and reported.")]
 pub struct TrainArgs {
@@ -163,11 +175,6 @@ pub struct TrainArgs {
     seed: u64,
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Attention models: add this weight times a CTC loss on the sequence features (a training-only linear
-    /// head, in checkpoints but not in model weights or exports). Gives the encoder a per-frame signal while
-    /// the decoder has not yet learnt to align (joint CTC-attention, Kim et al. 2017); 0 = off
-    #[arg(long, default_value_t = 0.0)]
-    aux_ctc: f64,
     /// Validate, save the best weights and checkpoint every N iterations
     #[arg(long, default_value_t = 2000)]
     valid_every: u64,
@@ -197,9 +204,6 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    if !(a.aux_ctc >= 0.0 && a.aux_ctc.is_finite()) {
-        bail!("--aux-ctc must be a weight >= 0, got {}", a.aux_ctc);
-    }
     let recipe = a.recipe.resolve(a.iters)?;
     use std::io::IsTerminal;
     let log_every = a.log_every.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 });
@@ -221,7 +225,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         valid_every: a.valid_every,
         log_every,
         tps_init: recipe.tps_init,
-        aux_ctc: a.aux_ctc,
+        aux_ctc: recipe.aux_ctc,
         zero_init_residual: recipe.zero_init_residual,
         allow_changes: a.allow_changes,
         workers: a.workers,

@@ -216,6 +216,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["tps_init"] = serde_json::to_value(cfg.train.tps_init)?;
     config["zero_init_residual"] = cfg.train.zero_init_residual.into();
     config["grad_clip"] = cfg.train.grad_clip.into();
+    config["aux_ctc"] = cfg.train.aux_ctc.into();
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.train.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
@@ -230,6 +231,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = VarStore::new(dev);
     let net = SuperNet::new(&vs.root(), &space);
+    let aux = crate::train::AuxCtc::new(&vs.root(), &space.base, cfg.train.aux_ctc)?;
     crate::nn::init_tps(&vs, &space.base, cfg.train.tps_init);
     if cfg.train.zero_init_residual {
         crate::nn::zero_init_residual(&vs, &space.base);
@@ -329,7 +331,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         let images = to_tensor(&batch);
         let paths = mechanics::sample_paths(&alphas, &mut Rng::for_item(cfg.train.seed, 0x5EA, iteration));
         wopt.zero_grad();
-        let loss = crate::train::loss_of(&codec, &images, &batch.labels, |t| net.forward_t(&images, t, true, &Route::Paths(&paths)));
+        let loss = crate::train::loss_with_aux(&codec, &images, &batch.labels, aux.as_ref(), |t| net.forward_with_features(&images, t, true, &Route::Paths(&paths)));
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
             bail!("iteration {}: the weight loss is {lv}", iteration + 1);

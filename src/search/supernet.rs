@@ -54,9 +54,19 @@ impl SuperNet {
 
     /// Logits `[b, steps, classes]`, as [`crate::nn::StrNet::forward_t`], along `route`.
     pub fn forward_t(&self, images: &Tensor, text: Option<&Tensor>, train: bool, route: &Route) -> Tensor {
+        self.forward_with_features(images, text, train, route).1
+    }
+
+    /// The prediction head's input (the sequence features) and the logits, as
+    /// [`crate::nn::StrNet::forward_with_features`], along `route`.
+    pub fn forward_with_features(&self, images: &Tensor, text: Option<&Tensor>, train: bool, route: &Route) -> (Tensor, Tensor) {
         let ctx = Ctx { image: images, text, train };
         let mut h = images.shallow_clone();
-        for b in &self.blocks {
+        let mut feats = h.shallow_clone();
+        for (i, b) in self.blocks.iter().enumerate() {
+            if i + 1 == self.blocks.len() {
+                feats = h.shallow_clone();
+            }
             h = match b {
                 Block::Fixed(m) => m.forward(&h, &ctx),
                 Block::Mixed { edge, ops } => match route {
@@ -76,7 +86,7 @@ impl SuperNet {
                 },
             };
         }
-        h
+        (feats, h)
     }
 }
 

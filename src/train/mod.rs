@@ -30,6 +30,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::data::labels::{Decoding, LabelCodec};
 use crate::nn::StrNet;
+use crate::spec::arch::Arch;
 use crate::progress::Progress;
 use data::TrainData;
 use optim::OptimKind;
@@ -126,6 +127,55 @@ pub fn loss_of(codec: &LabelCodec, images: &Tensor, labels: &[String], forward: 
             let logits = forward(Some(&text.narrow(1, 0, steps)));
             let classes = logits.size()[2];
             logits.view([-1, classes]).cross_entropy_loss::<Tensor>(&text.narrow(1, 1, steps).reshape([-1]), None, Reduction::Mean, 0, 0.0)
+        }
+    }
+}
+
+/// The auxiliary CTC loss of an attention model (`--aux-ctc W`, joint CTC-attention): a training-only linear
+/// head `training.aux_ctc` from the sequence features to the CTC classes; the loss becomes attention CE +
+/// W x CTC. The head lives in checkpoints only (model weights and exports do not have it).
+#[derive(Debug)]
+pub struct AuxCtc {
+    head: tch::nn::Linear,
+    codec: LabelCodec,
+    weight: f64,
+}
+
+impl AuxCtc {
+    /// The head under `root/training/aux_ctc` when `weight` > 0, `None` otherwise. Refused for CTC models
+    /// (they already have the loss) and for heads that do not read a sequence.
+    pub fn new(root: &tch::nn::Path, arch: &Arch, weight: f64) -> Result<Option<AuxCtc>> {
+        if weight <= 0.0 {
+            return Ok(None);
+        }
+        let codec = LabelCodec::from_arch(arch);
+        if codec.decoding != Decoding::Attention {
+            anyhow::bail!("--aux-ctc is for attention models; {} already trains with CTC", arch.name);
+        }
+        let nodes = crate::ops::network(arch);
+        let crate::ops::Port::Sequence { d, .. } = nodes.last().expect("a prediction head").layer.input() else {
+            anyhow::bail!("--aux-ctc: the prediction head of {} does not read a sequence", arch.name);
+        };
+        let codec = LabelCodec { decoding: Decoding::Ctc, ..codec };
+        let head = tch::nn::linear(root / "training" / "aux_ctc", d as i64, codec.num_classes() as i64, crate::ops::torch::linear_cfg(true));
+        Ok(Some(AuxCtc { head, codec, weight }))
+    }
+}
+
+/// [`loss_of`] plus the auxiliary CTC loss when `aux` is given: `forward(text)` returns the sequence
+/// features (the prediction head's input) and the logits. Serves `strnas train` and the search's weight steps.
+pub fn loss_with_aux(codec: &LabelCodec, images: &Tensor, labels: &[String], aux: Option<&AuxCtc>, forward: impl Fn(Option<&Tensor>) -> (Tensor, Tensor)) -> Tensor {
+    let feats = std::cell::RefCell::new(None);
+    let main = loss_of(codec, images, labels, |text| {
+        let (f, y) = forward(text);
+        *feats.borrow_mut() = Some(f);
+        y
+    });
+    match aux {
+        None => main,
+        Some(a) => {
+            let f = feats.into_inner().expect("the forward ran");
+            main + ctc_loss(&a.codec, &tch::nn::Module::forward(&a.head, &f), labels) * a.weight
         }
     }
 }

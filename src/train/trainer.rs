@@ -10,7 +10,7 @@ use tch::nn::VarStore;
 
 use super::optim::{OptimKind, Optimizer};
 use super::run_dir::{save_checkpoint, RunDir, RunState, Settings};
-use super::{checkpoint, loss, TrainConfig, BEST_NORM_ED, MODEL_WEIGHTS};
+use super::{checkpoint, loss_with_aux, AuxCtc, TrainConfig, BEST_NORM_ED, MODEL_WEIGHTS};
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
 use crate::data::loader::{Batch, Dataset};
@@ -39,26 +39,6 @@ impl Best {
             _ => true,
         }
     }
-}
-
-/// The auxiliary CTC head `training.aux_ctc` (sequence features -> CTC classes) of an attention model when
-/// `weight` > 0; `None` otherwise. Refused for CTC models (they already have the loss).
-fn aux_head(vs: &VarStore, arch: &Arch, weight: f64) -> Result<Option<(tch::nn::Linear, LabelCodec)>> {
-    if weight <= 0.0 {
-        return Ok(None);
-    }
-    let codec = LabelCodec::from_arch(arch);
-    if codec.decoding != crate::data::labels::Decoding::Attention {
-        bail!("--aux-ctc is for attention models; {} already trains with CTC", arch.name);
-    }
-    let nodes = crate::ops::network(arch);
-    let crate::ops::Port::Sequence { d, .. } = nodes.last().expect("a prediction head").layer.input() else {
-        bail!("--aux-ctc: the prediction head of {} does not read a sequence", arch.name);
-    };
-    let ctc = LabelCodec { decoding: crate::data::labels::Decoding::Ctc, ..codec };
-    let p = vs.root() / "training" / "aux_ctc";
-    let head = tch::nn::linear(p, d as i64, ctc.num_classes() as i64, crate::ops::torch::linear_cfg(true));
-    Ok(Some((head, ctc)))
 }
 
 /// What a `--log-every` line reports about one step.
@@ -131,8 +111,8 @@ pub(super) struct Trainer<'a> {
     pub pre: Preprocess,
     vs: VarStore,
     net: StrNet,
-    /// The auxiliary CTC head and its codec (attention models with `--aux-ctc`).
-    aux: Option<(tch::nn::Linear, LabelCodec)>,
+    /// The auxiliary CTC head (attention models with `--aux-ctc`).
+    aux: Option<AuxCtc>,
     opt: Optimizer,
     pub optimizer_kind: OptimKind,
     pub seed: u64,
@@ -153,7 +133,7 @@ impl<'a> Trainer<'a> {
         if cfg.zero_init_residual {
             crate::nn::zero_init_residual(&vs, &run.arch);
         }
-        let aux = aux_head(&vs, &run.arch, cfg.aux_ctc)?;
+        let aux = AuxCtc::new(&vs.root(), &run.arch, cfg.aux_ctc)?;
         let optimizer_kind = state.optimizer.unwrap_or(cfg.optimizer);
         let mut opt = Optimizer::with(&vs, optimizer_kind, cfg.schedule, &cfg.groups);
         if let Some(g) = opt.unmatched(&cfg.groups).first() {
@@ -190,19 +170,7 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         let lr = self.opt.current_lr();
         let x = tch_eval::images_tensor(batch, &self.pre, self.cfg.device);
-        let l = match &self.aux {
-            None => loss(&self.net, &self.codec, &x, &batch.labels),
-            Some((head, ctc)) => {
-                let feats = std::cell::RefCell::new(None);
-                let main = super::loss_of(&self.codec, &x, &batch.labels, |text| {
-                    let (f, y) = self.net.forward_with_features(&x, text, true);
-                    *feats.borrow_mut() = Some(f);
-                    y
-                });
-                let f = feats.into_inner().expect("the forward ran");
-                main + super::ctc_loss(ctc, &tch::nn::Module::forward(head, &f), &batch.labels) * self.cfg.aux_ctc
-            }
-        };
+        let l = loss_with_aux(&self.codec, &x, &batch.labels, self.aux.as_ref(), |text| self.net.forward_with_features(&x, text, true));
         self.opt.zero_grad();
         l.backward();
         let (grad_norm, parts) = self.opt.clip_grad_norm_by_part(self.cfg.grad_clip);
