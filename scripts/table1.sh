@@ -6,18 +6,22 @@
 # ms/image at batch 1 on one thread, plus the accuracy-vs-latency charts.
 #   scripts/table1.sh
 # Environment: BIN (strnas release binary), OUT (runs/table1), ITERS (training iterations per model, 1500),
-# SEARCH_ITERS (weight steps per search, 800), JOBS (trainings at a time, 2, each on one libtorch thread),
+# SEARCH_ITERS (weight steps per search, 2000), SEARCH_WARMUP (weight steps before the first architecture step,
+# 1200), ARCH_LR (the searches' architecture learning rate, 3e-2; see below), JOBS (trainings at a time, 2, each on one libtorch thread),
 # COUNT (training images, 60000), REAL (../shared/data/real-dev), TARGET_MS (str-nas1's latency target; default
 # the table's prediction for tiny-limited-3x3-ex3-attn, the space's own skeleton), ONLY (model names to keep).
-# On this machine (2 cores) ITERS=1500 takes about 90 minutes of training: 17 (3x3-e3) to ~45 (7x7-e6) minutes
-# per model at one thread with two runs side by side.
+# On this machine (2 cores, AMD EPYC, 2026-12-01) the two searches take 33-35 minutes side by side, and with
+# ITERS=1500 a training takes 17.5 (3x3-e3) to 22 (str-nas2) minutes at one thread beside another, the two
+# expansion-6 models ~50 minutes each: about 2 h 15 min in all.
 # Every step is skipped when its output exists, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/strnas/target}/release/strnas}
 OUT=${OUT:-runs/table1}
 ITERS=${ITERS:-1500}
-SEARCH_ITERS=${SEARCH_ITERS:-800}
+SEARCH_ITERS=${SEARCH_ITERS:-2000}
+SEARCH_WARMUP=${SEARCH_WARMUP:-1200}
+ARCH_LR=${ARCH_LR:-3e-2}
 JOBS=${JOBS:-2}
 COUNT=${COUNT:-60000}
 REAL=${REAL:-../shared/data/real-dev}
@@ -40,7 +44,17 @@ for s in svt cute80; do [[ -f $REAL/$s/gt.txt ]] && REAL_SETS+=("$REAL/$s"); don
 log "Latency table of the space on onnxruntime (batch 1, one thread)"
 [[ -f $OUT/latency-ort.json ]] || "$BIN" latency build "$SPACE" --runtime ort --threads 1 --fit-specs arch_specs/tiny -o "$OUT/latency-ort.json"
 
-log "Searches: str-nas1 and str-nas2, $SEARCH_ITERS weight steps each, side by side"
+# The searches' schedule, scaled to a CPU budget (both values land in each search's config.json):
+# - Warm-up past the plateau. The architecture steps only learn something once the supernet reads text: on the
+#   attention decoder's plateau (README, "What holds the TPS + attention model back") the objective's gradient
+#   with respect to the ops is noise, and a latency term, the one consistent signal, decides every cell alone
+#   (2026-12-01, warm-up 200: after 68 architecture steps str-nas1 had identity at 0.4-0.6 in every normal cell,
+#   str-nas2 nothing but noise). 1200 random-path weight steps with the auxiliary CTC loss get past it.
+# - ProxylessNAS's arch lr 1e-3 assumes thousands of architecture steps (its ImageNet schedule: ~8000); these
+#   searches take 160 (one every 5 of the last 800 weight steps). Adam moves a logit by about the learning rate
+#   per step it is sampled in, so at 1e-3 every cell stays within a few percent of uniform and the argmax follows
+#   noise (the 2026-11-30 run). 3e-2 lets a consistently preferred op gain ~1.4 in its logit, noise ~0.2.
+log "Searches: str-nas1 and str-nas2, $SEARCH_ITERS weight steps each (warm-up $SEARCH_WARMUP), arch lr $ARCH_LR, side by side"
 search() {
   local preset=$1
   [[ -f $OUT/search-$preset/done ]] && return 0
@@ -49,7 +63,7 @@ search() {
   local resume=()
   [[ -f $OUT/search-$preset/supernet.safetensors ]] && resume=(--resume)
   "$BIN" search "$SPACE" --train-data "$OUT/train" --valid-data "$OUT/valid" --preset "$preset" \
-    --latency-table "$OUT/latency-ort.json" "${extra[@]}" "${RECIPE[@]}" --iters "$SEARCH_ITERS" --batch-size 32 \
+    --arch-lr "$ARCH_LR" --warmup-iters "$SEARCH_WARMUP" --latency-table "$OUT/latency-ort.json" "${extra[@]}" "${RECIPE[@]}" --iters "$SEARCH_ITERS" --batch-size 32 \
     --valid-every 200 --threads 1 --out "$OUT/search-$preset" "${resume[@]}" > "$OUT/search-$preset.log" 2>&1
   touch "$OUT/search-$preset/done"
 }

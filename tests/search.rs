@@ -289,18 +289,19 @@ fn search_weight_steps_take_the_auxiliary_ctc_loss() {
     make_synth(&data, 20, 3);
     let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny");
     let out = tmp.path().join("run");
-    let args = |space: &str, out: &std::path::Path| {
+    let args_with = |space: &str, out: &std::path::Path, aux: &str| {
         let space = specs.join(space).to_str().unwrap().to_string();
         let v: Vec<String> = [
             "search", &space, "--train-data", data.to_str().unwrap(), "--preset", "str-nas2", "--search", "extractor",
             "--iters", "4", "--batch-size", "2", "--warmup-iters", "2", "--arch-every", "1", "--threads", "1",
-            "--optimizer", "adam", "--aux-ctc", "1", "--out", out.to_str().unwrap(),
+            "--optimizer", "adam", "--aux-ctc", aux, "--out", out.to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         v
     };
+    let args = |space: &str, out: &std::path::Path| args_with(space, out, "1");
     let a = args("tiny-limited-3x3-ex3-attn.yaml", &out);
     let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -309,6 +310,21 @@ fn search_weight_steps_take_the_auxiliary_ctc_loss() {
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["aux_ctc"], 1.0);
     strnas::spec::load(&out.join("arch.yaml")).unwrap();
+    // The architecture steps minimise the same objective: attention CE + 1 x CTC. A CTC loss at initialisation
+    // is several nats per character, so the first architecture step's objective lies well above that of the
+    // same search without the auxiliary loss (attention CE alone, ~ln 38).
+    let first_objective = |run: &std::path::Path| -> (f64, f64) {
+        let text = std::fs::read_to_string(run.join("probs.jsonl")).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        (rec["objective"].as_f64().unwrap(), rec["loss"].as_f64().unwrap())
+    };
+    let plain = tmp.path().join("plain");
+    let a = args_with("tiny-limited-3x3-ex3-attn.yaml", &plain, "0");
+    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let ((with_aux, loss), (without, _)) = (first_objective(&out), first_objective(&plain));
+    assert!(with_aux > without + 1.0, "architecture objective with --aux-ctc 1: {with_aux}, without: {without}");
+    assert_eq!(loss, with_aux, "str-nas2 has no latency term: the architecture loss is the objective");
     let a = args("tiny-crnn-ctc.yaml", &tmp.path().join("ctc"));
     let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(2));

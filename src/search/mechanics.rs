@@ -152,7 +152,8 @@ pub fn expected_latency(costs: &EdgeCosts, alphas: &[Tensor]) -> Tensor {
     costs.expected_tch(&probs)
 }
 
-/// The architecture step's loss from the cross-entropy `ce` (weighted by `ce_weight`) and the latency term.
+/// The architecture step's loss from the training objective `ce` (the CE, plus the auxiliary CTC term when
+/// training has one; weighted by `ce_weight`) and the latency term.
 pub fn arch_loss(ce: &Tensor, ce_weight: f64, form: LatencyLoss, expected: Option<&Tensor>, target_ms: f64) -> Tensor {
     let ce = ce.to_kind(Kind::Double) * ce_weight;
     match (form, expected) {

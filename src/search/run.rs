@@ -5,7 +5,7 @@
 //!
 //! The run directory holds `arch.yaml` (the argmax architecture, rewritten at every validation and at the
 //! end), `supernet.safetensors` (weights, logits and both optimizers' states, the checkpoint), `probs.jsonl`
-//! (every edge's softmax after every architecture step), `metrics.jsonl`, `log.txt` and `config.json` (the
+//! (every edge's softmax after every architecture step, with that step's objective and loss), `metrics.jsonl`, `log.txt` and `config.json` (the
 //! resolved hyper-parameters).
 
 use std::collections::BTreeMap;
@@ -43,7 +43,8 @@ pub struct Hyper {
     pub arch_lr: f64,
     pub arch_weight_decay: f64,
     pub latency: LatencyLoss,
-    /// Weight of the cross-entropy in the architecture loss (1; 0 leaves the latency term alone).
+    /// Weight of the training objective (CE, plus W x CTC with `--aux-ctc`) in the architecture loss (1; 0 leaves
+    /// the latency term alone).
     pub ce_weight: f64,
     /// Every n-th sample of each training source is held out for the architecture steps.
     pub held_out_every: usize,
@@ -349,13 +350,17 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.train.seed, 0xA2C, arch_steps));
             let g = gates(&pairs, dev);
             aopt.zero_grad();
-            let ce = crate::train::loss_of(&codec, &aimages, &ab.labels, |t| net.forward_t(&aimages, t, true, &Route::Gates(&pairs, &g)));
+            // The same objective as the weight steps (with `--aux-ctc`, attention CE + W x CTC): the
+            // architecture is chosen for what training minimises. On the attention decoder's plateau the CE alone
+            // says little about the extractor's ops; the auxiliary CTC term reads them directly.
+            let objective = crate::train::loss_with_aux(&codec, &aimages, &ab.labels, aux.as_ref(), |t| net.forward_with_features(&aimages, t, true, &Route::Gates(&pairs, &g)));
             let expected = costs.as_ref().map(|c| expected_latency(c, &alphas));
-            let al = arch_loss(&ce, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
+            let al = arch_loss(&objective, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
+            let (objective_value, loss_value) = (objective.double_value(&[]), al.double_value(&[]));
             finish_arch_step(&alphas, &pairs, &g, &al, &mut aopt);
             wopt.zero_grad();
             arch_steps += 1;
-            let rec = serde_json::json!({ "arch_step": arch_steps, "iteration": iteration, "probs": probs_of(&alphas) });
+            let rec = serde_json::json!({ "arch_step": arch_steps, "iteration": iteration, "objective": objective_value, "loss": loss_value, "probs": probs_of(&alphas) });
             crate::io::append_line(&cfg.train.out.join("probs.jsonl"), &rec.to_string())?;
         }
         progress.set_position(iteration);
