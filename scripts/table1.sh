@@ -7,9 +7,10 @@
 #   scripts/table1.sh
 # Environment: BIN (strnas release binary), OUT (runs/table1), ITERS (training iterations per model, 1500),
 # SEARCH_ITERS (weight steps per search, 2000), SEARCH_WARMUP (weight steps before the first architecture step,
-# 1200), ARCH_LR (the searches' architecture learning rate, 3e-2; see below), JOBS (trainings at a time, 2, each on one libtorch thread),
-# COUNT (training images, 60000), REAL (../shared/data/real-dev), TARGET_MS (str-nas1's latency target; default
-# the table's prediction for tiny-limited-3x3-ex3-attn, the space's own skeleton), ONLY (model names to keep).
+# 1200), ARCH_LR (the searches' architecture learning rate, 3e-2; see below), JOBS (trainings at a time, 2,
+# each on one libtorch thread), COUNT (training images, 60000), REAL (../shared/data/real-dev), TARGET_MS
+# (str-nas1's latency target; default the table's prediction for tiny-limited-3x3-ex3-attn, the space's own
+# skeleton), ONLY (model names to keep).
 # On this machine (2 cores, AMD EPYC, 2026-12-01) the two searches take 33-35 minutes side by side, and with
 # ITERS=1500 a training takes 17.5 (3x3-e3) to 22 (str-nas2) minutes at one thread beside another, the two
 # expansion-6 models ~50 minutes each: about 2 h 15 min in all.

@@ -279,9 +279,10 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     assert!(svg.contains("extractor.cells.0") && svg.contains("identity") && svg.contains("mb7x7-e6"));
 }
 
-/// `--aux-ctc` (a recipe flag shared with `strnas train`) reaches the search's weight steps: the supernet of a
-/// TPS + attention space trains with the auxiliary head, which lives in the search checkpoint only; the
-/// searched spec is a plain spec. A CTC space refuses it.
+/// `--aux-ctc` (a recipe flag shared with `strnas train`) reaches the search's weight steps and its
+/// architecture steps: the supernet of a TPS + attention space trains with the auxiliary head, which lives in
+/// the search checkpoint only, and the architecture steps minimise the same objective; the searched spec is a
+/// plain spec. A CTC space refuses it.
 #[test]
 fn search_weight_steps_take_the_auxiliary_ctc_loss() {
     let tmp = tempfile::tempdir().unwrap();

@@ -5,8 +5,8 @@
 //!
 //! The run directory holds `arch.yaml` (the argmax architecture, rewritten at every validation and at the
 //! end), `supernet.safetensors` (weights, logits and both optimizers' states, the checkpoint), `probs.jsonl`
-//! (every edge's softmax after every architecture step, with that step's objective and loss), `metrics.jsonl`, `log.txt` and `config.json` (the
-//! resolved hyper-parameters).
+//! (every edge's softmax after every architecture step, with that step's objective and loss), `metrics.jsonl`,
+//! `log.txt` and `config.json` (the resolved hyper-parameters).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
