@@ -170,9 +170,12 @@ fn failures_are_one_line_per_model_and_runtime_and_the_rest_is_measured() {
 }
 
 /// The gate end to end, with every assertion independent of how busy the machine is: a real calibrated
-/// baseline is measured, then saved runs with known ratios and noise are judged with `--compare` (no timing),
-/// and the exact gates (params, FLOPs, ops) fail a changed architecture in a live run whatever its timings.
-/// That a real +25% model is caught on a quiet machine is `make gate-proof`'s job (a benchmark, not a test).
+/// baseline (with its weightless reference graph) is measured; a live run of the unchanged model passes as the
+/// same graph (nothing timed to judge); saved runs with known ratios and noise are judged with `--compare` (no
+/// timing), calibrated and A/B against the reference; the exact gates (params, FLOPs, ops) fail a changed
+/// architecture in a live run whatever its timings, and with `--allow-arch-change` it is timed A/B against the
+/// reference graph. That a real +25% model is caught on a quiet machine is `make gate-proof`'s job (a
+/// benchmark, not a test).
 #[test]
 fn latency_gate_verdicts_are_deterministic() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +193,21 @@ fn latency_gate_verdicts_are_deterministic() {
     let c = &saved["results"][0]["calibrated"];
     assert_eq!(c["rounds"], 5);
     assert!(c["ratio"].as_f64().unwrap() > 0.0 && c["calibration_ms"].as_f64().unwrap() > 0.0, "{c}");
+    // The reference graph beside the baseline: the exported graph without its weights (the model is 2.3 MB).
+    let graph = dir.path().join("graphs/tiny-crnn-ctc.onnx");
+    let reference = strnas_onnx::from_bytes(&std::fs::read(&graph).unwrap()).unwrap();
+    assert!(std::fs::metadata(&graph).unwrap().len() < 64 * 1024);
+    assert!(strnas_onnx::weightless::stripped_count(&reference) > 20);
+
+    // The unchanged model in a live run: its graph equals the reference, so it passes without a timed verdict
+    // (the calibrated change is shown as drift, not judged).
+    let live = dir.path().join("live.json");
+    let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", b, "--json", live.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("same graph") && text(&o).contains("gate: passed"), "{}", text(&o));
+    let row = &json(&live)["gate"]["rows"][0];
+    assert_eq!((row["basis"].as_str(), row["verdict"].as_str()), (Some("identical-graph"), Some("ok")), "{row}");
+    assert!(row["drift"].is_f64() && row["changes"].as_array().unwrap().is_empty(), "{row}");
     // From here on the noise is set, so verdicts do not depend on this machine's load.
     saved["results"][0]["calibrated"]["noise"] = 0.01.into();
     std::fs::write(&base, serde_json::to_string(&saved).unwrap()).unwrap();
@@ -254,6 +272,33 @@ fn latency_gate_verdicts_are_deterministic() {
     let o = gate("bench/gate-proof/tiny-crnn-ctc.yaml", &["--baseline", b]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("ARCH CHANGED") && text(&o).contains("params 577349 -> "), "{}", text(&o));
+
+    // Allowed, its latency is timed A/B against the reference graph in the same run (the verdict depends on
+    // this machine's timings; what was measured does not).
+    let wider = dir.path().join("wider.json");
+    let o = gate("bench/gate-proof/tiny-crnn-ctc.yaml", &["--baseline", b, "--allow-arch-change", "--json", wider.to_str().unwrap()]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", text(&o));
+    let mut run = json(&wider);
+    let row = &run["gate"]["rows"][0];
+    assert_eq!(row["basis"], "reference-graph", "{row}");
+    let versus = &run["results"][0]["versus"];
+    assert_eq!((versus["identical"].as_bool(), versus["ab"]["rounds"].as_u64()), (Some(false), Some(5)), "{versus}");
+    assert!(versus["graph"].as_str().unwrap().ends_with("tiny-crnn-ctc.onnx"), "{versus}");
+    // Judged from the saved A/B (the calibrated ratio is not what decides): +25% quiet fails, +2% passes.
+    let mut ab_run = |name: &str, ratio: f64| {
+        run["results"][0]["versus"]["ab"]["ratio"] = ratio.into();
+        run["results"][0]["versus"]["ab"]["noise"] = 0.01.into();
+        run["results"][0]["calibrated"]["ratio"] = (saved["results"][0]["calibrated"]["ratio"].as_f64().unwrap() * 3.0).into();
+        let p = dir.path().join(format!("{name}.json"));
+        std::fs::write(&p, serde_json::to_string(&run).unwrap()).unwrap();
+        p
+    };
+    let o = compare(&ab_run("ab-slower", 1.25), &["--allow-arch-change"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("+25.0%") && text(&o).contains("REGRESSED"), "{}", text(&o));
+    let o = compare(&ab_run("ab-same", 1.02), &["--allow-arch-change"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("+2.0%") && text(&o).contains("+200.0%"), "the drift is shown, not judged: {}", text(&o));
 
     // A baseline that is not a bench report is an error naming the file.
     let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", "Cargo.toml"]);

@@ -16,12 +16,12 @@ pub mod model;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{Budget, Stats};
-use crate::runtime::{ConcreteInput, Device, Engine, EngineInfo, Runtime};
-use gate::{Calibrated, GateRow, Thresholds, Verdict};
+use crate::runtime::{ConcreteInput, Device, Engine, EngineInfo, InputData, ModelRef, Runtime};
+use gate::{Basis, Calibrated, GateRow, Thresholds, Verdict};
 use model::{BenchModel, Resolve, ShapeOverride};
 
 /// Format tag and version of the JSON report (also the baseline format).
@@ -45,6 +45,9 @@ pub struct Plan {
     /// make every later gate run of it "too noisy to judge", even on a quiet machine.
     pub baseline_max_noise: Option<f64>,
     pub retries: usize,
+    /// Saving a baseline: write every model's weightless graph here (`<dir>/<model>.onnx`), the reference the
+    /// gate measures later runs against.
+    pub save_graphs: Option<PathBuf>,
 }
 
 /// Settings recorded in the report.
@@ -92,6 +95,22 @@ pub struct Measurement {
     /// FLOPs per image x images per second, in G.
     pub gflops_per_s: Option<f64>,
     pub calibrated: Option<Calibrated>,
+    /// The gate's A/B comparison with the baseline's reference graph, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus: Option<Versus>,
+}
+
+/// This entry against the reference graph recorded with the baseline (REFERENCE.md §7: alternate A/B).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versus {
+    /// The reference graph file.
+    pub graph: String,
+    /// The exported graph is byte-identical to the reference once weights are stripped: nothing to measure.
+    pub identical: bool,
+    /// Time relative to the reference graph, measured in alternating rounds in this process (absent when
+    /// identical and not forced by `--measure-identical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<Calibrated>,
 }
 
 /// A model that could not be measured on a runtime (or at all: `runtime` absent).
@@ -176,6 +195,22 @@ pub struct GateInput<'a> {
     pub allow_arch_change: bool,
     /// Re-runs of a flagged entry before it fails.
     pub retries: usize,
+    /// Folder of the baseline's weightless reference graphs (`<baseline folder>/graphs`); entries with a
+    /// reference graph are judged A/B against it, the others by their calibrated ratio.
+    pub references: Option<PathBuf>,
+    /// A/B-measure entries whose graph is identical to the reference too (the gate's noise floor;
+    /// `make gate-proof`).
+    pub measure_identical: bool,
+}
+
+/// The folder of reference graphs that belongs to baseline `path`: `graphs/` beside it.
+pub fn reference_dir(baseline: &Path) -> PathBuf {
+    baseline.parent().unwrap_or(Path::new(".")).join("graphs")
+}
+
+/// Where the reference graph of model `name` lives in `dir`.
+pub fn reference_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.onnx"))
 }
 
 /// Loaded runtime for the calibration workload, per runtime.
@@ -200,21 +235,35 @@ impl Calibration {
         Ok(Calibration { engine })
     }
 
-    /// Times `engine` (inputs prepared) in `rounds` rounds, each a block of the calibration workload then a
-    /// block of the model, after one warm-up of each; returns the model's samples and its calibrated ratio.
+    /// Times `engine` (inputs prepared) in `rounds` rounds alternating with the calibration workload; returns
+    /// the model's samples and its calibrated ratio ([`alternate`]).
     pub fn measure(&mut self, engine: &mut dyn Engine, budget: &Budget, rounds: usize) -> Result<(Vec<f64>, Calibrated)> {
-        let block = budget.split(rounds);
-        crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || engine.run())?;
-        crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || self.engine.run())?;
-        let (mut all, mut pairs) = (vec![], vec![]);
-        for _ in 0..rounds.max(1) {
-            let cm = crate::measure::measure(&block, || self.engine.run())?;
-            let mm = crate::measure::measure(&block, || engine.run())?;
-            pairs.push((crate::measure::median(&mm), crate::measure::median(&cm)));
-            all.extend(mm);
-        }
-        Ok((all, Calibrated::from_rounds(&pairs)))
+        alternate(self.engine.as_mut(), engine, budget, rounds)
     }
+}
+
+/// Times `engine` against `reference` (both with inputs prepared) in `rounds` rounds, each a block of each,
+/// after one warm-up of each; returns the engine's samples and its ratio to the reference. The order flips
+/// every round (reference first in even rounds, engine first in odd ones): the block that runs second in a
+/// round was measured up to ~5% slower on the 2-core VM, a bias that must not land on one side. The one A/B
+/// mechanism of the bench: the calibration workload and the gate's reference graphs are both a `reference`.
+pub fn alternate(reference: &mut dyn Engine, engine: &mut dyn Engine, budget: &Budget, rounds: usize) -> Result<(Vec<f64>, Calibrated)> {
+    let block = budget.split(rounds);
+    crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || engine.run())?;
+    crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || reference.run())?;
+    let (mut all, mut pairs) = (vec![], vec![]);
+    for round in 0..rounds.max(1) {
+        let (rm, mm) = if round % 2 == 0 {
+            let rm = crate::measure::measure(&block, || reference.run())?;
+            (rm, crate::measure::measure(&block, || engine.run())?)
+        } else {
+            let mm = crate::measure::measure(&block, || engine.run())?;
+            (crate::measure::measure(&block, || reference.run())?, mm)
+        };
+        pairs.push((crate::measure::median(&mm), crate::measure::median(&rm)));
+        all.extend(mm);
+    }
+    Ok((all, Calibrated::from_rounds(&pairs)))
 }
 
 fn size_entry(m: &BenchModel, plan: &Plan) -> ModelEntry {
@@ -259,6 +308,7 @@ fn measurement(m: &ModelEntry, info: &EngineInfo, batch: usize, samples: &[f64],
         ms_per_image,
         images_per_s,
         calibrated,
+        versus: None,
     }
 }
 
@@ -313,6 +363,11 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                 continue;
             }
         };
+        if let Some(dir) = &plan.save_graphs {
+            if let Err(e) = save_reference(dir, &m) {
+                report.errors.push(Failure { model: m.name.clone(), runtime: None, error: format!("{e:#}") });
+            }
+        }
         let mut entry = size_entry(&m, plan);
         if entry.flops.is_none() && !entry.inputs.is_empty() {
             if let Ok(f) = crate::runtime::tract_flops(&m.bytes, &m.source, &entry.inputs) {
@@ -371,6 +426,58 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
     report
 }
 
+/// `m`'s exported graph without its weights ([`strnas_onnx::weightless::strip`]): what a reference graph holds.
+fn weightless_bytes(m: &BenchModel) -> Result<Vec<u8>> {
+    let proto = strnas_onnx::from_bytes(&m.bytes).map_err(|e| anyhow!("{}: {e}", m.source))?;
+    strnas_onnx::to_bytes(&strnas_onnx::weightless::strip(&proto))
+}
+
+/// Writes `m`'s reference graph into `dir` (atomically).
+fn save_reference(dir: &Path, m: &BenchModel) -> Result<()> {
+    let path = reference_path(dir, &m.name);
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create the reference graph folder: {e}", dir.display()))?;
+    crate::io::write_atomic(&path, &weightless_bytes(m)?).map_err(|e| anyhow!("{}: cannot write the reference graph: {e:#}", path.display()))
+}
+
+/// `m` against the baseline's reference graph on `info`'s runtime: `None` without one (or without a reference
+/// folder); identical graphs are not measured unless `measure_identical`. The reference gets `m`'s weights
+/// where names and shapes agree, so both sides compute on the same numbers, and the same inputs. Both sides
+/// are fresh sessions opened the same way: timing the session that already ran the calibrated measurement
+/// against a new one measured identical graphs 1-6% apart, always the same way round.
+fn versus_reference(g: &GateInput, m: &BenchModel, info: &EngineInfo, inputs: &[InputData], plan: &Plan, notes: &mut Vec<String>) -> Result<Option<Versus>> {
+    let Some(path) = g.references.as_ref().map(|d| reference_path(d, &m.name)) else { return Ok(None) };
+    if !path.is_file() {
+        if g.baseline.model(&m.name).is_some() {
+            notes.push(format!("{} · {}: no reference graph {}; judged by the calibrated ratio (record one with make baseline)", m.name, info.runtime.name(), path.display()));
+        }
+        return Ok(None);
+    }
+    let graph = path.display().to_string();
+    let stored = std::fs::read(&path).map_err(|e| anyhow!("{graph}: cannot read the reference graph: {e}"))?;
+    let identical = weightless_bytes(m)? == stored;
+    if identical && !g.measure_identical {
+        return Ok(Some(Versus { graph, identical, ab: None }));
+    }
+    let mut reference = strnas_onnx::from_bytes(&stored).map_err(|e| anyhow!("{graph}: not a valid reference graph ({e})"))?;
+    let donor = strnas_onnx::from_bytes(&m.bytes)?;
+    strnas_onnx::weightless::refill(&mut reference, Some(&donor)).map_err(|e| anyhow!("{graph}: {e}"))?;
+    let bytes = strnas_onnx::to_bytes(&reference)?;
+    let open = |model: &ModelRef| crate::runtime::open(info.runtime, plan.device, model, plan.threads, plan.ort_lib.as_deref());
+    let mut ref_engine = match open(&ModelRef { source: &graph, onnx: &bytes, network: None }) {
+        Ok(e) => e,
+        Err(e) => {
+            notes.push(format!("{} · {}: the reference graph does not load ({e:#}); judged by the calibrated ratio", m.name, info.runtime.name()));
+            return Ok(None);
+        }
+    };
+    ref_engine.prepare(inputs).with_context(|| format!("{graph}: the reference graph does not take {}'s inputs", m.name))?;
+    let mut engine = open(&m.model_ref())?;
+    engine.prepare(inputs)?;
+    let rounds = plan.rounds.unwrap_or(10);
+    let (_, ab) = alternate(ref_engine.as_mut(), engine.as_mut(), &plan.budget, rounds)?;
+    Ok(Some(Versus { graph, identical, ab: Some(ab) }))
+}
+
 /// Remarks on the comparison as a whole: baseline entries this run was asked for but did not measure, and
 /// differences of hardware, build and threads between the baseline and the run.
 fn baseline_notes(
@@ -425,14 +532,41 @@ fn gate_row(g: &GateInput, entry: &ModelEntry, meas: &Measurement, prev: Option<
             .model(&meas.model)
             .map(|bm| gate::arch_differences((bm.params, bm.flops, bm.ops), (entry.params, entry.flops, entry.ops)))
             .unwrap_or_default(),
+        basis: Basis::Calibration,
+        drift: None,
     });
     row.current_ms = meas.stats.median_ms;
+    let calibrated = (base.and_then(|b| b.calibrated.as_ref()), meas.calibrated.as_ref());
+    if let (Some(b), Some(cur)) = calibrated {
+        row.drift = Some(cur.ratio / b.ratio - 1.0);
+    }
     let at = || format!("{} · {} · batch {}", meas.model, meas.runtime.name(), meas.batch);
     if !row.differences.is_empty() && !g.allow_arch_change {
         row.verdict = Verdict::ArchChanged;
         return row;
     }
-    match (base, base.and_then(|b| b.calibrated.as_ref()), meas.calibrated.as_ref()) {
+    // With a reference graph the verdict is the A/B against it: the same kind of workload in the same process,
+    // so machine state (cache pressure from neighbours, SMT contention) cancels, which a calibration network
+    // of a different op mix cannot guarantee (seen: attention models drifting +20-40% against it).
+    match meas.versus.as_ref() {
+        Some(Versus { ab: None, .. }) => {
+            row.basis = Basis::IdenticalGraph;
+            row.threshold = g.thresholds.floor;
+            row.verdict = Verdict::Ok;
+            return row;
+        }
+        Some(Versus { ab: Some(ab), .. }) => {
+            let reference = Calibrated { ratio: 1.0, noise: 0.0, rounds: ab.rounds, calibration_ms: ab.calibration_ms, ratios: vec![] };
+            let j = g.thresholds.judge(&reference, ab);
+            row.basis = Basis::ReferenceGraph;
+            row.changes.push(j.change);
+            row.threshold = j.threshold;
+            row.verdict = j.verdict;
+            return row;
+        }
+        None => {}
+    }
+    match (base, calibrated.0, calibrated.1) {
         (Some(_), Some(b), Some(cur)) => {
             let j = g.thresholds.judge(b, cur);
             row.changes.push(j.change);
@@ -482,7 +616,8 @@ fn measure_batch(
         Resolve::Inputs(i) => i,
         Resolve::Skip(reason) => return Ok(Err(reason)),
     };
-    engine.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
+    let data = model::input_data(&inputs, model::INPUT_SEED);
+    engine.prepare(&data)?;
     let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), plan)?;
     let mut meas = measurement(entry, engine.info(), batch, &samples, cal);
     if let (None, Some(limit)) = (gate, plan.baseline_max_noise) {
@@ -508,6 +643,8 @@ fn measure_batch(
         }
     }
     let (Some(g), Some(gr)) = (gate, gate_report) else { return Ok(Ok(meas)) };
+    let info = engine.info().clone();
+    meas.versus = versus_reference(g, m, &info, &data, plan, &mut gr.notes)?;
     let mut row = gate_row(g, entry, &meas, None, &mut gr.notes);
     // A flagged entry (slower, or too noisy to judge) is re-measured before its verdict stands; one that was
     // too noisy gets twice the rounds and time at each re-run (the noise of a median over rounds falls with
@@ -527,8 +664,13 @@ fn measure_batch(
         } else {
             plan
         };
-        let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), p)?;
-        meas = measurement(entry, engine.info(), batch, &samples, cal);
+        if row.basis == Basis::ReferenceGraph {
+            // New sessions on both sides each time: a slow state that holds for one session does not repeat.
+            meas.versus = versus_reference(g, m, &info, &data, p, &mut gr.notes)?;
+        } else {
+            let (samples, cal) = measure_entry(engine, calib.as_deref_mut(), p)?;
+            meas = measurement(entry, engine.info(), batch, &samples, cal);
+        }
         row = gate_row(g, entry, &meas, Some(row), &mut gr.notes);
     }
     gr.rows.push(row);

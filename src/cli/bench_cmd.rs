@@ -22,10 +22,14 @@ use crate::report::{gflops, millions, Table};
     Each model x runtime x batch size: warm-up runs, then at least --min-iters runs and --min-time seconds; \
     median, mean, p90, p99, stdev %, min, ms/image and images/s. Batch-1 latency and batched throughput are \
     separate columns.\n\n\
-    Latency gate: --save-baseline B.json measures every entry in alternation with a fixed calibration network \
-    and stores latency as a ratio to it; --baseline B.json compares against that ratio, so machine speed and \
-    drift cancel. An entry fails when it is slower by more than max(--max-regression, k x measured noise) in \
-    its first measurement and in every re-run; when k x noise exceeds --max-noise and the entry is not \
+    Latency gate: --save-baseline B.json stores every entry's latency as a ratio to a fixed calibration network \
+    (measured in alternation with it) and each model's weightless exported graph in graphs/ beside B.json (the \
+    reference graph). --baseline B.json judges each entry against its reference graph: a graph identical to \
+    it (weights aside) is the same workload and passes; a changed graph is timed A/B against the reference in \
+    alternating rounds in the same process, so machine speed and state cancel. Entries without a reference \
+    graph are judged by their calibrated ratio against the baseline's; the calibrated change is always shown \
+    as drift. An entry fails when it is slower by more than max(--max-regression, k x measured noise) in its \
+    first measurement and in every re-run; when k x noise exceeds --max-noise and the entry is not \
     significantly slower, it is TOO NOISY to judge (a failure: the gate cannot say it is ok). Params, FLOPs and \
     op count must match exactly unless --allow-arch-change. --compare RUN.json judges a saved run (--json of a \
     gated or --save-baseline run) against --baseline without measuring.\n\n\
@@ -79,7 +83,7 @@ pub struct BenchArgs {
     /// Compare with a baseline written by --save-baseline; exit 1 on a regression
     #[arg(long, value_name = "BASELINE.json")]
     baseline: Option<PathBuf>,
-    /// Write this run as a baseline (calibrated measurements)
+    /// Write this run as a baseline (calibrated measurements; reference graphs in graphs/ beside it)
     #[arg(long, value_name = "BASELINE.json")]
     save_baseline: Option<PathBuf>,
     /// Slowdown that fails the gate (floor of the threshold)
@@ -103,6 +107,9 @@ pub struct BenchArgs {
     /// Let params, FLOPs and op count differ from the baseline (latency is still gated)
     #[arg(long)]
     allow_arch_change: bool,
+    /// Time A/B against the reference graph even when the graph is identical to it (shows the gate's noise floor)
+    #[arg(long, requires = "baseline")]
+    measure_identical: bool,
 }
 
 /// Reads `strnas eval --json` files; errors name the flag and the file.
@@ -161,6 +168,7 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         ort_lib: ort_lib.map(Path::to_path_buf),
         baseline_max_noise: a.save_baseline.is_some().then(|| a.max_noise / (a.noise_k * std::f64::consts::SQRT_2)),
         retries: a.retries.max(3),
+        save_graphs: a.save_baseline.as_deref().map(bench::reference_dir),
     };
     let models = model_paths(&a.models)?;
     let gate = baseline.as_ref().map(|b| GateInput {
@@ -169,6 +177,8 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         thresholds: Thresholds { floor: a.max_regression, k: a.noise_k, max_noise: a.max_noise },
         allow_arch_change: a.allow_arch_change,
         retries: a.retries,
+        references: a.baseline.as_deref().map(bench::reference_dir),
+        measure_identical: a.measure_identical,
     });
     if let (Some(run_path), Some(g)) = (&a.compare, &gate) {
         let mut run = Report::read(run_path)?;
@@ -318,18 +328,29 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
     out.push_str(&show(&d));
 
     if let Some(g) = &r.gate {
-        let mut t = Table::new(["model", "runtime", "batch", "baseline ms", "now ms", "change (normalised)", "threshold", "verdict"]);
+        use crate::bench::gate::Basis;
+        let mut t = Table::new(["model", "runtime", "batch", "baseline ms", "now ms", "against", "change", "threshold", "verdict", "drift"]);
         for row in &g.rows {
-            let changes = if row.changes.is_empty() { "-".to_string() } else { row.changes.iter().map(|c| pct(*c)).collect::<Vec<_>>().join(" / ") };
+            let changes = match row.basis {
+                Basis::IdenticalGraph => "same graph".to_string(),
+                _ if row.changes.is_empty() => "-".to_string(),
+                _ => row.changes.iter().map(|c| pct(*c)).collect::<Vec<_>>().join(" / "),
+            };
             t.row([
                 row.model.clone(),
                 row.runtime.clone(),
                 row.batch.to_string(),
                 row.baseline_ms.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into()),
                 format!("{:.3}", row.current_ms),
+                match row.basis {
+                    Basis::Calibration => "calibration",
+                    Basis::ReferenceGraph | Basis::IdenticalGraph => "reference",
+                }
+                .to_string(),
                 changes,
-                format!("{:.1}%", 100.0 * row.threshold),
+                if row.basis == Basis::IdenticalGraph { "-".to_string() } else { format!("{:.1}%", 100.0 * row.threshold) },
                 row.verdict.label().to_string(),
+                row.drift.map(pct).unwrap_or_else(|| "-".into()),
             ]);
         }
         heading(&format!("Latency gate against {}", g.baseline), &mut out);
@@ -345,6 +366,12 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
         }
         for n in &g.notes {
             out.push_str(&format!("note: {n}\n"));
+        }
+        if g.rows.iter().any(|r| r.basis != Basis::Calibration) {
+            out.push_str(
+                "against reference: judged against the baseline's weightless reference graph (same graph: identical, nothing to time; \
+                 else timed A/B in this run); drift: the calibrated ratio's change since the baseline (machine state, runtime; not judged)\n",
+            );
         }
         let failed = g.rows.iter().filter(|r| r.verdict.fails()).count();
         let noisy = g.rows.iter().filter(|r| r.verdict == crate::bench::gate::Verdict::TooNoisy).count();
