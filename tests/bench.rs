@@ -282,7 +282,9 @@ fn latency_gate_verdicts_are_deterministic() {
     let row = &run["gate"]["rows"][0];
     assert_eq!(row["basis"], "reference-graph", "{row}");
     let versus = &run["results"][0]["versus"];
-    assert_eq!((versus["identical"].as_bool(), versus["ab"]["rounds"].as_u64()), (Some(false), Some(5)), "{versus}");
+    // 5 rounds, or twice as many per re-run when a busy machine made it too noisy to judge.
+    let rounds = versus["ab"]["rounds"].as_u64().unwrap();
+    assert!(versus["identical"] == false && [5, 10, 20].contains(&rounds), "{versus}");
     assert!(versus["graph"].as_str().unwrap().ends_with("tiny-crnn-ctc.onnx"), "{versus}");
     // Judged from the saved A/B (the calibrated ratio is not what decides): +25% quiet fails, +2% passes.
     let mut ab_run = |name: &str, ratio: f64| {
