@@ -112,13 +112,20 @@ pub fn parse_group(s: &str) -> Result<Group, String> {
     Ok(Group { prefix: prefix.trim().to_string(), lr_factor })
 }
 
+/// The state slot of per-parameter update counts.
+const STEP_SLOT: &str = "step";
+
 pub struct Optimizer {
     pub kind: OptimKind,
     params: Vec<(String, Tensor)>,
     /// Each parameter's learning-rate factor (its group's, 1 outside every group).
     factors: Vec<f64>,
     state: Vec<[Tensor; 2]>,
-    /// Steps taken (Adam's bias correction, the schedule's position).
+    /// Updates each parameter has had (torch keeps `state['step']` per parameter): Adam's bias correction of a
+    /// parameter uses its own count, so a search candidate sampled every 7th step is not corrected as if its
+    /// moments had seen every step (that inflated its step size up to ~2x over the first thousands of steps).
+    param_steps: Vec<i64>,
+    /// Optimizer steps taken (the learning-rate schedule's position).
     pub steps: i64,
     pub schedule: Schedule,
 }
@@ -136,7 +143,8 @@ impl Optimizer {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let factors = params.iter().map(|(n, _)| groups.iter().find(|g| n.starts_with(&g.prefix)).map_or(1.0, |g| g.lr_factor)).collect();
         let state = params.iter().map(|(_, p)| [p.zeros_like(), p.zeros_like()]).collect();
-        Optimizer { kind, params, factors, state, steps: 0, schedule }
+        let param_steps = vec![0; params.len()];
+        Optimizer { kind, params, factors, state, param_steps, steps: 0, schedule }
     }
 
     /// The groups of `groups` that match no parameter (a typo in a prefix).
@@ -193,10 +201,9 @@ impl Optimizer {
     /// candidates, so an unsampled op's state does not decay and a resumed search stays identical.
     pub fn step_only(&mut self, used: impl Fn(&str) -> bool) {
         self.steps += 1;
-        let t = self.steps as f64;
         let factor = self.schedule.factor(self.steps as u64);
         tch::no_grad(|| {
-            for (((name, p), [s0, s1]), group) in self.params.iter_mut().zip(self.state.iter_mut()).zip(&self.factors) {
+            for ((((name, p), [s0, s1]), group), n) in self.params.iter_mut().zip(self.state.iter_mut()).zip(&self.factors).zip(self.param_steps.iter_mut()) {
                 if !used(name) {
                     continue;
                 }
@@ -204,6 +211,8 @@ impl Optimizer {
                 if !g.defined() {
                     continue;
                 }
+                *n += 1;
+                let t = *n as f64;
                 let scale = factor * group;
                 match self.kind {
                     OptimKind::Adadelta { lr, rho, eps, weight_decay } => {
@@ -228,22 +237,31 @@ impl Optimizer {
         });
     }
 
-    /// State tensors named `optimizer/<slot>/<param>`.
+    /// State tensors named `optimizer/<slot>/<param>`, and each parameter's update count as
+    /// `optimizer/step/<param>` (a one-element tensor).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let slots = self.kind.slots();
         let mut out = vec![];
-        for ((name, _), st) in self.params.iter().zip(&self.state) {
+        for (((name, _), st), n) in self.params.iter().zip(&self.state).zip(&self.param_steps) {
             for (slot, t) in slots.iter().zip(st) {
                 out.push((format!("{OPTIMIZER_PREFIX}{slot}/{name}"), t.shallow_clone()));
             }
+            out.push((format!("{OPTIMIZER_PREFIX}{STEP_SLOT}/{name}"), Tensor::from_slice(&[*n as f32])));
         }
         out
     }
 
-    /// Restores state saved by [`Optimizer::state_tensors`]; every slot of every parameter must be present.
+    /// Restores state saved by [`Optimizer::state_tensors`]; every slot of every parameter must be present. A
+    /// checkpoint written before per-parameter counts were saved gives every parameter `steps` updates (exact
+    /// for training, where every parameter is updated every step).
     pub fn load_state(&mut self, file: &WeightFile, steps: i64) -> Result<()> {
         let slots = self.kind.slots();
-        for ((name, _), st) in self.params.iter().zip(self.state.iter_mut()) {
+        for (((name, _), st), n) in self.params.iter().zip(self.state.iter_mut()).zip(self.param_steps.iter_mut()) {
+            *n = match file.tensors.get(&format!("{OPTIMIZER_PREFIX}{STEP_SLOT}/{name}")) {
+                Some(t) if t.data.len() == 1 => t.data[0] as i64,
+                Some(_) => bail!("optimizer state {OPTIMIZER_PREFIX}{STEP_SLOT}/{name} must hold one value"),
+                None => steps,
+            };
             for (slot, t) in slots.iter().zip(st.iter_mut()) {
                 let key = format!("{OPTIMIZER_PREFIX}{slot}/{name}");
                 let saved = file.tensors.get(&key).ok_or_else(|| anyhow!("optimizer state {key} is missing"))?;
@@ -297,5 +315,29 @@ mod tests {
         // Adam's first step moves each variable by its learning rate.
         assert!(((1.0 - a.double_value(&[0])) - 0.01).abs() < 1e-6);
         assert!(((1.0 - b.double_value(&[0])) - 0.1).abs() < 1e-6);
+    }
+
+    /// As torch's per-parameter `state['step']`: a parameter left out of four steps (an unsampled search
+    /// candidate) moves by exactly its learning rate on its first update, as Adam's first step does. With the
+    /// global step count in its bias correction it moved 0.55 x lr (and later up to ~2x lr). The counts are
+    /// in the saved state.
+    #[test]
+    fn adam_corrects_each_parameter_by_its_own_update_count() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let a = vs.root().var("a", &[1], tch::nn::Init::Const(1.0));
+        let b = vs.root().var("b", &[1], tch::nn::Init::Const(1.0));
+        let mut opt = Optimizer::new(&vs, OptimKind::adam(0.1));
+        for _ in 0..4 {
+            opt.zero_grad();
+            (&a * 3.0).sum(tch::Kind::Float).backward();
+            opt.step_only(|n| n == "a");
+        }
+        opt.zero_grad();
+        (&a + &b).sum(tch::Kind::Float).backward();
+        opt.step();
+        assert!(((1.0 - b.double_value(&[0])) - 0.1).abs() < 1e-6, "{}", b.double_value(&[0]));
+        let saved = opt.state_tensors();
+        let count = |k: &str| saved.iter().find(|(n, _)| *n == format!("{OPTIMIZER_PREFIX}step/{k}")).unwrap().1.double_value(&[0]);
+        assert_eq!((count("a"), count("b"), opt.steps), (5.0, 1.0, 5));
     }
 }
