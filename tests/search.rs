@@ -335,3 +335,62 @@ fn search_weight_steps_take_the_auxiliary_ctc_loss() {
 fn strnas_bin(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).output().unwrap()
 }
+
+/// `strnas search --init-from`: after the warm start, every path of the supernet that takes no identity
+/// computes what the fixed network whose weights were given does (fixed blocks and the spec's own candidates
+/// copied by name, larger kernels and expansions by a function-preserving transfer); weights of another
+/// network are refused with the file named.
+#[test]
+fn warm_start_makes_every_path_compute_the_trained_network() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let arch = strnas::spec::load(&root.join("arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let space = Space::around(arch.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fixed.safetensors");
+    tch::manual_seed(5);
+    let fvs = nn::VarStore::new(Device::Cpu);
+    let fixed = strnas::nn::StrNet::new(&fvs.root(), &arch);
+    // Non-trivial BatchNorm statistics and scales, as a trained network has.
+    for (n, mut v) in fvs.variables() {
+        if n.contains(".bn.") {
+            tch::no_grad(|| v.copy_(&(Tensor::rand_like(&v) + 0.5)));
+        }
+    }
+    strnas::nn::weights::save_weights(&fvs, &arch, &file, &[]).unwrap();
+
+    tch::manual_seed(6);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = SuperNet::new(&vs.root(), &space);
+    let (copied, transferred) = strnas::search::run::warm_start(&vs, &space, &file).unwrap();
+    assert_eq!(copied + transferred, vs.variables().len());
+    assert!(copied >= fvs.variables().len() && transferred > 0, "{copied} {transferred}");
+    let images = Tensor::rand([2, 1, 32, 100], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let want = fixed.forward_t(&images, None, false);
+    let (_avs, alphas) = arch_vs(&space.edges.iter().map(|e| e.candidates.len()).collect::<Vec<_>>(), 9);
+    for seed in 0..4 {
+        // A random path, identity replaced by the next candidate (identity skips the cell: another network).
+        let paths: Vec<usize> = mechanics::sample_paths(&alphas, &mut Rng::new(seed))
+            .into_iter()
+            .zip(&space.edges)
+            .map(|(p, e)| if e.candidates[p].to_string() == "identity" { p + 1 } else { p })
+            .collect();
+        let got = net.forward_t(&images, None, false, &Route::Paths(&paths));
+        let diff = (&want - &got).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "path {seed}: {diff}");
+    }
+    // The transfer itself, on a hand-sized case: a 1x1x3x3 kernel into 2x1x5x5, and a 1x2 projection read
+    // by 4 repeated channels.
+    let k: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let big = strnas::search::run::transfer(&k, &[1, 1, 3, 3], &[2, 1, 5, 5]);
+    assert_eq!((big[0], big[6], big[12], big[18], big[25 + 12]), (0.0, 1.0, 5.0, 9.0, 5.0));
+    assert_eq!(strnas::search::run::transfer(&[2.0, 4.0], &[1, 2, 1, 1], &[1, 4, 1, 1]), vec![1.0, 2.0, 1.0, 2.0]);
+
+    // Weights of a different network: refused, naming the file.
+    let crnn = strnas::spec::load(&root.join("arch_specs/tiny/tiny-crnn-ctc.yaml")).unwrap();
+    let cvs = nn::VarStore::new(Device::Cpu);
+    let _c = strnas::nn::StrNet::new(&cvs.root(), &crnn);
+    let wrong = dir.path().join("crnn.safetensors");
+    strnas::nn::weights::save_weights(&cvs, &crnn, &wrong, &[]).unwrap();
+    let err = format!("{:#}", strnas::search::run::warm_start(&vs, &space, &wrong).unwrap_err());
+    assert!(err.contains("--init-from") && err.contains("crnn.safetensors"), "{err}");
+}

@@ -59,6 +59,11 @@ pub struct SearchArgs {
     /// Latency target in ms (default: the table's prediction for the space spec)
     #[arg(long)]
     target_ms: Option<f64>,
+    /// Start the supernet from trained weights of the space spec (a `strnas train` run's model.safetensors or
+    /// checkpoint.safetensors): fixed blocks, the auxiliary CTC head if present, and at every cell the
+    /// candidate equal to the spec's op; the other candidates start fresh
+    #[arg(long, value_name = "WEIGHTS")]
+    init_from: Option<std::path::PathBuf>,
     /// Latency weight lambda of the additive form (paper Eq. 2)
     #[arg(long)]
     lambda: Option<f64>,
@@ -165,6 +170,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         hyper,
         latency_table: a.latency_table,
         target_ms: a.target_ms,
+        init_from: a.init_from,
     };
     let r = crate::search::search(&cfg, &mut Bars::new())?;
     let mut t = crate::report::Table::new(["cell", "argmax", "probabilities"]);

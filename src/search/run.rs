@@ -85,6 +85,9 @@ pub struct SearchConfig {
     pub latency_table: Option<PathBuf>,
     /// Latency target; default: the table's prediction for the space spec itself.
     pub target_ms: Option<f64>,
+    /// Weights of the space spec's own network (a `strnas train` run's model or checkpoint) to start the
+    /// supernet from: fixed blocks and, at every edge, the candidate equal to the spec's op ([`warm_start`]).
+    pub init_from: Option<PathBuf>,
 }
 
 /// What a search did.
@@ -160,6 +163,79 @@ fn inherit(vs: &VarStore, space: &Space, ops: &[Op], arch: &Arch) -> Result<Weig
     Ok(wf)
 }
 
+/// Copies the trained weights of the space spec's network in `file` into the supernet `vs`: every fixed block
+/// (and the auxiliary CTC head, when the file has it) by name, the candidate that is the spec's own op at
+/// every edge (`{edge}.ops.{i}.*` from `{edge}.*`), and every other MBConv candidate by a function-preserving
+/// transfer of the spec's op ([`transfer`]; Net2Net-style): its kernel centred in the larger kernel, its
+/// expanded channels repeated with the projection divided among the copies. From a spec of the smallest op
+/// (k 3, expansion 3, as the tiny limited specs) every candidate but identity then computes what the trained
+/// cell does, so a sampled path starts as the trained network instead of untrained cells (which threw a
+/// trained decoder back onto the plateau within 100 steps). Every needed tensor must be in `file`; errors name
+/// the file and the tensor. Returns (variables copied as they are, variables transferred).
+pub fn warm_start(vs: &VarStore, space: &Space, file: &Path) -> Result<(usize, usize)> {
+    let wf = WeightFile::read(file)?;
+    let (mut copied, mut transferred) = (0, 0);
+    for (name, mut t) in vs.variables() {
+        let edge = space.edges.iter().find(|e| name.starts_with(&format!("{}.ops.", e.path)));
+        let src = match edge {
+            Some(e) => {
+                let rest = &name[e.path.len() + ".ops.".len()..];
+                let (_, tail) = rest.split_once('.').with_context(|| format!("supernet variable {name}"))?;
+                format!("{}.{tail}", e.path)
+            }
+            None => name.clone(),
+        };
+        let saved = match wf.tensors.get(&src) {
+            Some(v) => v,
+            None if name.starts_with(crate::weights::TRAINING_PREFIX) => continue,
+            None => bail!("--init-from {}: no tensor {src} (weights of {} are needed: train the space spec with strnas train)", file.display(), space.base.name),
+        };
+        let shape: Vec<i64> = saved.shape.iter().map(|&d| d as i64).collect();
+        let data = if shape == t.size() {
+            copied += 1;
+            saved.data.clone()
+        } else if edge.is_some() && shape.len() == t.size().len() {
+            transferred += 1;
+            transfer(&saved.data, &shape, &t.size())
+        } else {
+            bail!("--init-from {}: {src} has shape {shape:?}, the supernet's {name} {:?}", file.display(), t.size());
+        };
+        tch::no_grad(|| t.copy_(&Tensor::from_slice(&data).reshape(t.size()).to_device(t.device())));
+    }
+    Ok((copied, transferred))
+}
+
+/// A tensor of `from` shape re-laid to `to` (same rank): channel axes (the first two of a convolution, the
+/// only one of a vector) index modulo the source's size; when the input-channel axis grows by a whole factor
+/// (a projection reading repeated channels) the values are divided by it; spatial axes are centred (zero
+/// outside the source kernel, cropped when smaller). Growing kernels and whole-factor channel growth preserve
+/// the cell's function exactly ("same" padding keeps the centre tap aligned, also at stride 2).
+pub fn transfer(src: &[f32], from: &[i64], to: &[i64]) -> Vec<f32> {
+    let n: i64 = to.iter().product();
+    let strides = |s: &[i64]| -> Vec<i64> { (0..s.len()).map(|d| s[d + 1..].iter().product()).collect() };
+    let (ss, ts) = (strides(from), strides(to));
+    let scale = if to.len() == 4 && to[1] > from[1] && to[1] % from[1] == 0 { (from[1] as f32) / (to[1] as f32) } else { 1.0 };
+    (0..n)
+        .map(|flat| {
+            let mut at = 0;
+            for d in 0..to.len() {
+                let i = (flat / ts[d]) % to[d];
+                let j = if d < 2 {
+                    i % from[d]
+                } else {
+                    let j = i - (to[d] - from[d]) / 2;
+                    if j < 0 || j >= from[d] {
+                        return 0.0;
+                    }
+                    j
+                };
+                at += j * ss[d];
+            }
+            src[at as usize] * scale
+        })
+        .collect()
+}
+
 fn probs_of(alphas: &[Tensor]) -> Vec<Vec<f64>> {
     alphas.iter().map(|a| softmax(&mechanics::logits_of(a))).collect()
 }
@@ -218,6 +294,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["zero_init_residual"] = cfg.train.zero_init_residual.into();
     config["grad_clip"] = cfg.train.grad_clip.into();
     config["aux_ctc"] = cfg.train.aux_ctc.into();
+    if let Some(p) = &cfg.init_from {
+        config["init_from"] = p.display().to_string().into();
+    }
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.train.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
@@ -243,6 +322,10 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         .iter()
         .map(|e| crate::ops::torch::path(&avs.root(), &format!("arch.{}", e.path)).var("alpha", &[e.candidates.len() as i64], tch::nn::Init::Randn { mean: 0.0, stdev: 1e-3 }))
         .collect();
+    if let (Some(file), false) = (&cfg.init_from, cfg.train.resume) {
+        let (copied, transferred) = warm_start(&vs, &space, file)?;
+        log(&cfg.train.out, progress, &format!("--init-from {}: {copied} variables copied, {transferred} transferred to other candidates", file.display()))?;
+    }
     let mut wopt = Optimizer::with(&vs, cfg.train.optimizer, cfg.train.schedule, &cfg.train.groups);
     let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: cfg.hyper.arch_lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: cfg.hyper.arch_weight_decay });
     let (mut start, mut arch_steps) = (0u64, 0u64);
