@@ -60,8 +60,9 @@ pub struct SearchArgs {
     #[arg(long)]
     target_ms: Option<f64>,
     /// Start the supernet from trained weights of the space spec (a `strnas train` run's model.safetensors or
-    /// checkpoint.safetensors): fixed blocks, the auxiliary CTC head if present, and at every cell the
-    /// candidate equal to the spec's op; the other candidates start fresh
+    /// checkpoint.safetensors): fixed blocks, the auxiliary CTC head if present and the spec's op at every cell
+    /// by name; every other candidate by a function-preserving transfer of the spec's op (larger kernel,
+    /// repeated channels), so the supernet starts as the trained network on every path without identity
     #[arg(long, value_name = "WEIGHTS")]
     init_from: Option<std::path::PathBuf>,
     /// Latency weight lambda of the additive form (paper Eq. 2)

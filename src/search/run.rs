@@ -86,7 +86,7 @@ pub struct SearchConfig {
     /// Latency target; default: the table's prediction for the space spec itself.
     pub target_ms: Option<f64>,
     /// Weights of the space spec's own network (a `strnas train` run's model or checkpoint) to start the
-    /// supernet from: fixed blocks and, at every edge, the candidate equal to the spec's op ([`warm_start`]).
+    /// supernet from ([`warm_start`]): fixed blocks and the spec's ops by name, other candidates transferred.
     pub init_from: Option<PathBuf>,
 }
 
@@ -173,7 +173,7 @@ fn inherit(vs: &VarStore, space: &Space, ops: &[Op], arch: &Arch) -> Result<Weig
 /// trained decoder back onto the plateau within 100 steps). Every needed tensor must be in `file`; errors name
 /// the file and the tensor. Returns (variables copied as they are, variables transferred).
 pub fn warm_start(vs: &VarStore, space: &Space, file: &Path) -> Result<(usize, usize)> {
-    let wf = WeightFile::read(file)?;
+    let wf = WeightFile::read(file).context("--init-from")?;
     let (mut copied, mut transferred) = (0, 0);
     for (name, mut t) in vs.variables() {
         let edge = space.edges.iter().find(|e| name.starts_with(&format!("{}.ops.", e.path)));
