@@ -426,17 +426,21 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
     report
 }
 
-/// `m`'s exported graph without its weights ([`strnas_onnx::weightless::strip`]): what a reference graph holds.
-fn weightless_bytes(m: &BenchModel) -> Result<Vec<u8>> {
-    let proto = strnas_onnx::from_bytes(&m.bytes).map_err(|e| anyhow!("{}: {e}", m.source))?;
-    strnas_onnx::to_bytes(&strnas_onnx::weightless::strip(&proto))
+/// `m`'s parsed ONNX model.
+fn proto_of(m: &BenchModel) -> Result<strnas_onnx::ModelProto> {
+    strnas_onnx::from_bytes(&m.bytes).map_err(|e| anyhow!("{}: {e}", m.source))
+}
+
+/// A model's graph without its weights ([`strnas_onnx::weightless::strip`]): what a reference graph holds.
+fn weightless_bytes(proto: &strnas_onnx::ModelProto) -> Result<Vec<u8>> {
+    strnas_onnx::to_bytes(&strnas_onnx::weightless::strip(proto))
 }
 
 /// Writes `m`'s reference graph into `dir` (atomically).
 fn save_reference(dir: &Path, m: &BenchModel) -> Result<()> {
     let path = reference_path(dir, &m.name);
     std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create the reference graph folder: {e}", dir.display()))?;
-    crate::io::write_atomic(&path, &weightless_bytes(m)?).map_err(|e| anyhow!("{}: cannot write the reference graph: {e:#}", path.display()))
+    crate::io::write_atomic(&path, &weightless_bytes(&proto_of(m)?)?).map_err(|e| anyhow!("{}: cannot write the reference graph: {e:#}", path.display()))
 }
 
 /// `m` against the baseline's reference graph on `info`'s runtime: `None` without one (or without a reference
@@ -454,13 +458,13 @@ fn versus_reference(g: &GateInput, m: &BenchModel, info: &EngineInfo, inputs: &[
     }
     let graph = path.display().to_string();
     let stored = std::fs::read(&path).map_err(|e| anyhow!("{graph}: cannot read the reference graph: {e}"))?;
-    let identical = weightless_bytes(m)? == stored;
+    let model = proto_of(m)?;
+    let identical = weightless_bytes(&model)? == stored;
     if identical && !g.measure_identical {
         return Ok(Some(Versus { graph, identical, ab: None }));
     }
     let mut reference = strnas_onnx::from_bytes(&stored).map_err(|e| anyhow!("{graph}: not a valid reference graph ({e})"))?;
-    let donor = strnas_onnx::from_bytes(&m.bytes)?;
-    strnas_onnx::weightless::refill(&mut reference, Some(&donor)).map_err(|e| anyhow!("{graph}: {e}"))?;
+    strnas_onnx::weightless::refill(&mut reference, Some(&model)).map_err(|e| anyhow!("{graph}: {e}"))?;
     let bytes = strnas_onnx::to_bytes(&reference)?;
     let open = |model: &ModelRef| crate::runtime::open(info.runtime, plan.device, model, plan.threads, plan.ort_lib.as_deref());
     let mut ref_engine = match open(&ModelRef { source: &graph, onnx: &bytes, network: None }) {
