@@ -163,6 +163,14 @@ fn inherit(vs: &VarStore, space: &Space, ops: &[Op], arch: &Arch) -> Result<Weig
     Ok(wf)
 }
 
+/// The edge, candidate index and the rest of the name of a supernet variable `{edge}.ops.{i}.{rest}`; `None`
+/// for variables of fixed blocks.
+fn candidate_of<'n>(space: &Space, name: &'n str) -> Option<(usize, usize, &'n str)> {
+    let e = space.edges.iter().position(|e| name.starts_with(&format!("{}.ops.", e.path)))?;
+    let (i, rest) = name[space.edges[e].path.len() + ".ops.".len()..].split_once('.')?;
+    Some((e, i.parse().ok()?, rest))
+}
+
 /// Copies the trained weights of the space spec's network in `file` into the supernet `vs`: every fixed block
 /// (and the auxiliary CTC head, when the file has it) by name, the candidate that is the spec's own op at
 /// every edge (`{edge}.ops.{i}.*` from `{edge}.*`), and every other MBConv candidate by a function-preserving
@@ -176,13 +184,9 @@ pub fn warm_start(vs: &VarStore, space: &Space, file: &Path) -> Result<(usize, u
     let wf = WeightFile::read(file).context("--init-from")?;
     let (mut copied, mut transferred) = (0, 0);
     for (name, mut t) in vs.variables() {
-        let edge = space.edges.iter().find(|e| name.starts_with(&format!("{}.ops.", e.path)));
+        let edge = candidate_of(space, &name);
         let src = match edge {
-            Some(e) => {
-                let rest = &name[e.path.len() + ".ops.".len()..];
-                let (_, tail) = rest.split_once('.').with_context(|| format!("supernet variable {name}"))?;
-                format!("{}.{tail}", e.path)
-            }
+            Some((e, _, tail)) => format!("{}.{tail}", space.edges[e].path),
             None => name.clone(),
         };
         let saved = match wf.tensors.get(&src) {
@@ -394,16 +398,8 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     ))?;
 
     // The edge and candidate owning each supernet variable (`{edge}.ops.{i}.*`), worked out once.
-    let owner: std::collections::HashMap<String, (usize, usize)> = vs
-        .variables()
-        .into_keys()
-        .filter_map(|name| {
-            let e = space.edges.iter().position(|e| name.starts_with(&format!("{}.ops.", e.path)))?;
-            let rest = &name[space.edges[e].path.len() + ".ops.".len()..];
-            let i = rest.split('.').next()?.parse().ok()?;
-            Some((name, (e, i)))
-        })
-        .collect();
+    let owner: std::collections::HashMap<String, (usize, usize)> =
+        vs.variables().into_keys().filter_map(|name| candidate_of(&space, &name).map(|(e, i, _)| (e, i)).map(|owner| (name, owner))).collect();
     let to_tensor = |b: &Batch| Tensor::from_slice(&b.images).view([b.labels.len() as i64, pre.channels as i64, pre.height as i64, pre.width as i64]).to_device(dev);
     let wall = Instant::now();
     let mut iteration = start;
