@@ -418,6 +418,30 @@ fn bad_recipe_flags_are_refused_by_train_and_search_alike() {
     }
 }
 
+/// `search`'s latency-term flags: a negative or non-finite weight, and two forms at once, are refused before
+/// anything is written.
+#[cfg(feature = "torch")]
+#[test]
+fn bad_latency_term_flags_are_refused_by_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path(), false);
+    let data = good_dataset(&tmp.path().join("data"));
+    let run = tmp.path().join("run");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--latency-abs=-1"], "--latency-abs must be a finite number >= 0"),
+        (&["--mul-log", "1"], "expected A,B"),
+        (&["--lambda", "NaN"], "--lambda must be a finite number >= 0"),
+        (&["--lambda", "0.1", "--latency-abs", "1"], "--latency-abs"),
+        (&["--mul-log", "1,0.6", "--latency-abs", "1"], "cannot be used with"),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec!["search", s(&spec), "--train-data", s(&data), "--iters", "1", "--batch-size", "2", "--out", s(&run), "--threads", "1"];
+        args.extend_from_slice(flags);
+        expect(&strnas(&args), 2, &[needle]);
+    }
+    assert!(!run.exists(), "search wrote its run directory before refusing a bad flag");
+}
+
 /// `dataset synth --charset` with characters no installed font has (private-use code points) is refused, naming
 /// the flag and the characters, before anything is written (it used to render the label "text" and exit 0).
 #[test]

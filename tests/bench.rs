@@ -88,6 +88,36 @@ fn specs_bench_on_both_runtimes_with_full_statistics() {
 }
 
 #[test]
+fn models_are_timed_against_a_reference_model_in_alternating_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.json");
+    let reference = "arch_specs/tiny/tiny-crnn-ctc.yaml";
+    let o = bench(&[reference, "arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml", "--runtime", "ort", "--batch", "1", "--relative-to", reference, "--rounds", "3", "--json", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("ort b1 x tiny-crnn-ctc") && t.contains("1 (ref)"), "{t}");
+    let r = json(&out);
+    let results = r["results"].as_array().unwrap();
+    let of = |name: &str| results.iter().find(|x| x["model"] == name).unwrap();
+    assert!(of("tiny-crnn-ctc").get("relative").is_none(), "the reference is not timed against itself");
+    let rel = &of("tiny-limited-3x3-ex3-ctc")["relative"];
+    assert_eq!(rel["model"], "tiny-crnn-ctc");
+    let ab = &rel["ab"];
+    let ratios: Vec<f64> = ab["ratios"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!((ab["rounds"].as_u64(), ratios.len()), (Some(3), 3), "{ab}");
+    assert!(ratios.iter().all(|x| x.is_finite() && *x > 0.0), "{ab}");
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(ab["ratio"].as_f64(), Some(sorted[1]), "the ratio is the median over rounds: {ab}");
+
+    // A reference that does not load: an error naming the flag and the file, exit 2, the rest still measured.
+    let o = bench(&[reference, "--runtime", "ort", "--batch", "1", "--relative-to", "no/such.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("--relative-to") && t.contains("no/such.yaml") && t.contains("tiny-crnn-ctc"), "{t}");
+}
+
+#[test]
 fn any_onnx_model_with_constant_weights_and_dynamic_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let model = foreign_model(dir.path());

@@ -111,6 +111,39 @@ fn the_latency_term_alone_drives_every_cell_to_its_cheapest_op() {
     }
 }
 
+/// `steps` architecture steps of the latency term alone (cross-entropy weight 0) under `form`; the expected
+/// latency at the end.
+fn latency_alone(table: &[Vec<f64>], form: LatencyLoss, target_ms: f64, steps: u64) -> f64 {
+    let c = costs(table);
+    let sizes: Vec<usize> = table.iter().map(Vec::len).collect();
+    let (vs, alphas) = arch_vs(&sizes, 2);
+    let mut opt = arch_adam(&vs, 0.05);
+    for step in 0..steps {
+        let mut r = Rng::for_item(7, 1, step);
+        let pairs = mechanics::sample_pairs(&alphas, &mut r);
+        let g = gates(&pairs, Device::Cpu);
+        opt.zero_grad();
+        let ce = g.iter().map(|t| t.sum(Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b);
+        let e = expected_latency(&c, &alphas);
+        let loss = arch_loss(&ce, 0.0, form, Some(&e), target_ms);
+        finish_arch_step(&alphas, &pairs, &g, &loss, &mut opt);
+    }
+    f64::try_from(expected_latency(&c, &alphas)).unwrap()
+}
+
+#[test]
+fn the_absolute_latency_term_lands_on_the_target_from_either_side() {
+    // Fixed 2.0 ms; the cheapest network is 2.3 ms, the dearest 4.5 ms, uniform probabilities 3.43 ms.
+    let table = vec![vec![0.9, 0.2, 0.5], vec![0.0, 0.4, 0.8, 0.3, 0.6, 0.7, 1.0], vec![0.3, 0.1, 0.2, 0.6, 0.5, 0.4]];
+    for target in [2.8, 4.0] {
+        let e = latency_alone(&table, LatencyLoss::Abs { lambda: 1.0 }, target, 300);
+        assert!((e - target).abs() / target < 0.02, "abs form, target {target} ms: expected latency {e} ms");
+    }
+    // The paper's additive form under the same pull goes on past a target below the start, towards 2.3 ms.
+    let e = latency_alone(&table, LatencyLoss::Add { lambda: 1.0 }, 2.8, 300);
+    assert!(e < 2.8 * 0.9, "add form, target 2.8 ms: expected latency {e} ms");
+}
+
 #[test]
 fn binary_gates_find_the_op_a_constructed_loss_favours() {
     // One edge of 7 candidates whose outputs are fixed vectors; the loss is the distance to candidate 4's.

@@ -48,6 +48,10 @@ pub struct Plan {
     /// Saving a baseline: write every model's weightless graph here (`<dir>/<model>.onnx`), the reference the
     /// gate measures later runs against.
     pub save_graphs: Option<PathBuf>,
+    /// Time every other model A/B against this one (a spec, run directory or .onnx), `relative_rounds`
+    /// alternating rounds each, on fresh sessions of both.
+    pub relative_to: Option<PathBuf>,
+    pub relative_rounds: usize,
 }
 
 /// Settings recorded in the report.
@@ -98,6 +102,21 @@ pub struct Measurement {
     /// The gate's A/B comparison with the baseline's reference graph, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versus: Option<Versus>,
+    /// This entry timed A/B against the `--relative-to` model (absent for that model itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative: Option<Relative>,
+}
+
+/// One model's time relative to another's, measured in alternating rounds in the same process (REFERENCE.md
+/// §7: alternate A/B). Medians of models timed one after another carry the machine's state at each model's
+/// turn; on a shared VM they moved up to 60% between runs. The ratio of interleaved blocks cancels it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Relative {
+    /// The reference model's name.
+    pub model: String,
+    /// `ratio`: median over rounds of (this entry's median / the reference's median in that round);
+    /// `calibration_ms`: the reference's median time per run.
+    pub ab: Calibrated,
 }
 
 /// This entry against the reference graph recorded with the baseline (REFERENCE.md §7: alternate A/B).
@@ -309,6 +328,7 @@ fn measurement(m: &ModelEntry, info: &EngineInfo, batch: usize, samples: &[f64],
         images_per_s,
         calibrated,
         versus: None,
+        relative: None,
     }
 }
 
@@ -351,6 +371,13 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
     };
     progress.start((models.len() * plan.runtimes.len() * plan.batches.len()) as u64, "runs");
     let mut calibrations: BTreeMap<Runtime, Result<Calibration, String>> = BTreeMap::new();
+    let reference = plan.relative_to.as_ref().and_then(|p| match BenchModel::load(p) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            report.errors.push(Failure { model: p.display().to_string(), runtime: None, error: format!("--relative-to: {e:#}") });
+            None
+        }
+    });
     for path in models {
         let label = path.display().to_string();
         let m = match BenchModel::load(path) {
@@ -408,7 +435,16 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                 progress.advance(1);
                 let outcome = measure_batch(&m, &entry, engine.as_mut(), calib.as_deref_mut(), plan, batch, gate, report.gate.as_mut());
                 match outcome {
-                    Ok(Ok(meas)) => report.results.push(meas),
+                    Ok(Ok(mut meas)) => {
+                        if let Some(r) = reference.as_ref().filter(|r| r.name != m.name) {
+                            progress.message(&format!("{} · {} · batch {batch} vs {}", m.name, rt.name(), r.name));
+                            match relative(r, &m, rt, batch, plan) {
+                                Ok(x) => meas.relative = x,
+                                Err(e) => report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("batch {batch} against --relative-to {}: {e:#}", r.name) }),
+                            }
+                        }
+                        report.results.push(meas)
+                    }
                     Ok(Err(reason)) => report.skipped.push(Skip { model: m.name.clone(), batch, reason }),
                     Err(e) => {
                         report.errors.push(Failure { model: m.name.clone(), runtime: Some(rt), error: format!("batch {batch}: {e:#}") });
@@ -480,6 +516,24 @@ fn versus_reference(g: &GateInput, m: &BenchModel, info: &EngineInfo, inputs: &[
     let rounds = plan.rounds.unwrap_or(10);
     let (_, ab) = alternate(ref_engine.as_mut(), engine.as_mut(), &plan.budget, rounds)?;
     Ok(Some(Versus { graph, identical, ab: Some(ab) }))
+}
+
+/// `m` timed A/B against `reference` on `rt` at `batch`: fresh sessions of both, each with its own inputs
+/// (seeded as for the plain measurement), `plan.relative_rounds` alternating rounds. `None` when the
+/// reference cannot take this batch size.
+fn relative(reference: &BenchModel, m: &BenchModel, rt: Runtime, batch: usize, plan: &Plan) -> Result<Option<Relative>> {
+    let prepared = |x: &BenchModel| -> Result<Option<Box<dyn Engine>>> {
+        let inputs = match model::resolve_inputs(x, &plan.shapes, batch)? {
+            Resolve::Inputs(i) => i,
+            Resolve::Skip(_) => return Ok(None),
+        };
+        let mut e = crate::runtime::open(rt, plan.device, &x.model_ref(), plan.threads, plan.ort_lib.as_deref()).with_context(|| format!("opening {}", x.name))?;
+        e.prepare(&model::input_data(&inputs, model::INPUT_SEED))?;
+        Ok(Some(e))
+    };
+    let (Some(mut r), Some(mut e)) = (prepared(reference)?, prepared(m)?) else { return Ok(None) };
+    let (_, ab) = alternate(r.as_mut(), e.as_mut(), &plan.budget, plan.relative_rounds)?;
+    Ok(Some(Relative { model: reference.name.clone(), ab }))
 }
 
 /// Remarks on the comparison as a whole: baseline entries this run was asked for but did not measure, and

@@ -101,12 +101,18 @@ pub struct BenchArgs {
     /// Re-runs of a model that looks regressed before it fails
     #[arg(long, default_value_t = 2)]
     retries: usize,
-    /// Rounds of alternation with the calibration workload (gate mode)
+    /// Rounds of alternation with the calibration workload (gate mode) or with --relative-to
     #[arg(long, default_value_t = 10)]
     rounds: usize,
     /// Let params, FLOPs and op count differ from the baseline (latency is still gated)
     #[arg(long)]
     allow_arch_change: bool,
+    /// Also time every model A/B against MODEL (a spec, run directory or .onnx; usually one of MODELS) in
+    /// --rounds alternating rounds in the same process, and show the ratio. Medians of models timed one after
+    /// another carry the machine's state at each model's turn (on a shared VM they moved up to 60% between
+    /// runs); the interleaved ratio cancels it. Use it to compare models, e.g. a searched one with its space
+    #[arg(long, value_name = "MODEL", conflicts_with = "compare")]
+    relative_to: Option<PathBuf>,
     /// Time A/B against the reference graph even when the graph is identical to it (shows the gate's noise floor)
     #[arg(long, requires = "baseline")]
     measure_identical: bool,
@@ -169,6 +175,8 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         baseline_max_noise: a.save_baseline.is_some().then(|| a.max_noise / (a.noise_k * std::f64::consts::SQRT_2)),
         retries: a.retries.max(3),
         save_graphs: a.save_baseline.as_deref().map(bench::reference_dir),
+        relative_to: a.relative_to.clone(),
+        relative_rounds: a.rounds,
     };
     let models = model_paths(&a.models)?;
     let gate = baseline.as_ref().map(|b| GateInput {
@@ -258,6 +266,7 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
         }
         v
     };
+    let reference = r.results.iter().find_map(|x| x.relative.as_ref().map(|v| v.model.clone()));
     let mut header: Vec<String> = vec!["model".into()];
     header.extend(datasets.iter().cloned());
     if !evals.is_empty() {
@@ -265,6 +274,9 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
     }
     for rt in &runtimes {
         header.push(format!("{} ms/img b1", rt.name()));
+        if let Some(name) = &reference {
+            header.push(format!("{} b1 x {name}", rt.name()));
+        }
         if let Some(b) = big {
             header.push(format!("{} ms/img b{b}", rt.name()));
         }
@@ -285,6 +297,16 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
                 r.find(&m.name, *rt, r.settings.device, b).map(|x| format!("{:.3}", x.ms_per_image)).unwrap_or_else(|| "-".into())
             };
             row.push(cell(1));
+            if let Some(name) = &reference {
+                row.push(if &m.name == name {
+                    "1 (ref)".into()
+                } else {
+                    r.find(&m.name, *rt, r.settings.device, 1)
+                        .and_then(|x| x.relative.as_ref())
+                        .map(|v| format!("{:.3} ±{:.1}%", v.ab.ratio, 100.0 * v.ab.noise))
+                        .unwrap_or_else(|| "-".into())
+                });
+            }
             if let Some(b) = big {
                 row.push(cell(b));
             }

@@ -142,6 +142,11 @@ pub enum LatencyLoss {
     Add { lambda: f64 },
     /// ProxylessNAS mul#log: `CE x alpha x (log E[lat] / log target)^beta`.
     MulLog { alpha: f64, beta: f64 },
+    /// TuNAS's absolute-value form (Bender et al. 2020, "Can weight sharing outperform random architecture
+    /// search?"): `ce_weight x CE + lambda x |E[lat] - target| / target`. Unlike the two forms above it seeks
+    /// the target from both sides: past it, the term pushes latency back up instead of on towards the cheapest
+    /// network, so a strong lambda lands the expected latency on the target rather than below it.
+    Abs { lambda: f64 },
     /// No latency term.
     Off,
 }
@@ -159,6 +164,7 @@ pub fn arch_loss(ce: &Tensor, ce_weight: f64, form: LatencyLoss, expected: Optio
     match (form, expected) {
         (LatencyLoss::Add { lambda }, Some(e)) => ce + (e - target_ms) / target_ms * lambda,
         (LatencyLoss::MulLog { alpha, beta }, Some(e)) => ce * alpha * (e.log() / target_ms.ln()).pow_tensor_scalar(beta),
+        (LatencyLoss::Abs { lambda }, Some(e)) => ce + (e - target_ms).abs() / target_ms * lambda,
         _ => ce,
     }
 }

@@ -265,9 +265,10 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     }
     std::fs::create_dir_all(&cfg.train.out).with_context(|| format!("creating {}", cfg.train.out.display()))?;
 
-    // Latency: per-edge candidate costs from the table, and the target.
+    // Latency: per-edge candidate costs from the table, and the target. With the latency term off a given
+    // table still serves the metrics (expected and argmax latency); it never enters the loss.
     let (costs, target): (Option<EdgeCosts>, f64) = match (&cfg.latency_table, cfg.hyper.latency) {
-        (_, LatencyLoss::Off) => (None, cfg.target_ms.unwrap_or(0.0)),
+        (None, LatencyLoss::Off) => (None, cfg.target_ms.unwrap_or(0.0)),
         (None, _) => bail!("preset {} has a latency term: pass --latency-table (built with `strnas latency build`), or use str-nas2", cfg.hyper.preset),
         (Some(p), _) => {
             let t = Table::read(p)?;
@@ -385,7 +386,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     progress.start(cfg.train.iters, "iters");
     progress.set_position(start.min(cfg.train.iters));
     log(&cfg.train.out, progress, &format!(
-        "search {} {}: space {} ({} edges, parts {:?}), iterations {start}..{}, batch {}, preset {}, target {target:.3} ms, seed {}",
+        "search {} {}: space {} ({} edges, parts {:?}), iterations {start}..{}, batch {}, preset {}, {}, seed {}",
         if cfg.train.resume { "resumed" } else { "started" },
         cfg.train.out.display(),
         space.base.name,
@@ -394,6 +395,11 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         cfg.train.iters,
         cfg.train.batch_size,
         cfg.hyper.preset,
+        match (cfg.hyper.latency, costs.is_some()) {
+            (LatencyLoss::Off, false) => "latency term off".to_string(),
+            (LatencyLoss::Off, true) => format!("latency term off (table for the metrics, reference {target:.3} ms)"),
+            _ => format!("target {target:.3} ms"),
+        },
         cfg.train.seed
     ))?;
 
