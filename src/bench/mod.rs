@@ -51,6 +51,7 @@ pub struct Plan {
     /// Time every other model A/B against this one (a spec, run directory or .onnx), `relative_rounds`
     /// alternating rounds each, on fresh sessions of both.
     pub relative_to: Option<PathBuf>,
+    /// Rounds of each `relative_to` comparison (`--rounds`).
     pub relative_rounds: usize,
 }
 
