@@ -409,13 +409,19 @@ fn bad_recipe_flags_are_refused_by_train_and_search_alike() {
         (&["--grad-clip", "0"], "--grad-clip must be positive"),
     ];
     for cmd in ["train", "search"] {
-        for (flags, needle) in cases {
-            let mut args = vec![cmd, s(&spec), "--train-data", s(&data), "--iters", "1", "--batch-size", "2", "--out", s(&run), "--threads", "1"];
-            args.extend_from_slice(flags);
-            expect(&strnas(&args), 2, &[needle]);
-        }
-        assert!(!run.exists(), "{cmd} wrote its run directory before refusing a bad flag");
+        refused_before_writing(cmd, &spec, &data, &run, &cases);
     }
+}
+
+/// `cmd SPEC --train-data DATA ... --out RUN` with each case's flags exits 2 with its message, and writes nothing.
+#[cfg(feature = "torch")]
+fn refused_before_writing(cmd: &str, spec: &Path, data: &Path, run: &Path, cases: &[(&[&str], &str)]) {
+    for (flags, needle) in cases {
+        let mut args = vec![cmd, s(spec), "--train-data", s(data), "--iters", "1", "--batch-size", "2", "--out", s(run), "--threads", "1"];
+        args.extend_from_slice(flags);
+        expect(&strnas(&args), 2, &[needle]);
+    }
+    assert!(!run.exists(), "{cmd} wrote its run directory before refusing a bad flag");
 }
 
 /// `search`'s latency-term flags: a negative or non-finite weight, and two forms at once, are refused before
@@ -434,12 +440,7 @@ fn bad_latency_term_flags_are_refused_by_search() {
         (&["--lambda", "0.1", "--latency-abs", "1"], "--latency-abs"),
         (&["--mul-log", "1,0.6", "--latency-abs", "1"], "cannot be used with"),
     ];
-    for (flags, needle) in cases {
-        let mut args = vec!["search", s(&spec), "--train-data", s(&data), "--iters", "1", "--batch-size", "2", "--out", s(&run), "--threads", "1"];
-        args.extend_from_slice(flags);
-        expect(&strnas(&args), 2, &[needle]);
-    }
-    assert!(!run.exists(), "search wrote its run directory before refusing a bad flag");
+    refused_before_writing("search", &spec, &data, &run, &cases);
 }
 
 /// `dataset synth --charset` with characters no installed font has (private-use code points) is refused, naming
