@@ -290,7 +290,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["iters"] = cfg.train.iters.into();
     config["batch_size"] = cfg.train.batch_size.into();
     config["seed"] = cfg.train.seed.into();
-    config["target_ms"] = target.into();
+    // With the latency term off the target is only a reference for the metrics; config.json keeps what it
+    // recorded before the table served them (the given --target-ms, else 0), so such runs still resume.
+    config["target_ms"] = if cfg.hyper.latency == LatencyLoss::Off { cfg.target_ms.unwrap_or(0.0) } else { target }.into();
     config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
     config["weight_optimizer"] = serde_json::to_value(cfg.train.optimizer)?;
     config["lr_schedule"] = serde_json::to_value(cfg.train.schedule)?;
