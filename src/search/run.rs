@@ -441,7 +441,8 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             // architecture is chosen for what training minimises. On the attention decoder's plateau the CE alone
             // says little about the extractor's ops; the auxiliary CTC term reads them directly.
             let objective = crate::train::loss_with_aux(&codec, &aimages, &ab.labels, aux.as_ref(), |t| net.forward_with_features(&aimages, t, true, &Route::Gates(&pairs, &g)));
-            let expected = costs.as_ref().map(|c| expected_latency(c, &alphas));
+            // Only a latency term needs E[lat] in the graph (with the term off a table serves the metrics alone).
+            let expected = costs.as_ref().filter(|_| cfg.hyper.latency != LatencyLoss::Off).map(|c| expected_latency(c, &alphas));
             let al = arch_loss(&objective, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
             let (objective_value, loss_value) = (objective.double_value(&[]), al.double_value(&[]));
             finish_arch_step(&alphas, &pairs, &g, &al, &mut aopt);
