@@ -364,6 +364,25 @@ fn report_draws_svg_and_png_charts() {
     }
     let svg = std::fs::read_to_string(charts.join("latency.svg")).unwrap();
     assert!(svg.contains("tiny-limited-3x3-ex3-ctc") && svg.contains(">ort<") && svg.contains(">tract<"), "{svg}");
+
+    // With `bench --relative-to` ratios (set here, so the front does not depend on this machine's timings):
+    // the relative-time chart, and the models on its Pareto front named. tiny-limited is 0.8x tiny-crnn's
+    // time and less accurate: both are on the front.
+    let mut run = json(&out);
+    for r in run["results"].as_array_mut().unwrap() {
+        if r["model"] == "tiny-limited-3x3-ex3-ctc" && r["runtime"] == "ort" {
+            r["relative"] = serde_json::json!({"model": "tiny-crnn-ctc", "ab": {"ratio": 0.8, "noise": 0.01, "rounds": 5, "calibration_ms": 1.0, "ratios": [0.8]}});
+        }
+    }
+    let rel = dir.path().join("rel.json");
+    std::fs::write(&rel, serde_json::to_string(&run).unwrap()).unwrap();
+    let eval2 = dir.path().join("e2.json");
+    std::fs::write(&eval2, std::fs::read_to_string(&eval).unwrap().replace("tiny-crnn-ctc", "tiny-limited-3x3-ex3-ctc").replace("81.5", "40.0")).unwrap();
+    let o = strnas(&["report", "--bench", rel.to_str().unwrap(), "--eval", eval.to_str().unwrap(), eval2.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let svg = std::fs::read_to_string(charts.join("acc_vs_relative_time.svg")).unwrap();
+    assert!(svg.contains("time / tiny-crnn-ctc") && svg.contains("Pareto front"), "{svg}");
+    assert!(text(&o).contains("Pareto front, accuracy vs time relative to tiny-crnn-ctc (ort, batch 1): tiny-limited-3x3-ex3-ctc, tiny-crnn-ctc"), "{}", text(&o));
     // The bench table takes eval accuracy columns.
     let o = bench(&["arch_specs/tiny/tiny-crnn-ctc.yaml", "--runtime", "ort", "--batch", "1", "--eval", eval.to_str().unwrap()]);
     assert!(text(&o).contains("IIIT5k") && text(&o).contains("81.5"), "{}", text(&o));

@@ -16,8 +16,9 @@ use crate::report::chart::{self, Canvas, Point};
 #[derive(Args, Debug)]
 #[command(after_help = "Writes into --out: latency.svg/.png (ms/image per model, one bar per runtime, from bench \
     JSON) and, when eval JSON is given, acc_vs_params.svg/.png and acc_vs_time.svg/.png (the paper's Figs. 5 and 6; \
-    time from the bench run's batch-1 latency on --runtime, else from the eval's own timing). Models are matched by \
-    name.\n\nExample:\n  strnas bench arch_specs/tiny --runtime ort,tract --json bench.json\n  \
+    time from the bench run's batch-1 latency on --runtime, else from the eval's own timing; the Pareto front drawn \
+    and its models printed), plus acc_vs_relative_time.svg/.png when the bench ran with --relative-to (each model's \
+    A/B ratio to that model: the chart to trust on a shared machine). Models are matched by name.\n\nExample:\n  strnas bench arch_specs/tiny --runtime ort,tract --json bench.json\n  \
     strnas report --bench bench.json --eval runs/a/eval.json runs/b/eval.json --out charts/")]
 pub struct ReportArgs {
     /// `strnas bench --json` reports
@@ -117,10 +118,41 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         };
         let pts: Vec<Point> = evals.iter().filter_map(|e| time(e).map(|(t, label)| Point { label, x: t, y: e.total.accuracy, series: 0 })).collect();
         if !pts.is_empty() {
-            let c = chart::scatter("Accuracy vs time", &format!("ms / image, batch {} ({})", a.batch, a.runtime.name()), "accuracy % (total)", &pts, &[]);
+            let xlabel = format!("ms / image, batch {} ({})", a.batch, a.runtime.name());
+            let c = chart::tradeoff("Accuracy vs time", &xlabel, "accuracy % (total)", &pts, true);
             write(&a.out, "acc_vs_time", &c, font.as_ref(), &mut written)?;
+            print_front(&format!("accuracy vs {xlabel}"), &pts);
         } else {
             eprintln!("note: no time for the evaluated models (bench them, or eval without --no-timing); no accuracy-vs-time chart");
+        }
+        // `bench --relative-to R`: each model's time as its A/B ratio to R's, measured in alternating rounds.
+        // On a shared machine the medians of models timed one after another carry the machine's state at each
+        // model's turn; the ratios do not, so this chart is the one to trust there.
+        let relative = |model: &str| -> Option<(f64, String)> {
+            reports.iter().rev().find_map(|r| {
+                let here = |m: &&crate::bench::Measurement| m.runtime == a.runtime && m.batch == a.batch;
+                let own = r.results.iter().filter(here).find(|m| m.model == model)?;
+                if let Some(rel) = &own.relative {
+                    return Some((rel.ab.ratio, rel.model.clone()));
+                }
+                // The reference itself: 1 by definition, when this report timed others against it.
+                r.results.iter().filter(here).find_map(|m| m.relative.as_ref().filter(|rel| rel.model == model)).map(|rel| (1.0, rel.model.clone()))
+            })
+        };
+        let rel: Vec<(Point, String)> = evals
+            .iter()
+            .filter_map(|e| relative(&e.model).map(|(x, reference)| (Point { label: e.model.clone(), x, y: e.total.accuracy, series: 0 }, reference)))
+            .collect();
+        let references: std::collections::BTreeSet<&str> = rel.iter().map(|(_, r)| r.as_str()).collect();
+        if rel.len() > 1 && references.len() == 1 {
+            let reference = references.into_iter().next().unwrap_or_default();
+            let pts: Vec<Point> = rel.iter().map(|(p, _)| p.clone()).collect();
+            let xlabel = format!("time / {reference}'s, A/B in alternating rounds (batch {}, {})", a.batch, a.runtime.name());
+            let c = chart::tradeoff("Accuracy vs relative time", &xlabel, "accuracy % (total)", &pts, false);
+            write(&a.out, "acc_vs_relative_time", &c, font.as_ref(), &mut written)?;
+            print_front(&format!("accuracy vs time relative to {reference} ({}, batch {})", a.runtime.name(), a.batch), &pts);
+        } else if references.len() > 1 {
+            eprintln!("note: the bench reports time models against different --relative-to models; no relative-time chart");
         }
     }
     for (k, run) in a.search.iter().enumerate() {
@@ -138,6 +170,12 @@ pub fn run(a: ReportArgs) -> Result<i32> {
         println!("{}", p.display());
     }
     Ok(exit::OK)
+}
+
+/// Names the models on the Pareto front of an accuracy-vs-cost chart (standard error: stdout lists the files).
+fn print_front(what: &str, pts: &[Point]) {
+    let names: Vec<&str> = chart::pareto_front(pts).into_iter().map(|i| pts[i].label.as_str()).collect();
+    eprintln!("Pareto front, {what}: {}", names.join(", "));
 }
 
 /// Reads a run directory's JSON-lines file (`metrics.jsonl`, `steps.jsonl`, ...); errors name the line.

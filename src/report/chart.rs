@@ -9,6 +9,8 @@ pub type Color = [u8; 3];
 
 pub const INK: Color = [34, 34, 34];
 pub const GRID: Color = [225, 225, 225];
+/// The Pareto front's staircase.
+pub const FRONT: Color = [150, 150, 150];
 /// Series colours (colour-blind-safe Okabe-Ito order).
 pub const PALETTE: [Color; 6] = [[0, 114, 178], [230, 159, 0], [0, 158, 115], [204, 121, 167], [86, 180, 233], [213, 94, 0]];
 
@@ -235,19 +237,55 @@ fn padded(lo: f64, hi: f64, zero: bool) -> (f64, f64) {
     (if zero { lo } else { lo - span * 0.06 }, hi + span * 0.08)
 }
 
-/// A scatter chart with a label beside every point and a legend of `series` names.
+/// A scatter chart with a label beside every point and a legend of `series` names; the x axis starts at 0.
 pub fn scatter(title: &str, xlabel: &str, ylabel: &str, points: &[Point], series: &[String]) -> Canvas {
+    scatter_with(title, xlabel, ylabel, points, series, true, false)
+}
+
+/// An accuracy-vs-cost chart: [`scatter`] with the Pareto front (less x, more y; [`pareto_front`]) drawn as
+/// a staircase under the points. `x_from_zero: false` fits the x axis to the points (ratios near 1).
+pub fn tradeoff(title: &str, xlabel: &str, ylabel: &str, points: &[Point], x_from_zero: bool) -> Canvas {
+    scatter_with(title, xlabel, ylabel, points, &[], x_from_zero, true)
+}
+
+/// Indices of the points no other point dominates (another has x <= and y >= with one of them strict), by
+/// increasing x. Points with a non-finite coordinate are never on the front.
+pub fn pareto_front(points: &[Point]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).filter(|&i| points[i].x.is_finite() && points[i].y.is_finite()).collect();
+    // Ties in x: the more accurate first, so the tied one behind it is dominated.
+    order.sort_by(|&a, &b| points[a].x.total_cmp(&points[b].x).then(points[b].y.total_cmp(&points[a].y)));
+    let mut front: Vec<usize> = vec![];
+    for i in order {
+        if front.last().is_none_or(|&j| points[i].y > points[j].y) {
+            front.push(i);
+        }
+    }
+    front
+}
+
+fn scatter_with(title: &str, xlabel: &str, ylabel: &str, points: &[Point], series: &[String], x_from_zero: bool, front: bool) -> Canvas {
     let mut c = Canvas::new(W, H);
     let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
     let ys: Vec<f64> = points.iter().map(|p| p.y).collect();
     let fold = |v: &[f64], f: fn(f64, f64) -> f64, init: f64| v.iter().copied().fold(init, f);
-    let xr = padded(fold(&xs, f64::min, f64::INFINITY), fold(&xs, f64::max, f64::NEG_INFINITY), true);
+    let xr = padded(fold(&xs, f64::min, f64::INFINITY), fold(&xs, f64::max, f64::NEG_INFINITY), x_from_zero);
     let yr = padded(fold(&ys, f64::min, f64::INFINITY), fold(&ys, f64::max, f64::NEG_INFINITY), false);
     frame(&mut c, title, xlabel, ylabel, xr, yr, true);
     let (pw, ph) = (W as f64 - L - R, H as f64 - T - B);
+    let at = |p: &Point| (L + pw * (p.x - xr.0) / (xr.1 - xr.0), T + ph * (1.0 - (p.y - yr.0) / (yr.1 - yr.0)));
+    if front {
+        let f = pareto_front(points);
+        for w in f.windows(2) {
+            let ((x0, y0), (x1, y1)) = (at(&points[w[0]]), at(&points[w[1]]));
+            c.line(x0, y0, x1, y0, 1.5, FRONT);
+            c.line(x1, y0, x1, y1, 1.5, FRONT);
+        }
+        if f.len() > 1 {
+            c.text(L + pw, T - 14.0, "grey line: Pareto front", 11.0, Anchor::End);
+        }
+    }
     for p in points {
-        let x = L + pw * (p.x - xr.0) / (xr.1 - xr.0);
-        let y = T + ph * (1.0 - (p.y - yr.0) / (yr.1 - yr.0));
+        let (x, y) = at(p);
         c.shapes.push(Shape::Circle { cx: x, cy: y, r: 5.0, color: PALETTE[p.series % PALETTE.len()] });
         // Labels of points in the right third go to their left, so they stay inside the chart.
         if x > L + pw * 0.67 {
@@ -396,7 +434,21 @@ mod tests {
                 assert_eq!(png.get_pixel(*cx as u32, *cy as u32).0, *color);
             }
         }
+        // The front of a trade-off chart is drawn as a staircase: one horizontal and one vertical segment
+        // from each front point to the next.
+        let t = tradeoff("acc vs time", "ratio", "accuracy %", &pts, false);
+        assert_eq!(t.shapes.iter().filter(|s| matches!(s, Shape::Line { color: FRONT, .. })).count(), 2);
         let b = bars("latency", "ms", &["m1".into(), "m2".into()], &["ort".into(), "tract".into()], &[vec![Some(1.0), Some(2.0)], vec![Some(3.0), None]]);
         assert_eq!(b.shapes.iter().filter(|s| matches!(s, Shape::Rect { .. })).count(), 3 + 2);
+    }
+
+    #[test]
+    fn the_pareto_front_keeps_the_points_nothing_beats() {
+        let p = |x: f64, y: f64| Point { label: String::new(), x, y, series: 0 };
+        // (1, 10) and (2, 30) and (4, 50) are on it; (3, 20) is beaten by (2, 30); (4, 40) and (5, 50) are
+        // beaten by (4, 50) (a tie in x or in y with the other coordinate worse); NaN never is.
+        let pts = [p(3.0, 20.0), p(1.0, 10.0), p(4.0, 40.0), p(2.0, 30.0), p(4.0, 50.0), p(5.0, 50.0), p(f64::NAN, 99.0)];
+        assert_eq!(pareto_front(&pts), vec![1, 3, 4]);
+        assert!(pareto_front(&[]).is_empty());
     }
 }
