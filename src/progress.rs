@@ -24,6 +24,16 @@ pub trait Progress {
     fn finish(&mut self);
 }
 
+/// A duration for people: `45s`, `12m30s`, `2h05m` (negative or non-finite as `0s`).
+pub fn duration(secs: f64) -> String {
+    let s = if secs.is_finite() { secs.max(0.0).round() as u64 } else { 0 };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// Reports nothing: for tests and library users that do not want progress output.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Silent;
@@ -35,4 +45,15 @@ impl Progress for Silent {
     fn message(&mut self, _msg: &str) {}
     fn note(&mut self, _line: &str) {}
     fn finish(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(super::duration(44.6), "45s");
+        assert_eq!(super::duration(750.0), "12m30s");
+        assert_eq!(super::duration(7500.0), "2h05m");
+        assert_eq!(super::duration(f64::NAN), "0s");
+    }
 }

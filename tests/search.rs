@@ -262,7 +262,7 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
         let mut args = vec![
             "search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--valid-data", valid.to_str().unwrap(),
             "--preset", "str-nas2", "--search", "extractor", "--iters", iters, "--batch-size", "4", "--warmup-iters", "2",
-            "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--out", out.to_str().unwrap(),
+            "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--log-every", "4", "--out", out.to_str().unwrap(),
         ];
         if resume {
             args.push("--resume");
@@ -301,6 +301,10 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     for f in ["supernet.safetensors", "metrics.jsonl", "log.txt", "config.json"] {
         assert!(whole.join(f).exists(), "{f}");
     }
+    // `--log-every 4`: progress lines at 4 and 8 (12 is a validation line, which says more).
+    let log = std::fs::read_to_string(whole.join("log.txt")).unwrap();
+    assert!(log.contains("[4/12] loss ") && log.contains("[8/12] loss ") && log.contains(" s/iter, eta "), "{log}");
+    assert_eq!(log.matches("[12/12]").count(), 1, "{log}");
     // The paper's Fig. 3 and the curves, from the run directory.
     let charts = tmp.path().join("charts");
     let o = strnas_bin(&["report", "--search", whole.to_str().unwrap(), "--out", charts.to_str().unwrap()]);

@@ -114,6 +114,11 @@ pub struct SearchArgs {
     /// Stop after this many minutes (checkpointing first); --resume continues
     #[arg(long, value_name = "MINUTES")]
     max_time: Option<f64>,
+    /// Print and log a progress line every N iterations: mean weight loss since the last line, architecture
+    /// steps, expected latency, time per iteration, ETA (default: 100 when stdout is not a terminal, where no
+    /// bar is drawn, else 0 = only at --valid-every)
+    #[arg(long, value_name = "N")]
+    log_every: Option<u64>,
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// libtorch intra-op threads
@@ -181,7 +186,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             groups: recipe.groups,
             grad_clip: recipe.grad_clip,
             valid_every: a.valid_every,
-            log_every: 0,
+            log_every: a.log_every.unwrap_or(if std::io::IsTerminal::is_terminal(&std::io::stdout()) { 0 } else { 100 }),
             tps_init: recipe.tps_init,
             aux_ctc: recipe.aux_ctc,
             zero_init_residual: recipe.zero_init_residual,

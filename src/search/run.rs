@@ -413,6 +413,8 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let mut iteration = start;
     let mut best: Option<f64> = None;
     let mut loss_sum = (0.0, 0usize);
+    // `--log-every`'s window: loss sum and count, and when it began.
+    let mut window = (0.0, 0usize, Instant::now());
     let mut last = String::new();
     for batch in wloader {
         let batch = batch?;
@@ -453,6 +455,21 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         }
         progress.set_position(iteration);
         progress.message(&format!("loss {lv:.4}{last}"));
+        window = (window.0 + lv, window.1 + 1, window.2);
+        if cfg.train.log_every > 0 && iteration % cfg.train.log_every == 0 && iteration % cfg.train.valid_every.max(1) != 0 {
+            let per_iter = window.2.elapsed().as_secs_f64() / window.1.max(1) as f64;
+            let expected = costs.as_ref().map_or(String::new(), |c| format!(", E[lat] {:.3} ms", tch::no_grad(|| expected_latency(c, &alphas).double_value(&[]))));
+            let eta = per_iter * cfg.train.iters.saturating_sub(iteration) as f64;
+            let line = format!(
+                "[{iteration}/{}] loss {:.4}, {arch_steps} arch steps{expected}, {:.2} s/iter, eta {}",
+                cfg.train.iters,
+                window.0 / window.1.max(1) as f64,
+                per_iter,
+                crate::progress::duration(eta)
+            );
+            log(&cfg.train.out, progress, &line)?;
+            window = (0.0, 0, Instant::now());
+        }
 
         let out_of_time = cfg.train.max_time.is_some_and(|m| wall.elapsed() >= m);
         let at_end = iteration == cfg.train.iters || out_of_time;
@@ -489,6 +506,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
                 argmax_ms.map_or("-".into(), |e| format!("{e:.3} ms"))
             );
             log(&cfg.train.out, progress, &format!("[{iteration}/{}] loss {mean_loss:.4}, {arch_steps} arch steps{last}, {} params", cfg.train.iters, params))?;
+            window = (0.0, 0, Instant::now());
         }
         if out_of_time {
             log(&cfg.train.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
