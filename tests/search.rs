@@ -205,6 +205,25 @@ fn supernet_runs_one_path_or_two_gated_ops() {
             }
         }
     }
+    // The search's architecture step takes the gradient of the gates and logits only: on a fresh supernet no
+    // weight is left with a `.grad`, and the extractor's sampled logits moved.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = SuperNet::new(&vs.root(), &space);
+    let (avs, alphas) = arch_vs(&space.edges.iter().map(|e| e.candidates.len()).collect::<Vec<_>>(), 4);
+    let before: Vec<Vec<f64>> = alphas.iter().map(mechanics::logits_of).collect();
+    let mut opt = arch_adam(&avs, 1e-2);
+    let g = gates(&pairs, Device::Cpu);
+    let loss = net.forward_t(&images, None, true, &Route::Gates(&pairs, &g)).square().mean(Kind::Float);
+    finish_arch_step(&alphas, &pairs, &g, &loss, &mut opt);
+    for (n, v) in vs.variables() {
+        assert!(!v.grad().defined(), "{n} has a gradient after an architecture step");
+    }
+    // (The rectifier's gates get no gradient at the identity initialisation: its last layer is zero.)
+    for (e, (a, b)) in alphas.iter().zip(&before).enumerate() {
+        if space.edges[e].path.starts_with("extractor") && pairs[e].ops[0] != pairs[e].ops[1] {
+            assert_ne!(&mechanics::logits_of(a), b, "{}", space.edges[e].path);
+        }
+    }
 }
 
 #[test]

@@ -47,7 +47,8 @@ impl Inputs {
         }
     }
 
-    /// A supernet weight step along the path of the spec's own ops, Adadelta.
+    /// A supernet weight step along the path of the spec's own ops, Adadelta, gradients as the search takes them
+    /// ([`Optimizer::backward_for`]).
     pub fn weight_step(&self) -> impl FnMut() + '_ {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = SuperNet::new(&vs.root(), &self.space);
@@ -57,7 +58,9 @@ impl Inputs {
         move || {
             let _keep = &vs;
             opt.zero_grad();
-            strnas::train::loss_of(&self.codec, &self.images, &self.labels, |t| net.forward_t(&self.images, t, true, &Route::Paths(&path))).backward();
+            // As the search's weight step: gradients held by the optimizer, not left on the candidates.
+            let loss = strnas::train::loss_of(&self.codec, &self.images, &self.labels, |t| net.forward_t(&self.images, t, true, &Route::Paths(&path)));
+            opt.backward_for(&loss, |_| true);
             opt.step();
         }
     }

@@ -99,14 +99,19 @@ pub fn accumulate_binary_gradient(alpha: &Tensor, pair: &Pair, gate_grads: [f64;
     delta[pair.ops[0]] += g[0];
     delta[pair.ops[1]] += g[1];
     let d = Tensor::from_slice(&delta).to_kind(alpha.kind()).to_device(alpha.device());
+    add_to_grad(alpha, &d);
+}
+
+/// Adds `d` to `alpha`'s `.grad` (creating it when there is none).
+fn add_to_grad(alpha: &Tensor, d: &Tensor) {
     let mut grad = alpha.grad();
     if grad.defined() {
         tch::no_grad(|| {
-            let _ = grad.g_add_(&d);
+            let _ = grad.g_add_(d);
         });
     } else {
         // No gradient yet: d/d alpha of sum(alpha * d) is d.
-        (alpha * d).sum(Kind::Float).backward();
+        (alpha * d.detach()).sum(Kind::Float).backward();
     }
 }
 
@@ -169,18 +174,26 @@ pub fn arch_loss(ce: &Tensor, ce_weight: f64, form: LatencyLoss, expected: Optio
     }
 }
 
-/// The end of an architecture step, as the reference does it: backward of `loss` (the latency term's
-/// gradient reaches the logits through autograd; the gates receive `dL/dgate`), Eq. 1 added per edge from
-/// the gate gradients, one step of `opt` (the architecture optimizer, over exactly `alphas`), then the
-/// rescale of every sampled pair. `opt` must start with zeroed gradients.
+/// The end of an architecture step, as the reference does it: the gradient of `loss` for the gates
+/// (`dL/dgate`) and the logits (the latency term's, through autograd), Eq. 1 added per edge from the gate
+/// gradients, one step of `opt` (the architecture optimizer, over exactly `alphas`), then the rescale of
+/// every sampled pair. `opt` must start with zeroed gradients. Only the gates' and logits' gradients are
+/// computed: the supernet's weights get none (the backward pass skips their weight-gradient work, and no
+/// `.grad` is left on them), as the architecture step does not update them.
 pub fn finish_arch_step(alphas: &[Tensor], pairs: &[Pair], gates: &[Tensor], loss: &Tensor, opt: &mut crate::train::optim::Optimizer) {
     let old: Vec<Vec<f64>> = alphas.iter().map(logits_of).collect();
-    if loss.requires_grad() {
-        loss.backward();
+    let inputs: Vec<&Tensor> = gates.iter().chain(alphas).filter(|t| t.requires_grad()).collect();
+    let mut grads = if loss.requires_grad() && !inputs.is_empty() { Tensor::run_backward(&[loss], &inputs, false, false) } else { vec![] }.into_iter();
+    let mut next_grad = |t: &Tensor| if t.requires_grad() { grads.next().filter(Tensor::defined) } else { None };
+    let gate_grads: Vec<Option<Tensor>> = gates.iter().map(&mut next_grad).collect();
+    let alpha_grads: Vec<Option<Tensor>> = alphas.iter().map(&mut next_grad).collect();
+    for (a, ga) in alphas.iter().zip(alpha_grads) {
+        if let Some(ga) = ga {
+            add_to_grad(a, &ga);
+        }
     }
-    for ((a, p), g) in alphas.iter().zip(pairs).zip(gates) {
-        let gg = g.grad();
-        let gg = if gg.defined() { Vec::<f64>::try_from(gg.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default() } else { vec![0.0, 0.0] };
+    for ((a, p), gg) in alphas.iter().zip(pairs).zip(gate_grads) {
+        let gg = gg.map_or(vec![0.0, 0.0], |g| Vec::<f64>::try_from(g.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default());
         accumulate_binary_gradient(a, p, [gg[0], gg[1]]);
     }
     opt.step();

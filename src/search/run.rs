@@ -426,10 +426,12 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         if !lv.is_finite() {
             bail!("iteration {}: the weight loss is {lv}", iteration + 1);
         }
-        loss.backward();
+        // Only the sampled path gets gradients and is stepped: other candidates keep their weights and
+        // optimizer state, and hold no gradient tensor (memory of one path's gradients, not every candidate's).
+        let on_path = |name: &str| owner.get(name).is_none_or(|&(e, i)| paths[e] == i);
+        wopt.backward_for(&loss, on_path);
         wopt.clip_grad_norm(cfg.train.grad_clip);
-        // Only the sampled path is stepped: other candidates keep their weights and optimizer state.
-        wopt.step_only(|name| owner.get(name).is_none_or(|&(e, i)| paths[e] == i));
+        wopt.step_only(on_path);
         iteration += 1;
         loss_sum = (loss_sum.0 + lv, loss_sum.1 + 1);
 

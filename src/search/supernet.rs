@@ -19,7 +19,7 @@ pub enum Route<'a> {
     /// One candidate per edge.
     Paths(&'a [usize]),
     /// Per edge, the sampled pair and its gate tensor `[2]` (values 1 for the active op, 0 for the other;
-    /// `requires_grad`, so backward leaves `dL/dgate` in its `.grad()`). The inactive op's output is
+    /// `requires_grad`, so autograd gives `dL/dgate`). The inactive op's output is
     /// detached: its weights get no gradient.
     Gates(&'a [Pair], &'a [Tensor]),
 }

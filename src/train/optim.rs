@@ -128,6 +128,9 @@ pub struct Optimizer {
     /// Optimizer steps taken (the learning-rate schedule's position).
     pub steps: i64,
     pub schedule: Schedule,
+    /// Gradients from [`Optimizer::backward_for`], one per parameter (undefined where none), used by the next
+    /// clip and step instead of the parameters' `.grad`; dropped by [`Optimizer::zero_grad`] and the step.
+    held: Option<Vec<Tensor>>,
 }
 
 impl Optimizer {
@@ -144,7 +147,7 @@ impl Optimizer {
         let factors = params.iter().map(|(n, _)| groups.iter().find(|g| n.starts_with(&g.prefix)).map_or(1.0, |g| g.lr_factor)).collect();
         let state = params.iter().map(|(_, p)| [p.zeros_like(), p.zeros_like()]).collect();
         let param_steps = vec![0; params.len()];
-        Optimizer { kind, params, factors, state, param_steps, steps: 0, schedule }
+        Optimizer { kind, params, factors, state, param_steps, steps: 0, schedule, held: None }
     }
 
     /// The groups of `groups` that match no parameter (a typo in a prefix).
@@ -158,8 +161,33 @@ impl Optimizer {
     }
 
     pub fn zero_grad(&mut self) {
+        self.held = None;
         for (_, p) in self.params.iter_mut() {
             p.zero_grad();
+        }
+    }
+
+    /// The gradients of `loss` for the parameters `used` accepts (by name), held here for the next clip and
+    /// step rather than accumulated into `.grad`: no other parameter gets a gradient tensor, and once the step
+    /// is taken none is kept (torch's `zero_grad(set_to_none=True)`). The search's weight steps use it, so a
+    /// supernet does not keep a zeroed `.grad` for every candidate it has ever sampled.
+    pub fn backward_for(&mut self, loss: &Tensor, used: impl Fn(&str) -> bool) {
+        let wanted: Vec<usize> = (0..self.params.len()).filter(|&i| used(&self.params[i].0)).collect();
+        let inputs: Vec<&Tensor> = wanted.iter().map(|&i| &self.params[i].1).collect();
+        let grads = if inputs.is_empty() { vec![] } else { Tensor::run_backward(&[loss], &inputs, false, false) };
+        let mut held: Vec<Tensor> = (0..self.params.len()).map(|_| Tensor::new()).collect();
+        for (i, g) in wanted.into_iter().zip(grads) {
+            held[i] = g;
+        }
+        self.held = Some(held);
+    }
+
+    /// Each parameter's current gradient (undefined where it has none): the held ones after
+    /// [`Optimizer::backward_for`], else `.grad`.
+    fn grads(&self) -> Vec<Tensor> {
+        match &self.held {
+            Some(h) => h.iter().map(Tensor::shallow_clone).collect(),
+            None => self.params.iter().map(|(_, p)| p.grad()).collect(),
         }
     }
 
@@ -173,7 +201,7 @@ impl Optimizer {
     /// variable names (`rectifier`, `extractor`, `sequence`, `prediction`), sorted by part: where the signal
     /// goes. Each gradient's norm is computed once for both.
     pub fn clip_grad_norm_by_part(&mut self, max: f64) -> (f64, Vec<(String, f64)>) {
-        let grads: Vec<(&str, Tensor)> = self.params.iter().map(|(n, p)| (n.as_str(), p.grad())).filter(|(_, g)| g.defined()).collect();
+        let grads: Vec<(&str, Tensor)> = self.params.iter().zip(self.grads()).map(|((n, _), g)| (n.as_str(), g)).filter(|(_, g)| g.defined()).collect();
         let mut parts: std::collections::BTreeMap<&str, f64> = Default::default();
         tch::no_grad(|| {
             for (name, g) in &grads {
@@ -202,12 +230,13 @@ impl Optimizer {
     pub fn step_only(&mut self, used: impl Fn(&str) -> bool) {
         self.steps += 1;
         let factor = self.schedule.factor(self.steps as u64);
+        let grads = self.grads();
+        self.held = None;
         tch::no_grad(|| {
-            for ((((name, p), [s0, s1]), group), n) in self.params.iter_mut().zip(self.state.iter_mut()).zip(&self.factors).zip(self.param_steps.iter_mut()) {
+            for (((((name, p), [s0, s1]), group), n), g) in self.params.iter_mut().zip(self.state.iter_mut()).zip(&self.factors).zip(self.param_steps.iter_mut()).zip(grads) {
                 if !used(name) {
                     continue;
                 }
-                let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
@@ -315,6 +344,37 @@ mod tests {
         // Adam's first step moves each variable by its learning rate.
         assert!(((1.0 - a.double_value(&[0])) - 0.01).abs() < 1e-6);
         assert!(((1.0 - b.double_value(&[0])) - 0.1).abs() < 1e-6);
+    }
+
+    /// `backward_for` gives the same clip and step as `.backward()` and leaves no `.grad` on any parameter;
+    /// one outside `used` (not in the loss, as an unsampled candidate) gets no gradient tensor at all.
+    #[test]
+    fn held_gradients_step_as_backward_does_and_leave_no_grad_behind() {
+        let run = |held: bool| {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let a = vs.root().var("a", &[2], tch::nn::Init::Const(1.0));
+            let b = vs.root().var("b", &[2], tch::nn::Init::Const(1.0));
+            let c = vs.root().var("c", &[2], tch::nn::Init::Const(1.0));
+            let mut opt = Optimizer::new(&vs, OptimKind::adam(0.1));
+            for k in 1..=3 {
+                opt.zero_grad();
+                let loss = ((&a * k as f64).square() + &b * 2.0).sum(tch::Kind::Float);
+                if held {
+                    opt.backward_for(&loss, |n| n != "c");
+                } else {
+                    loss.backward();
+                }
+                opt.clip_grad_norm(5.0);
+                opt.step_only(|n| n != "c");
+            }
+            let v = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double)).unwrap();
+            (v(&a), v(&b), v(&c), [&a, &b, &c].iter().all(|t| !t.grad().defined()))
+        };
+        let (plain, held) = (run(false), run(true));
+        assert_eq!((&plain.0, &plain.1, &plain.2), (&held.0, &held.1, &held.2));
+        assert_eq!(held.2, vec![1.0, 1.0], "c is outside `used`");
+        assert!(held.3 && !plain.3, "no .grad after backward_for; .backward() leaves them");
+        assert!(plain.0 != vec![1.0, 1.0] && plain.1 != vec![1.0, 1.0]);
     }
 
     /// As torch's per-parameter `state['step']`: a parameter left out of four steps (an unsampled search
