@@ -15,7 +15,7 @@
 # Order: data, latency table, the skeleton's training (17 min), then both searches start from its weights
 # (--init-from) side by side, then the other trainings. On this machine (2 cores, AMD EPYC) a search of 800
 # steps takes about 35 minutes beside another, a training of 1500 iterations 17.5 (3x3-e3) to 22 minutes at
-# one thread beside another, the two expansion-6 models ~50 minutes each: about 2 h 40 min in all.
+# one thread beside another, the two expansion-6 models 52 and 63 minutes side by side (2026-12-01): about 3 h in all.
 # Every step is skipped when its output exists, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
