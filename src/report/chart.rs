@@ -284,18 +284,30 @@ fn scatter_with(title: &str, xlabel: &str, ylabel: &str, points: &[Point], serie
             c.text(L + pw, T - 14.0, "grey line: Pareto front", 11.0, Anchor::End);
         }
     }
+    // Label boxes placed so far (x0, y0, x1, y1), so that close points do not print over each other.
+    let mut placed: Vec<[f64; 4]> = vec![];
     for p in points {
         let (x, y) = at(p);
         c.shapes.push(Shape::Circle { cx: x, cy: y, r: 5.0, color: PALETTE[p.series % PALETTE.len()] });
-        // Labels of points in the right third go to their left, so they stay inside the chart.
-        if x > L + pw * 0.67 {
-            c.text(x - 8.0, y - 6.0, p.label.clone(), 11.0, Anchor::End);
-        } else {
-            c.text(x + 8.0, y - 6.0, p.label.clone(), 11.0, Anchor::Start);
-        }
+        let (lx, ly, anchor) = label_spot(x, y, &p.label, L + pw * 0.67, &mut placed);
+        c.text(lx, ly, p.label.clone(), 11.0, anchor);
     }
     legend(&mut c, series);
     c
+}
+
+/// Where a point's 11 px label goes: above and beside the point (to its left in the right third of the
+/// chart, `right_from`, so it stays inside), else the first of below, higher and lower that overlaps no
+/// label in `placed` (text width estimated at 6.2 px a character). Returns the baseline position and anchor,
+/// and records the box.
+fn label_spot(x: f64, y: f64, label: &str, right_from: f64, placed: &mut Vec<[f64; 4]>) -> (f64, f64, Anchor) {
+    let w = 6.2 * label.chars().count() as f64;
+    let (lx, anchor, x0) = if x > right_from { (x - 8.0, Anchor::End, x - 8.0 - w) } else { (x + 8.0, Anchor::Start, x + 8.0) };
+    let boxed = |base: f64| [x0, base - 10.0, x0 + w, base + 2.0];
+    let clear = |b: &[f64; 4], placed: &[[f64; 4]]| placed.iter().all(|o| b[2] <= o[0] || o[2] <= b[0] || b[3] <= o[1] || o[3] <= b[1]);
+    let base = [y - 6.0, y + 15.0, y - 19.0, y + 28.0].into_iter().find(|&b| clear(&boxed(b), placed)).unwrap_or(y - 6.0);
+    placed.push(boxed(base));
+    (lx, base, anchor)
 }
 
 fn legend(c: &mut Canvas, series: &[String]) {
@@ -440,6 +452,18 @@ mod tests {
         assert_eq!(t.shapes.iter().filter(|s| matches!(s, Shape::Line { color: FRONT, .. })).count(), 2);
         let b = bars("latency", "ms", &["m1".into(), "m2".into()], &["ort".into(), "tract".into()], &[vec![Some(1.0), Some(2.0)], vec![Some(3.0), None]]);
         assert_eq!(b.shapes.iter().filter(|s| matches!(s, Shape::Rect { .. })).count(), 3 + 2);
+    }
+
+    #[test]
+    fn labels_of_close_points_do_not_overlap() {
+        let mut placed = vec![];
+        let a = label_spot(100.0, 200.0, "tiny-str-nas2", 500.0, &mut placed);
+        let b = label_spot(104.0, 203.0, "tiny-limited-5x5-ex3-attn", 500.0, &mut placed);
+        assert_eq!(a.1, 194.0, "the first label goes above its point");
+        assert_eq!(b.1, 218.0, "the second, which would cover it, goes below its own");
+        // Right third: the label ends left of the point.
+        let c = label_spot(700.0, 50.0, "x", 500.0, &mut placed);
+        assert_eq!((c.0, c.2), (692.0, Anchor::End));
     }
 
     #[test]
