@@ -461,7 +461,8 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         if cfg.train.log_every > 0 && iteration % cfg.train.log_every == 0 && iteration % cfg.train.valid_every.max(1) != 0 {
             let per_iter = window.2.elapsed().as_secs_f64() / window.1.max(1) as f64;
             let expected = costs.as_ref().map_or(String::new(), |c| format!(", E[lat] {:.3} ms", tch::no_grad(|| expected_latency(c, &alphas).double_value(&[]))));
-            let eta = per_iter * cfg.train.iters.saturating_sub(iteration) as f64;
+            // A --max-time stop comes first when it is nearer.
+            let eta = cfg.train.max_time.map_or(f64::INFINITY, |m| m.saturating_sub(wall.elapsed()).as_secs_f64()).min(per_iter * cfg.train.iters.saturating_sub(iteration) as f64);
             let line = format!(
                 "[{iteration}/{}] loss {:.4}, {arch_steps} arch steps{expected}, {:.2} s/iter, eta {}",
                 cfg.train.iters,
