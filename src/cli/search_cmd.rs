@@ -186,7 +186,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             groups: recipe.groups,
             grad_clip: recipe.grad_clip,
             valid_every: a.valid_every,
-            log_every: a.log_every.unwrap_or(if std::io::IsTerminal::is_terminal(&std::io::stdout()) { 0 } else { 100 }),
+            log_every: super::train_cmd::log_every_or_default(a.log_every),
             tps_init: recipe.tps_init,
             aux_ctc: recipe.aux_ctc,
             zero_init_residual: recipe.zero_init_residual,

@@ -197,6 +197,13 @@ pub struct TrainArgs {
     allow_changes: bool,
 }
 
+/// `--log-every` of `train` and `search`: as given, else 100 when stdout is not a terminal (no bar is drawn
+/// there, so the lines are the progress) and 0 (never) on a terminal.
+pub fn log_every_or_default(flag: Option<u64>) -> u64 {
+    use std::io::IsTerminal;
+    flag.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 })
+}
+
 pub fn run_train(a: TrainArgs) -> Result<i32> {
     if a.batch_size == 0 || a.iters == 0 {
         bail!("--batch-size and --iters must be positive");
@@ -205,8 +212,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         tch::set_num_threads(t);
     }
     let recipe = a.recipe.resolve(a.iters)?;
-    use std::io::IsTerminal;
-    let log_every = a.log_every.unwrap_or(if std::io::stdout().is_terminal() { 0 } else { 100 });
+    let log_every = log_every_or_default(a.log_every);
     let cfg = TrainConfig {
         spec: a.spec,
         batch_ratio: a.batch_ratio.unwrap_or_default(),
