@@ -1,7 +1,7 @@
 //! strnas: STR-NAS (memory-efficient scene text recognisers by neural architecture search) as a toolchain.
 //!
 //! One module per stage, layered one way (a module may use those on the lines above it, never below;
-//! `scripts/check-layering.sh` checks there is no cycle, and CI runs it):
+//! `tests/layering.rs` checks there is no cycle):
 //!
 //! | layer | modules | owns |
 //! |---|---|---|

@@ -81,17 +81,23 @@ impl Budget {
 }
 
 /// Runs `f` per `budget` and returns the measured durations in milliseconds (warm-up excluded).
-pub fn measure(budget: &Budget, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+pub fn measure(budget: &Budget, f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    let t0 = Instant::now();
+    measure_on(budget, || t0.elapsed(), f)
+}
+
+/// [`measure`] on the clock `now` (time since any fixed origin): the loop's logic apart from the real clock.
+fn measure_on(budget: &Budget, mut now: impl FnMut() -> Duration, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     for _ in 0..budget.warmup {
         f()?;
     }
     let min_time = Duration::from_secs_f64(budget.min_time_s.max(0.0));
     let mut out = Vec::with_capacity(budget.min_iters.max(16));
-    let start = Instant::now();
-    while (out.len() < budget.min_iters || start.elapsed() < min_time) && out.len() < budget.max_iters.max(1) {
-        let t = Instant::now();
+    let start = now();
+    while (out.len() < budget.min_iters || now() - start < min_time) && out.len() < budget.max_iters.max(1) {
+        let t = now();
         f()?;
-        out.push(t.elapsed().as_secs_f64() * 1e3);
+        out.push((now() - t).as_secs_f64() * 1e3);
     }
     Ok(out)
 }
@@ -122,13 +128,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!((ms.len(), calls), (5, 7));
+        // The time rule on a clock that each run advances by exactly 5 ms: runs until 50 ms have passed.
         let b = Budget { warmup: 0, min_iters: 1, min_time_s: 0.05, max_iters: 1_000_000 };
-        let ms = measure(&b, || {
-            std::thread::sleep(Duration::from_millis(5));
+        let clock = std::cell::Cell::new(Duration::ZERO);
+        let ms = measure_on(&b, || clock.get(), || {
+            clock.set(clock.get() + Duration::from_millis(5));
             Ok(())
         })
         .unwrap();
-        assert!(ms.len() >= 5 && ms.iter().sum::<f64>() >= 45.0, "{ms:?}");
+        assert_eq!(ms, vec![5.0; 10]);
         let b = Budget { warmup: 0, min_iters: 1, min_time_s: 10.0, max_iters: 3 };
         assert_eq!(measure(&b, || Ok(())).unwrap().len(), 3);
         let e = measure(&b, || anyhow::bail!("boom")).unwrap_err();

@@ -5,7 +5,7 @@
 //! today's differs. Commands that need libtorch (train, eval, search) run in `torch` builds only.
 
 mod common;
-use common::{root, strnas, text};
+use common::{png, root, strnas, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,13 +50,6 @@ fn bench(args: &[&str]) -> Output {
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/bad-input").join(name)
-}
-
-fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
-    let img = image::GrayImage::from_pixel(w, h, image::Luma([v]));
-    let mut buf = std::io::Cursor::new(vec![]);
-    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
-    buf.into_inner()
 }
 
 /// A copy of tiny-crnn-ctc.yaml as `dir/m.yaml`, with random weights beside it (`m.safetensors`) when asked.
@@ -654,15 +647,27 @@ fn op_of_an_unknown_domain_is_refused_by_every_runtime() {
 /// without CUDA. Never a CPU number labelled CUDA, never a run directory for a run that cannot start.
 #[test]
 fn cuda_without_cuda_is_an_error_naming_the_device() {
-    if has_cuda() {
-        eprintln!("skipped: this machine has CUDA");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let spec = tiny_spec(tmp.path(), true);
+    if has_cuda() {
+        // The positive path on a CUDA machine: training and evaluation run there.
+        #[cfg(feature = "torch")]
+        {
+            let data = good_dataset(&tmp.path().join("data-cuda"));
+            let run = tmp.path().join("run-cuda");
+            let o = strnas(&["train", s(&spec), "--train-data", s(&data), "--iters", "2", "--batch-size", "2", "--out", s(&run), "--device", "cuda"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            let o = strnas(&["eval", s(&run.join("model.yaml")), "--data", s(&data), "--device", "cuda", "--no-timing"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        }
+        return;
+    }
+    // Which error onnxruntime gives: a build without the CUDA execution provider, or one with it and no device.
+    let ort_has_ep = strnas::runtime::init_ort(None).is_ok_and(|_| strnas::runtime::ort_has_cuda().unwrap_or(false));
     for dev in ["cuda", "cuda:1"] {
         let t = expect(&bench(&[s(&spec), "--runtime", "ort", "--device", dev, "--batch", "1"]), 2, &["error: [ort] "]);
-        assert!(t.contains("no CUDA execution provider") || t.contains("CUDA"), "{t}");
+        let want = if ort_has_ep { "CUDA execution provider on device" } else { "no CUDA execution provider in this build" };
+        assert!(t.contains(want), "expected {want:?}: {t}");
         #[cfg(feature = "torch")]
         {
             let n = if dev == "cuda" { "CUDA device 0 is not available" } else { "CUDA device 1 is not available" };

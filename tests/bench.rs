@@ -81,7 +81,10 @@ fn specs_bench_on_both_runtimes_with_full_statistics() {
         assert!(x["gflops_per_s"].as_f64().unwrap() > 0.0);
     }
     let engines: Vec<&str> = r["engines"].as_array().unwrap().iter().map(|e| e["version"].as_str().unwrap()).collect();
-    assert!(engines.contains(&"1.31.1") && engines.contains(&strnas::runtime::TRACT_VERSION), "{engines:?}");
+    // The tract version reported is the one Cargo.lock resolves (the constant cannot drift from the dependency).
+    let lock = std::fs::read_to_string(common::root().join("Cargo.lock")).unwrap();
+    let locked = lock.split("[[package]]").find(|p| p.contains("name = \"tract-onnx\"")).and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \""))).map(|v| v.trim_end_matches('"')).unwrap();
+    assert!(engines.contains(&"1.31.1") && engines.contains(&locked), "{engines:?}, Cargo.lock: tract-onnx {locked}");
     assert!(r["machine"]["logical_cpus"].as_u64().unwrap() >= 1);
     let md = std::fs::read_to_string(md).unwrap();
     assert!(md.contains("| model |") && md.contains("---:"), "{md}");

@@ -2,7 +2,7 @@
 //! filtering, preprocessing, and the errors bad data gets.
 
 mod common;
-use common::{root, strnas, text};
+use common::{png, root, strnas, text};
 
 use std::path::Path;
 use std::process::Output;
@@ -12,13 +12,6 @@ use strnas::data::lmdb::{LmdbReader, LmdbWriter};
 use strnas::data::loader::{load_batch, Dataset};
 use strnas::spec::charset::Charset;
 
-
-fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
-    let img = image::GrayImage::from_pixel(w, h, image::Luma([v]));
-    let mut buf = std::io::Cursor::new(vec![]);
-    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
-    buf.into_inner()
-}
 
 /// tests/fixtures/reference_lmdb was written by Python `lmdb` exactly as the reference's
 /// create_lmdb_dataset.py does (tests/fixtures/make_reference_lmdb.py); its printed values are used here.

@@ -4,34 +4,15 @@
 mod common;
 use common::{root, strnas, text};
 
-use strnas::latency::{self, build::distinct_blocks, table, Space, Table};
+use strnas::latency::{build::distinct_blocks, Space, Table};
 use strnas::runtime::{Device, Runtime};
 
 fn tiny(name: &str) -> strnas::spec::Arch {
     strnas::spec::load(&root().join("arch_specs/tiny").join(name)).unwrap()
 }
 
-/// A table of `space` with made-up entries: entry k of the sorted keys costs (k + 1) x 0.01 ms.
 fn constructed(space: &Space) -> Table {
-    let entries = distinct_blocks(space)
-        .keys()
-        .enumerate()
-        .map(|(k, key)| (key.clone(), table::Entry { ms: (k + 1) as f64 * 0.01, ratio: 0.0, noise: 0.0, stats: Default::default() }))
-        .collect();
-    Table {
-        format: table::FORMAT.into(),
-        version: table::VERSION,
-        strnas: "test".into(),
-        created_unix: 0,
-        machine: Default::default(),
-        settings: table::Settings { runtime: Runtime::Ort, runtime_version: "x".into(), provider: "cpu".into(), device: Device::Cpu, threads: 1, batch: 1, build: "release".into(), rounds: 5 },
-        space: table::SpaceInfo { base: space.base.name.clone(), path: String::new(), skeleton_hash: latency::skeleton_hash(&space.base.spec), edges: space.edges.len() },
-        calibration_ms: 1.0,
-        dispatch_ms: 0.5,
-        correction: table::Correction { scale: 1.25, offset_ms: 0.125, models: 3 },
-        build_seconds: 0.0,
-        entries,
-    }
+    common::constructed_table(space)
 }
 
 #[test]

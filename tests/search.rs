@@ -2,6 +2,9 @@
 //! alone, a constructed loss, and the supernet's routes.
 #![cfg(feature = "torch")]
 
+mod common;
+use common::make_synth;
+
 use strnas::latency::{EdgeCosts, Space};
 use strnas::rng::Rng;
 use strnas::search::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss, Pair};
@@ -251,17 +254,6 @@ fn zero_gamma_initialisation_reaches_every_candidate_of_a_residual_cell() {
     assert_eq!(set, want);
 }
 
-fn make_synth(dir: &std::path::Path, n: u64, seed: u64) {
-    use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
-    let r = Renderer::new(load_fonts(&default_font_dirs()).unwrap(), Style { distortion: 0.3, ..Style::default() }).unwrap();
-    let mut w = strnas::data::lmdb::LmdbWriter::create(dir).unwrap();
-    for i in 0..n {
-        let (img, label) = r.render_encoded(seed, i).unwrap();
-        w.push(img, &label).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 fn probs_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("probs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -286,7 +278,7 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
         if resume {
             args.push("--resume");
         }
-        let o = strnas_bin(&args);
+        let o = common::strnas(&args);
         assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         o
     };
@@ -298,7 +290,7 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     // A second start without --resume is refused: the run directory holds a search.
     let mut args_again = vec!["search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--preset", "str-nas2", "--out", split.to_str().unwrap()];
     args_again.extend(["--iters", "6"]);
-    assert_eq!(strnas_bin(&args_again).status.code(), Some(2));
+    assert_eq!(common::strnas(&args_again).status.code(), Some(2));
     run(&split, "12", true);
     let (a, b) = (probs_lines(&whole), probs_lines(&split));
     assert_eq!(a.len(), 5);
@@ -326,7 +318,7 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     assert_eq!(log.matches("[12/12]").count(), 1, "{log}");
     // The paper's Fig. 3 and the curves, from the run directory.
     let charts = tmp.path().join("charts");
-    let o = strnas_bin(&["report", "--search", whole.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
+    let o = common::strnas(&["report", "--search", whole.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     for f in ["search-probs-heatmap.svg", "search-probs-heatmap.png", "search-probs-curves.svg"] {
         assert!(charts.join(f).exists(), "{f}");
@@ -360,7 +352,7 @@ fn search_weight_steps_take_the_auxiliary_ctc_loss() {
     };
     let args = |space: &str, out: &std::path::Path| args_with(space, out, "1");
     let a = args("tiny-limited-3x3-ex3-attn.yaml", &out);
-    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = common::strnas(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let ckpt = strnas::weights::WeightFile::read(&out.join("supernet.safetensors")).unwrap();
     assert!(ckpt.tensors.contains_key("training.aux_ctc.weight"), "{:?}", ckpt.tensors.keys().filter(|k| k.starts_with("training")).collect::<Vec<_>>());
@@ -377,19 +369,15 @@ fn search_weight_steps_take_the_auxiliary_ctc_loss() {
     };
     let plain = tmp.path().join("plain");
     let a = args_with("tiny-limited-3x3-ex3-attn.yaml", &plain, "0");
-    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = common::strnas(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let ((with_aux, loss), (without, _)) = (first_objective(&out), first_objective(&plain));
     assert!(with_aux > without + 1.0, "architecture objective with --aux-ctc 1: {with_aux}, without: {without}");
     assert_eq!(loss, with_aux, "str-nas2 has no latency term: the architecture loss is the objective");
     let a = args("tiny-crnn-ctc.yaml", &tmp.path().join("ctc"));
-    let o = strnas_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = common::strnas(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--aux-ctc is for attention models"), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn strnas_bin(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).output().unwrap()
 }
 
 /// `strnas search --init-from`: after the warm start, every path of the supernet that takes no identity

@@ -3,28 +3,16 @@
 #![cfg(feature = "torch")]
 
 mod common;
-use common::{root, strnas, text};
+use common::{make_synth, root, strnas, text};
 
 use std::path::{Path, PathBuf};
 
-use strnas::data::lmdb::LmdbWriter;
-use strnas::data::synth::{default_font_dirs, load_fonts, Renderer, Style};
 use strnas::progress::Silent;
 use strnas::train::{self, optim::OptimKind, TrainConfig};
 use strnas::weights::WeightFile;
 
 fn spec(name: &str) -> PathBuf {
     root().join("arch_specs/tiny").join(name)
-}
-
-fn make_synth(dir: &Path, n: u64, seed: u64) {
-    let r = Renderer::new(load_fonts(&default_font_dirs()).unwrap(), Style { distortion: 0.3, ..Style::default() }).unwrap();
-    let mut w = LmdbWriter::create(dir).unwrap();
-    for i in 0..n {
-        let (img, label) = r.render_encoded(seed, i).unwrap();
-        w.push(img, &label).unwrap();
-    }
-    w.finish().unwrap();
 }
 
 fn config(spec: PathBuf, train: &Path, valid: Option<&Path>, out: &Path, iters: u64) -> TrainConfig {

@@ -132,7 +132,7 @@ fn load(path: &Path) -> Result<Arch> {
 }
 
 /// The specs under `paths` (files or folders).
-fn specs_under(paths: &[PathBuf]) -> Result<Vec<Arch>> {
+pub(super) fn specs_under(paths: &[PathBuf]) -> Result<Vec<Arch>> {
     let files = crate::spec::expand_paths(paths).context("listing specs")?;
     files.iter().map(|p| load(p)).collect()
 }

@@ -14,6 +14,9 @@ mod export_cmd;
 mod latency_cmd;
 mod progress;
 #[cfg(feature = "torch")]
+mod rank_cmd;
+mod sample_cmd;
+#[cfg(feature = "torch")]
 mod train_cmd;
 mod report_cmd;
 #[cfg(feature = "torch")]
@@ -55,6 +58,13 @@ pub enum Command {
     /// ProxylessNAS over a space (a spec's skeleton), latency-aware through a table; writes the searched spec
     #[cfg(feature = "torch")]
     Search(search_cmd::SearchArgs),
+    /// Random architectures of a space within a band of predicted latency, written as specs (the baseline a
+    /// search must beat)
+    Sample(sample_cmd::SampleArgs),
+    /// Inherited accuracy of specs from a trained supernet (BatchNorm recalibrated), and its rank correlation
+    /// with stand-alone accuracy
+    #[cfg(feature = "torch")]
+    Rank(rank_cmd::RankArgs),
     /// Train the network of a spec on LMDB data (libtorch), resumable
     #[cfg(feature = "torch")]
     Train(train_cmd::TrainArgs),
@@ -95,6 +105,9 @@ pub fn main() -> i32 {
         Command::Dataset(c) => dataset::run(c),
         #[cfg(feature = "torch")]
         Command::Search(a) => search_cmd::run(a),
+        Command::Sample(a) => sample_cmd::run(a),
+        #[cfg(feature = "torch")]
+        Command::Rank(a) => rank_cmd::run(a),
         #[cfg(feature = "torch")]
         Command::Train(a) => train_cmd::run_train(a),
         #[cfg(feature = "torch")]

@@ -12,7 +12,8 @@ use super::train_cmd::parse_device;
 use crate::exit;
 use crate::ops::Part;
 use crate::search::mechanics::LatencyLoss;
-use crate::search::{Hyper, SearchConfig};
+use crate::search::evolution::Settings as EvolutionSettings;
+use crate::search::{Hyper, SearchConfig, Strategy};
 
 fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     s.split(',')
@@ -34,6 +35,14 @@ fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     side (TuNAS).\n\nPresets: str-nas1 = ProxylessNAS hyper-parameters (arch Adam lr 1e-3, betas (0, 0.999)) \
     with the latency term (lambda 0.1); str-nas2 = latency term off; str-nas3 = str-nas2 with the paper's arch \
     lr 1e-5 and weight decay 3e-6 (run it longer). Flags override the preset; config.json records the result.\n\n\
+    --strategy evolution (SPOS + Once-for-All's evolution): weight steps train one uniformly sampled path per \
+    step (no architecture parameters); then an evolution over the trained supernet: a population seeded with the \
+    space spec and random architectures within the latency limit (--target-ms, default the table's prediction \
+    for the space spec), parents the fittest --parent-ratio, children by mutation (each cell re-drawn with \
+    --mutation-prob) and cell-wise crossover; a child over the limit is re-drawn (a hard limit, never a \
+    penalty). Fitness: inherited validation accuracy after BatchNorm recalibration on --recal-images training \
+    images. It writes evolution.jsonl (every candidate scored), pareto/ (the Pareto set as specs), \
+    evolution.json and arch.yaml (the fittest within the limit).\n\n\
     The run directory (--out) receives arch.yaml (the argmax architecture: train, export and bench take it as \
     it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
     Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort -o ort.json\n  \
@@ -48,9 +57,31 @@ pub struct SearchArgs {
     /// Validation data for the argmax network's accuracy (comma-separated)
     #[arg(long, value_delimiter = ',')]
     valid_data: Vec<PathBuf>,
-    /// str-nas1, str-nas2 or str-nas3
+    /// str-nas1, str-nas2 or str-nas3 (proxyless strategy)
     #[arg(long, default_value = "str-nas1", value_parser = ["str-nas1", "str-nas2", "str-nas3"])]
     preset: String,
+    /// proxyless (the paper's ProxylessNAS: architecture logits, argmax) or evolution (uniform one-shot
+    /// supernet, then evolution under the hard latency limit)
+    #[arg(long, default_value = "proxyless", value_parser = ["proxyless", "evolution"])]
+    strategy: String,
+    /// Evolution: candidates per generation
+    #[arg(long, default_value_t = EvolutionSettings::default().population)]
+    population: usize,
+    /// Evolution: generations after the initial population
+    #[arg(long, default_value_t = EvolutionSettings::default().generations)]
+    generations: usize,
+    /// Evolution: share of the population kept as parents
+    #[arg(long, default_value_t = EvolutionSettings::default().parent_ratio)]
+    parent_ratio: f64,
+    /// Evolution: share of the population made by mutation (the rest of the children by crossover)
+    #[arg(long, default_value_t = EvolutionSettings::default().mutation_ratio)]
+    mutation_ratio: f64,
+    /// Evolution: per-cell probability of a re-draw in a mutation
+    #[arg(long, default_value_t = EvolutionSettings::default().mutation_prob)]
+    mutation_prob: f64,
+    /// Evolution: training images that re-estimate BatchNorm statistics before each candidate is scored
+    #[arg(long, default_value_t = 256)]
+    recal_images: usize,
     /// Parts to search, comma-separated
     #[arg(long, default_value = "rectifier,extractor", value_parser = parse_parts)]
     search: std::vec::Vec<Part>,
@@ -151,6 +182,9 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     }
     if let Some(v) = a.warmup_iters {
         hyper.warmup_iters = v;
+    } else if a.strategy == "evolution" {
+        // No architecture steps to warm up for (and a default from --iters would refuse a resume for more steps).
+        hyper.warmup_iters = 0;
     }
     if let Some(v) = a.ce_weight {
         hyper.ce_weight = v;
@@ -199,8 +233,24 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         latency_table: a.latency_table,
         target_ms: a.target_ms,
         init_from: a.init_from,
+        strategy: match a.strategy.as_str() {
+            "evolution" => Strategy::Evolution(EvolutionSettings {
+                population: a.population,
+                generations: a.generations,
+                parent_ratio: a.parent_ratio,
+                mutation_ratio: a.mutation_ratio,
+                mutation_prob: a.mutation_prob,
+                ..EvolutionSettings::default()
+            }),
+            _ => Strategy::Proxyless,
+        },
+        recal_images: a.recal_images,
     };
     let r = crate::search::search(&cfg, &mut Bars::new())?;
+    if let Strategy::Evolution(_) = cfg.strategy {
+        print_evolution(&r);
+        return Ok(exit::OK);
+    }
     let against = if cfg.hyper.latency == LatencyLoss::Off { "reference (latency term off)" } else { "target" };
     let mut t = crate::report::Table::new(["cell", "argmax", "probabilities"]);
     for (path, names, p) in &r.probs {
@@ -222,6 +272,34 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         println!("{note}");
     }
     Ok(exit::OK)
+}
+
+/// The evolution's result: the fittest candidate against the space spec, or where the run stopped.
+fn print_evolution(r: &crate::search::SearchReport) {
+    let Some(o) = &r.evolution else {
+        println!(
+            "iterations {}..{} of weight steps{}; the evolution has not finished: continue with --resume",
+            r.start_iteration,
+            r.final_iteration,
+            r.best_accuracy.map(|a| format!(", space spec's path {a:.1}% (inherited, BN recalibrated)")).unwrap_or_default()
+        );
+        return;
+    };
+    let mut t = crate::report::Table::new(["candidate", "predicted ms", "inherited acc %", "generation"]);
+    t.row(["fittest".to_string(), format!("{:.3}", o.best.latency_ms), format!("{:.2}", o.best.fitness), o.best.generation.to_string()]);
+    if let Some(s) = &o.skeleton {
+        t.row(["space spec".to_string(), format!("{:.3}", s.latency_ms), format!("{:.2}", s.fitness), "0".into()]);
+    }
+    print!("{}", t.render());
+    println!(
+        "{} candidates scored within the {:.3} ms limit; fittest: {}; Pareto set: {} specs in {}; searched spec: {}",
+        o.scored,
+        o.limit_ms,
+        o.best_ops.join(" "),
+        o.pareto.len(),
+        r.arch.with_file_name(crate::search::one_shot::PARETO_DIR).display(),
+        r.arch.display()
+    );
 }
 
 /// A note when the search ended with each cell's probabilities still close to uniform: the argmax then follows

@@ -1,7 +1,7 @@
 //! Evaluation with the STR benchmark protocol (REFERENCE.md §3, "Evaluation").
 //!
 //! Owns the metrics ([`metrics`]), the result format shared by `strnas eval --json` and its readers
-//! ([`result`], libtorch-free), and, with the `torch` feature, recognition/scoring/timing of the tch network
+//! ([`result`], libtorch-free), rank correlation between two scorings ([`rank`]), and, with the `torch` feature, recognition/scoring/timing of the tch network
 //! ([`tch_eval`]) and the whole evaluation of trained weights ([`evaluate()`]). Long jobs report through
 //! [`crate::progress::Progress`]. Depends on `spec`, `ops`, `nn` (network and weights), `data`, `measure` and the foundation modules;
 //! never on `cli`.
@@ -9,6 +9,7 @@
 #[cfg(feature = "torch")]
 mod evaluate;
 pub mod metrics;
+pub mod rank;
 pub mod result;
 #[cfg(feature = "torch")]
 pub mod tch_eval;

@@ -11,13 +11,15 @@
 //! models outside its space (a block without an entry).
 //!
 //! [`Table::edge_costs`] gives the search the expected latency of a mixed architecture, linear in the
-//! candidate probabilities.
+//! candidate probabilities; [`sample`] draws random architectures of a space within a band of predicted
+//! latency (the baseline a search must beat).
 //!
 //! Owns: the space around a skeleton, the table format, building, prediction and the predicted-vs-measured
 //! check. May depend on `spec`, `ops`, `weights`, `export`, `runtime`, `measure`, `progress` and
 //! `bench::machine`; must not depend on `cli`.
 
 pub mod build;
+pub mod sample;
 pub mod space;
 pub mod table;
 

@@ -104,6 +104,16 @@ impl Space {
             .collect()
     }
 
+    /// The candidate index of `arch`'s op at every edge (see [`Space::ops_of`]).
+    pub fn choice_of(&self, arch: &Arch) -> Result<Vec<usize>> {
+        Ok(self.ops_of(arch)?.iter().zip(&self.edges).map(|(op, e)| e.candidates.iter().position(|c| c == op).expect("ops_of checks membership")).collect())
+    }
+
+    /// The ops of candidate indices `choice` (one per edge).
+    pub fn ops_at(&self, choice: &[usize]) -> Vec<Op> {
+        self.edges.iter().zip(choice).map(|(e, &i)| e.candidates[i]).collect()
+    }
+
     /// The architecture with `ops[i]` at edge `i` (cells that are not edges keep the base's op), as a
     /// validated spec named `name`.
     pub fn with_ops(&self, ops: &[Op], name: &str) -> Result<Arch> {

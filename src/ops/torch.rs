@@ -43,6 +43,11 @@ pub fn linear_cfg(bias: bool) -> nn::LinearConfig {
     nn::LinearConfig { ws_init: KAIMING_NORMAL, bs_init: bias.then_some(nn::Init::Const(0.0)), bias }
 }
 
+/// The running-statistics momentum of every BatchNorm (libtorch's default): a train-mode forward sets
+/// `running = (1 - m) running + m batch_statistic`. BatchNorm recalibration relies on the value
+/// ([`crate::search::inherit::recalibrate_bn`]).
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// Bias-free conv + BN (`{path}.conv.weight`, `{path}.bn.*`).
 #[derive(Debug)]
 pub struct ConvBn {
@@ -62,7 +67,7 @@ impl ConvBn {
             ..Default::default()
         };
         let conv = nn::conv(p / "conv", cin as i64, cout as i64, [k, k], cfg);
-        let bn_cfg = nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() };
+        let bn_cfg = nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), momentum: BN_MOMENTUM, ..Default::default() };
         let bn = nn::batch_norm2d(p / "bn", cout as i64, bn_cfg);
         ConvBn { conv, bn }
     }

@@ -162,6 +162,26 @@ pub fn expected_latency(costs: &EdgeCosts, alphas: &[Tensor]) -> Tensor {
     costs.expected_tch(&probs)
 }
 
+/// Expected latency in an architecture step's 'two' mode: on each edge the sampled pair's probabilities,
+/// renormalised (softmax over the pair's two logits; every other candidate 0), as ProxylessNAS computes it in
+/// that mode. Differentiable in exactly the two logits per edge that Eq. 1 updates. An edge with one candidate
+/// keeps its softmax (1).
+pub fn expected_latency_of_pairs(costs: &EdgeCosts, alphas: &[Tensor], pairs: &[Pair]) -> Tensor {
+    let probs: Vec<Tensor> = alphas
+        .iter()
+        .zip(pairs)
+        .map(|(a, p)| {
+            if p.ops[0] == p.ops[1] {
+                return a.softmax(0, Kind::Double);
+            }
+            let idx = Tensor::from_slice(&[p.ops[0] as i64, p.ops[1] as i64]).to_device(a.device());
+            let two = a.index_select(0, &idx).softmax(0, Kind::Double);
+            Tensor::zeros(a.size(), (Kind::Double, a.device())).scatter(0, &idx, &two)
+        })
+        .collect();
+    costs.expected_tch(&probs)
+}
+
 /// The architecture step's loss from the training objective `ce` (the CE, plus the auxiliary CTC term when
 /// training has one; weighted by `ce_weight`) and the latency term.
 pub fn arch_loss(ce: &Tensor, ce_weight: f64, form: LatencyLoss, expected: Option<&Tensor>, target_ms: f64) -> Tensor {

@@ -19,6 +19,8 @@ use tch::nn::VarStore;
 use tch::Tensor;
 
 use super::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss};
+use super::evolution;
+use super::inherit::{inherit, Scorer};
 use super::supernet::{gates, Route, SuperNet};
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
@@ -88,6 +90,30 @@ pub struct SearchConfig {
     /// Weights of the space spec's own network (a `strnas train` run's model or checkpoint) to start the
     /// supernet from ([`warm_start`]): fixed blocks and the spec's ops by name, other candidates transferred.
     pub init_from: Option<PathBuf>,
+    pub strategy: Strategy,
+    /// Training images that re-estimate BatchNorm statistics before an inherited network is scored (the
+    /// evolution's fitness).
+    pub recal_images: usize,
+}
+
+/// How the architecture is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Strategy {
+    /// ProxylessNAS (the paper's method): architecture logits trained by 'two'-mode binary gates between weight
+    /// steps that sample paths from them; the searched network is the argmax.
+    Proxyless,
+    /// One-shot (SPOS): weight steps sample every cell uniformly, no architecture parameters; then an evolution
+    /// over the trained supernet under a hard latency limit ([`super::one_shot`]).
+    Evolution(evolution::Settings),
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Proxyless => "proxyless",
+            Strategy::Evolution(_) => "evolution",
+        }
+    }
 }
 
 /// What a search did.
@@ -106,6 +132,8 @@ pub struct SearchReport {
     /// The latency target (0 without a latency term).
     pub target_ms: f64,
     pub best_accuracy: Option<f64>,
+    /// The evolution's result (`--strategy evolution`, once its phase has finished).
+    pub evolution: Option<super::one_shot::Outcome>,
 }
 
 /// The table's predicted latency of the architecture that takes `ops[e]` on every edge (one-hot probabilities).
@@ -142,25 +170,6 @@ fn argmax_arch(space: &Space, alphas: &[Tensor], name: &str) -> Result<(Arch, Ve
         })
         .collect();
     Ok((space.with_ops(&ops, name)?, ops))
-}
-
-/// The supernet's weights for the fixed network `ops` forms: `{edge}.ops.{i}.x` -> `{edge}.x`.
-fn inherit(vs: &VarStore, space: &Space, ops: &[Op], arch: &Arch) -> Result<WeightFile> {
-    let vars = vs.variables();
-    let mut wf = WeightFile { metadata: crate::weights::model_metadata(arch, "strnas-weights"), ..Default::default() };
-    for t in crate::ops::tensors(arch) {
-        let src = match space.edges.iter().position(|e| t.name.starts_with(&format!("{}.", e.path))) {
-            Some(e) => {
-                let edge = &space.edges[e];
-                let i = edge.candidates.iter().position(|c| *c == ops[e]).context("argmax op among candidates")?;
-                format!("{}.ops.{i}.{}", edge.path, &t.name[edge.path.len() + 1..])
-            }
-            None => t.name.clone(),
-        };
-        let v = vars.get(&src).with_context(|| format!("supernet variable {src} for {}", t.name))?;
-        wf.tensors.insert(t.name, crate::nn::weights::to_named(v)?);
-    }
-    Ok(wf)
 }
 
 /// The edge, candidate index and the rest of the name of a supernet variable `{edge}.ops.{i}.{rest}`; `None`
@@ -255,6 +264,18 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     if cfg.hyper.held_out_every < 2 {
         bail!("held-out split: every n-th sample with n >= 2");
     }
+    if let Strategy::Evolution(settings) = &cfg.strategy {
+        settings.check()?;
+        if cfg.latency_table.is_none() {
+            bail!("--strategy evolution needs --latency-table: the latency limit is a prediction of the table");
+        }
+        if cfg.train.valid_data.is_empty() {
+            bail!("--strategy evolution needs --valid-data: a candidate's fitness is its inherited validation accuracy");
+        }
+        if cfg.recal_images == 0 {
+            bail!("--recal-images must be positive");
+        }
+    }
     crate::eval::tch_eval::check_device(cfg.train.device)?;
     let ckpt_path = cfg.train.out.join(CHECKPOINT);
     if ckpt_path.exists() && !cfg.train.resume {
@@ -303,6 +324,11 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     config["aux_ctc"] = cfg.train.aux_ctc.into();
     if let Some(p) = &cfg.init_from {
         config["init_from"] = p.display().to_string().into();
+    }
+    if let Strategy::Evolution(settings) = &cfg.strategy {
+        config["strategy"] = cfg.strategy.name().into();
+        config["evolution"] = serde_json::to_value(settings)?;
+        config["recal_images"] = cfg.recal_images.into();
     }
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if cfg.train.resume {
@@ -370,6 +396,19 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let pre = Preprocess::from_arch(&space.base);
     let codec = LabelCodec::from_arch(&space.base);
     let valid = data.valid.clone();
+    // The evolution's fitness: inherited validation accuracy after BatchNorm recalibration on training images.
+    let base_choice = space.choice_of(&space.base)?;
+    let scorer = match cfg.strategy {
+        Strategy::Proxyless => None,
+        Strategy::Evolution(_) => Some(Scorer {
+            recal: super::inherit::recal_batches(&data, cfg.recal_images, cfg.train.batch_size, cfg.train.seed, pre, dev)?,
+            valid: valid.clone(),
+            codec: codec.clone(),
+            pre,
+            batch_size: cfg.train.batch_size,
+            device: dev,
+        }),
+    };
     let datasets = data.datasets.clone();
     let sources = Arc::new(data.sources);
     let (iters, s1) = (cfg.train.iters, sources.clone());
@@ -419,7 +458,11 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     for batch in wloader {
         let batch = batch?;
         let images = to_tensor(&batch);
-        let paths = mechanics::sample_paths(&alphas, &mut Rng::for_item(cfg.train.seed, 0x5EA, iteration));
+        let mut path_rng = Rng::for_item(cfg.train.seed, 0x5EA, iteration);
+        let paths = match cfg.strategy {
+            Strategy::Proxyless => mechanics::sample_paths(&alphas, &mut path_rng),
+            Strategy::Evolution(_) => crate::latency::sample::uniform_choice(&space, &mut path_rng),
+        };
         wopt.zero_grad();
         let loss = crate::train::loss_with_aux(&codec, &images, &batch.labels, aux.as_ref(), |t| net.forward_with_features(&images, t, true, &Route::Paths(&paths)));
         let lv = loss.double_value(&[]);
@@ -435,7 +478,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         iteration += 1;
         loss_sum = (loss_sum.0 + lv, loss_sum.1 + 1);
 
-        if iteration > cfg.hyper.warmup_iters && (iteration - cfg.hyper.warmup_iters) % cfg.hyper.arch_every.max(1) == 0 {
+        if cfg.strategy == Strategy::Proxyless && iteration > cfg.hyper.warmup_iters && (iteration - cfg.hyper.warmup_iters) % cfg.hyper.arch_every.max(1) == 0 {
             let ab = aloader.next().context("the held-out stream ended early")??;
             let aimages = to_tensor(&ab);
             let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.train.seed, 0xA2C, arch_steps));
@@ -446,7 +489,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             // says little about the extractor's ops; the auxiliary CTC term reads them directly.
             let objective = crate::train::loss_with_aux(&codec, &aimages, &ab.labels, aux.as_ref(), |t| net.forward_with_features(&aimages, t, true, &Route::Gates(&pairs, &g)));
             // Only a latency term needs E[lat] in the graph (with the term off a table serves the metrics alone).
-            let expected = costs.as_ref().filter(|_| cfg.hyper.latency != LatencyLoss::Off).map(|c| expected_latency(c, &alphas));
+            // 'two' mode: each edge's probabilities are the sampled pair's, renormalised (the reference's
+            // expected latency in this mode), so the latency gradient reaches exactly the logits Eq. 1 updates.
+            let expected = costs.as_ref().filter(|_| cfg.hyper.latency != LatencyLoss::Off).map(|c| mechanics::expected_latency_of_pairs(c, &alphas, &pairs));
             let al = arch_loss(&objective, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
             let (objective_value, loss_value) = (objective.double_value(&[]), al.double_value(&[]));
             finish_arch_step(&alphas, &pairs, &g, &al, &mut aopt);
@@ -478,11 +523,17 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         let at_end = iteration == cfg.train.iters || out_of_time;
         if iteration % cfg.train.valid_every.max(1) == 0 || at_end {
             let name = format!("{}-searched", space.base.name);
-            let (arch, ops) = argmax_arch(&space, &alphas, &name)?;
+            // The evolution has no argmax: its validation follows the space spec's own path.
+            let (arch, ops) = match cfg.strategy {
+                Strategy::Proxyless => argmax_arch(&space, &alphas, &name)?,
+                Strategy::Evolution(_) => (space.base.clone(), space.ops_at(&base_choice)),
+            };
             let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
             let argmax_ms = costs.as_ref().map(|c| argmax_latency(c, &space, &ops));
             let mut acc = None;
-            if !valid.is_empty() {
+            if let Some(scorer) = &scorer {
+                acc = Some(scorer.score(&vs, &space, &base_choice)?.accuracy);
+            } else if !valid.is_empty() {
                 let wf = inherit(&vs, &space, &ops, &arch)?;
                 let mut fvs = VarStore::new(dev);
                 let fnet = crate::nn::StrNet::new(&fvs.root(), &arch);
@@ -491,19 +542,22 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
                 let mut total = crate::eval::metrics::Score::default();
                 scores.iter().for_each(|s| total.merge(s));
                 acc = Some(total.accuracy());
-                if acc > best {
-                    best = acc;
-                }
+            }
+            if acc > best {
+                best = acc;
             }
             let params = crate::ops::summarize(&crate::ops::inventory(&arch)).params;
             let mean_loss = loss_sum.0 / loss_sum.1.max(1) as f64;
             loss_sum = (0.0, 0);
             let rec = serde_json::json!({ "iteration": iteration, "loss": mean_loss, "arch_steps": arch_steps, "valid_accuracy": acc, "expected_ms": expected_ms, "argmax_ms": argmax_ms, "params": params, "ops": ops.iter().map(|o| o.to_string()).collect::<Vec<_>>() });
             crate::io::append_line(&cfg.train.out.join("metrics.jsonl"), &rec.to_string())?;
-            write_arch(&cfg.train.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
+            if cfg.strategy == Strategy::Proxyless {
+                write_arch(&cfg.train.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
+            }
             save_checkpoint(&ckpt_path, &vs, &avs, &wopt, &aopt, iteration, arch_steps)?;
+            let which = if scorer.is_some() { "space spec's path (BN recalibrated)" } else { "argmax" };
             last = format!(
-                " | argmax val acc {} | E[lat] {} | argmax lat {}",
+                " | {which} val acc {} | E[lat] {} | {which} lat {}",
                 acc.map_or("-".into(), |a| format!("{a:.1}%")),
                 expected_ms.map_or("-".into(), |e| format!("{e:.3} ms")),
                 argmax_ms.map_or("-".into(), |e| format!("{e:.3} ms"))
@@ -517,11 +571,43 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         }
     }
     progress.finish();
+    let mut evolution = None;
+    if let (Strategy::Evolution(settings), Some(scorer), Some(costs)) = (cfg.strategy, &scorer, &costs) {
+        if iteration >= cfg.train.iters {
+            let phase = super::one_shot::Phase {
+                out: &cfg.train.out,
+                space: &space,
+                costs,
+                limit_ms: target,
+                settings,
+                seed: cfg.train.seed,
+                iteration,
+                deadline: cfg.train.max_time.map(|m| (wall, m)),
+            };
+            evolution = super::one_shot::run(&phase, &vs, scorer, progress, &mut |p, line| log(&cfg.train.out, p, line))?;
+        }
+        let report = |arch_ms: Option<f64>, acc: Option<f64>| SearchReport {
+            start_iteration: start,
+            final_iteration: iteration,
+            arch_steps,
+            probs: vec![],
+            arch: cfg.train.out.join(ARCH),
+            expected_ms: None,
+            argmax_ms: arch_ms,
+            target_ms: target,
+            best_accuracy: acc,
+            evolution: None,
+        };
+        return Ok(match evolution {
+            Some(o) => SearchReport { evolution: Some(o.clone()), ..report(Some(o.best.latency_ms), Some(o.best.fitness)) },
+            None => report(None, best),
+        });
+    }
     let probs = space.edges.iter().zip(probs_of(&alphas)).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
     let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
     let (_, ops) = argmax_arch(&space, &alphas, &format!("{}-searched", space.base.name))?;
     let argmax_ms = costs.as_ref().map(|c| argmax_latency(c, &space, &ops));
-    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.train.out.join(ARCH), expected_ms, argmax_ms, target_ms: target, best_accuracy: best })
+    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.train.out.join(ARCH), expected_ms, argmax_ms, target_ms: target, best_accuracy: best, evolution })
 }
 
 fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {

@@ -58,6 +58,15 @@ fn cells(out: &mut String, cells: &[CellSpec]) {
     }
 }
 
+/// Writes `spec` as canonical YAML (with `header` as comment lines) to `path` atomically, after checking that
+/// the text parses and resolves back into a valid architecture.
+pub fn write(path: &std::path::Path, spec: &SpecFile, header: &[String]) -> anyhow::Result<()> {
+    let text = to_yaml(spec, header);
+    let parsed = super::parse(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+    super::resolve(&parsed).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
 /// Renders `spec` as YAML, preceded by `header` lines as `# ` comments.
 pub fn to_yaml(spec: &SpecFile, header: &[String]) -> String {
     let mut o = String::new();

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""The search-quality protocol's table (scripts/search-quality.sh): one row per spec with held-out accuracy
+(mean and per seed), accuracy on the real word crops, onnxruntime time relative to the skeleton (A/B), params;
+then each search method against the random mean, in points and in Yang et al.'s relative improvement
+(RI = 100 x (acc_method - acc_random) / acc_random), and the supernets' rank correlations.
+
+    python3 scripts/search_quality_table.py OUT SKELETON_NAME
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(out, skeleton):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(out, "runs", "*-seed*", "eval.json"))):
+        m = re.match(r"(.*)-seed(\d+)$", os.path.basename(os.path.dirname(path)))
+        name, seed = m.group(1), int(m.group(2))
+        e = load(path)
+        sets = {d["name"]: d["accuracy"] for d in e["datasets"]}
+        runs.setdefault(name, {})[seed] = sets
+    bench = load(os.path.join(out, "bench.json")) if os.path.exists(os.path.join(out, "bench.json")) else None
+    ratio, params = {}, {}
+    if bench:
+        for m in bench["models"]:
+            params[m["name"]] = m["params"]
+        for r in bench["results"]:
+            if r["runtime"] == "ort" and r["batch"] == 1:
+                ratio[r["model"]] = (r["relative"]["ab"]["ratio"], r["relative"]["ab"]["noise"]) if r.get("relative") else (1.0, 0.0)
+
+    def kind(name):
+        if name == skeleton:
+            return "skeleton"
+        if name.endswith("-proxyless"):
+            return "proxyless"
+        if name.endswith("-evolution"):
+            return "evolution"
+        return "random" if "-rand-" in name else "other"
+
+    order = {"skeleton": 0, "proxyless": 1, "evolution": 2, "random": 3, "other": 4}
+    names = sorted(runs, key=lambda n: (order[kind(n)], n))
+    real = sorted({s for r in runs.values() for sets in r.values() for s in sets if s != "heldout"})
+    head = ["model", "kind", "held-out % mean", "seeds"] + [f"{s} %" for s in real] + ["ort x skeleton", "params"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    mean = {}
+    for n in names:
+        seeds = runs[n]
+        held = [seeds[s]["heldout"] for s in sorted(seeds) if "heldout" in seeds[s]]
+        mean[n] = statistics.mean(held) if held else float("nan")
+        cells = [n, kind(n), f"{mean[n]:.2f}", " / ".join(f"{h:.2f}" for h in held)]
+        for s in real:
+            vals = [seeds[k][s] for k in seeds if s in seeds[k]]
+            cells.append(f"{statistics.mean(vals):.2f}" if vals else "-")
+        r = ratio.get(n)
+        cells.append(f"{r[0]:.3f} ±{100 * r[1]:.1f}%" if r else "-")
+        cells.append(str(params.get(n, "-")))
+        print("| " + " | ".join(cells) + " |")
+
+    rand = [mean[n] for n in names if kind(n) == "random"]
+    print()
+    if rand:
+        rm = statistics.mean(rand)
+        sd = statistics.stdev(rand) if len(rand) > 1 else 0.0
+        print(f"Random architectures ({len(rand)}): held-out mean {rm:.2f}% (sd {sd:.2f}, range {min(rand):.2f}-{max(rand):.2f}).")
+        print()
+        print("| method | held-out % | vs random mean (points) | RI % | vs skeleton (points) | ort x skeleton |")
+        print("|---|---|---|---|---|---|")
+        sk = mean.get(skeleton, float("nan"))
+        for n in names:
+            if kind(n) in ("skeleton", "proxyless", "evolution"):
+                ri = 100 * (mean[n] - rm) / rm if rm else float("nan")
+                r = ratio.get(n)
+                print(f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | {r[0]:.3f} |" if r else
+                      f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | - |")
+    print()
+    for s in ("proxyless", "evolution"):
+        p = os.path.join(out, f"rank-{s}.json")
+        wall = os.path.join(out, f"search-{s}", "wall_seconds")
+        extra = f"; search wall time {int(open(wall).read()) / 60:.1f} min" if os.path.exists(wall) else ""
+        if os.path.exists(p):
+            c = load(p).get("correlation")
+            if c:
+                print(f"- {s} supernet: Kendall tau {c['kendall_tau']:.3f}, Spearman rho {c['spearman_rho']:.3f} over {c['models']} specs{extra}")
+            else:
+                print(f"- {s} supernet: rank correlation undefined{extra}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
