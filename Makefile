@@ -46,8 +46,8 @@ build-deploy:
 build-release:
 	$(ENV) && cargo build --release --bins
 
-demo: build
-	$(ENV) && scripts/demo.sh $(BIN)
+demo: build-release
+	$(ENV) && scripts/demo.sh $(RELEASE_BIN)
 
 test:
 	$(ENV) && scripts/test.sh

@@ -1,7 +1,12 @@
 //! With the `torch` feature, bakes libtorch's directory into the binaries' rpath so `strnas` runs without
 //! LD_LIBRARY_PATH (torch-sys reports the directory it linked against as DEP_TCH_LIBTORCH_LIB).
+//!
+//! Always: `STRNAS_ENGINE_BUILD`, a hash of the runtime layer's source (`src/runtime/`), which bench reports
+//! and gate baselines record, so a baseline measured with other engine code is recognised as stale.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/runtime");
+    println!("cargo:rustc-env=STRNAS_ENGINE_BUILD={}", engine_build("src/runtime"));
     if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
         if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -10,4 +15,30 @@ fn main() {
             println!("cargo:rustc-env=STRNAS_LIBTORCH_LIB=");
         }
     }
+}
+
+/// FNV-1a (64 bit) over the sorted names and contents of the `.rs` files under `dir`, as 16 hex digits.
+fn engine_build(dir: &str) -> String {
+    let mut files = vec![];
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                println!("cargo:rerun-if-changed={}", p.display());
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        let bytes = f.to_string_lossy().into_owned().into_bytes().into_iter().chain([0u8]).chain(std::fs::read(&f).unwrap_or_default());
+        for b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }

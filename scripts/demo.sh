@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults (`make demo`): environment report, the architecture specs, then a small
 # end-to-end run: render synthetic word images into LMDB, train a tiny model for a few minutes, evaluate it on
-# a held-out set, search an architecture in the same model's space (ProxylessNAS, latency-aware on
-# onnxruntime), retrain and evaluate the searched model, and bench both (DEMO_SEARCH=0 skips the search). Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
+# a held-out set, search an architecture in the same model's space (one-shot supernet + evolution under a
+# latency limit predicted for onnxruntime), retrain and evaluate the searched model, bench both and summarise (DEMO_SEARCH=0 skips the search). Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
 set -euo pipefail
 BIN=${1:-strnas}
 cd "$(dirname "$0")/.."
@@ -32,9 +32,11 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   "$BIN" dataset preview "$DIR/train" -o "$DIR/train-preview.png" --count 16
   "$BIN" dataset preview "$DIR/test" -o "$DIR/test-preview.png" --count 8 --extract "$DIR/test-images"
 
+  # Adam with warm-up and cosine decay (docs/training.md); the same recipe and budget for every model.
+  RECIPE=(--optimizer adam --lr 2e-3 --lr-schedule cosine --warmup 100 --batch-size 32)
   step "Train tiny-crnn-ctc briefly (strnas train; at most ${DEMO_MINUTES:-6} minutes)"
   "$BIN" train arch_specs/tiny/tiny-crnn-ctc.yaml --train-data "$DIR/train" --valid-data "$DIR/valid" \
-    --iters 2000 --batch-size 32 --optimizer adam --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/run"
+    "${RECIPE[@]}" --iters 2000 --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/run"
 
   step "Evaluate on the held-out set (strnas eval)"
   "$BIN" eval "$DIR/run/model.yaml" --data "$DIR/test" --json "$DIR/eval.json" --show-errors 5
@@ -58,16 +60,22 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
     # The supernet starts from the baseline just trained (--init-from: every path without identity computes it),
     # so the architecture steps compare ops of a network that reads; the target-seeking latency form pulls the
     # expected latency onto the target from either side.
-    step "ProxylessNAS over that space from the trained baseline, latency target = the baseline's predicted latency (strnas search; at most ${DEMO_SEARCH_MINUTES:-4} minutes)"
+    # The supernet starts from the baseline just trained (--init-from: every path without identity computes it).
+    # Its weight steps train uniformly sampled paths; then an evolution over it keeps the fittest architecture
+    # (inherited validation accuracy after BatchNorm recalibration) whose predicted latency stays within the
+    # target, a hard limit. The baseline itself is in the first population, so the search returns it unless a
+    # candidate reads better within the limit.
+    step "Search that space from the trained baseline: one-shot supernet + evolution under the latency limit = the baseline's predicted latency (strnas search --strategy evolution; at most ${DEMO_SEARCH_MINUTES:-5} minutes)"
     "$BIN" search arch_specs/tiny/tiny-crnn-ctc.yaml --search extractor --train-data "$DIR/train" --valid-data "$DIR/valid" \
-      --preset str-nas1 --latency-table "$DIR/latency-ort.json" --latency-abs 1 --init-from "$DIR/run/checkpoint.safetensors" \
-      --optimizer adam --iters 600 --valid-every 200 --max-time "${DEMO_SEARCH_MINUTES:-4}" --out "$DIR/search"
+      --strategy evolution --latency-table "$DIR/latency-ort.json" --init-from "$DIR/run/checkpoint.safetensors" \
+      "${RECIPE[@]}" --iters 300 --population 12 --generations 4 --recal-images 128 --valid-every 100 \
+      --max-time "${DEMO_SEARCH_MINUTES:-5}" --out "$DIR/search"
     "$BIN" spec show "$DIR/search/arch.yaml"
-    "$BIN" latency predict "$DIR/search/arch.yaml" --table "$DIR/latency-ort.json"
+    "$BIN" latency predict "$DIR/run/model.yaml" "$DIR/search/arch.yaml" --table "$DIR/latency-ort.json"
 
     step "Retrain the searched spec with the baseline's data and budget (strnas train; at most ${DEMO_MINUTES:-6} minutes)"
     "$BIN" train "$DIR/search/arch.yaml" --train-data "$DIR/train" --valid-data "$DIR/valid" \
-      --iters 2000 --batch-size 32 --optimizer adam --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/searched"
+      "${RECIPE[@]}" --iters 2000 --valid-every 100 --max-time "${DEMO_MINUTES:-6}" --out "$DIR/searched"
     "$BIN" eval "$DIR/searched/model.yaml" --data "$DIR/test" --json "$DIR/eval-searched.json"
     "$BIN" export "$DIR/searched/model.yaml"
     "$BIN" verify "$DIR/searched/model.onnx" --spec "$DIR/searched/model.yaml"
@@ -81,11 +89,13 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   "$BIN" bench "${MODELS[@]}" --runtime "$RUNTIMES" --batch 1,32 --min-time 1 --eval "${EVALS[@]}" \
     --relative-to "$DIR/run/model.yaml" --json "$DIR/bench.json" --markdown "$DIR/bench.md"
   SEARCH_CHART=()
-  # (a search stopped within its warm-up, e.g. with a tiny DEMO_SEARCH_MINUTES, has no probabilities to draw)
-  [[ -f "$DIR/search/probs.jsonl" ]] && SEARCH_CHART=(--search "$DIR/search")
+  # (a search stopped before its evolution, e.g. with a tiny DEMO_SEARCH_MINUTES, has no candidates to draw)
+  [[ -f "$DIR/search/evolution.jsonl" ]] && SEARCH_CHART=(--search "$DIR/search")
   "$BIN" report --bench "$DIR/bench.json" --eval "${EVALS[@]}" "${SEARCH_CHART[@]}" --train "$DIR/run" --out "$DIR/charts"
+  step "Summary"
+  python3 scripts/demo_summary.py "$DIR"
   echo
   echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data;"
-  echo "         search/ the searched arch.yaml, probabilities and log; searched/ its retraining;"
-  echo "         bench.json/bench.md the timings; charts/ the latency, accuracy and search charts)"
+  echo "         search/ the searched arch.yaml, evolution.jsonl (every candidate scored) and log; searched/ its"
+  echo "         retraining; bench.json/bench.md the timings; charts/ the latency, accuracy and search charts)"
 fi

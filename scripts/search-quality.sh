@@ -19,7 +19,7 @@
 # Environment: BIN (release binary), SPACE, OUT (runs/search-quality/<space>), DATA (runs/search-quality/data),
 # ITERS (training iterations, 1500), SEARCH_ITERS (weight steps per search, 800), SEEDS ("1 2"), K (5),
 # BAND (5%), TARGET_MS (default: the table's prediction for SPACE), JOBS (trainings at a time, 2, one thread
-# each), COUNT (training images, 60000), REAL (real word crops: folders with gt.txt), POPULATION and
+# each), COUNT (training images, 60000), REAL (a folder holding svt/ and cute80/ real word crops with gt.txt; evaluation only), POPULATION and
 # GENERATIONS (the evolution's, 16 and 8).
 # Every step is skipped when its output exists: an interrupted run continues where it stopped.
 set -euo pipefail
@@ -54,7 +54,7 @@ log "Data (pure functions of the seeds and the installed fonts)"
 [[ -f $DATA/valid/data.mdb ]] || "$BIN" dataset synth -o "$DATA/valid" --count 500 --seed 12 --distortion 0.5
 [[ -f $DATA/heldout/data.mdb ]] || "$BIN" dataset synth -o "$DATA/heldout" --count 2000 --seed 13 --distortion 0.5
 REAL_SETS=()
-if [[ -n $REAL ]]; then for s in "$REAL"/*/; do [[ -f $s/gt.txt ]] && REAL_SETS+=("${s%/}"); done; fi
+if [[ -n $REAL ]]; then for s in svt cute80; do [[ -f $REAL/$s/gt.txt ]] && REAL_SETS+=("$REAL/$s"); done; fi
 
 TABLE=$OUT/latency-ort.json
 log "Latency table of the space on onnxruntime (batch 1, one thread)"

@@ -396,7 +396,7 @@ fn bad_recipe_flags_are_refused_by_train_and_search_alike() {
     let data = good_dataset(&tmp.path().join("data"));
     let run = tmp.path().join("run");
     let cases: [(&[&str], &str); 4] = [
-        (&["--warmup", "5"], "--warmup needs --lr-schedule cosine or step"),
+        (&["--warmup", "5", "--lr-schedule", "constant"], "--warmup needs --lr-schedule cosine or step"),
         (&["--lr=-1"], "--lr must be positive"),
         (&["--lr-schedule", "cosine", "--min-lr-factor", "2"], "--min-lr-factor must be in [0, 1]"),
         (&["--grad-clip", "0"], "--grad-clip must be positive"),

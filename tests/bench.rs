@@ -241,6 +241,23 @@ fn latency_gate_verdicts_are_deterministic() {
     let row = &json(&live)["gate"]["rows"][0];
     assert_eq!((row["basis"].as_str(), row["verdict"].as_str()), (Some("identical-graph"), Some("ok")), "{row}");
     assert!(row["drift"].is_f64() && row["changes"].as_array().unwrap().is_empty(), "{row}");
+    // The baseline records the engine code it was measured with. Under another onnxruntime version or other
+    // engine code the same graph is no longer waved through: it is timed against the baseline's calibrated
+    // ratio and reported stale (exit 1) until the baseline is re-recorded.
+    assert_eq!(saved["engines"][0]["engine_build"].as_str().unwrap(), strnas::runtime::ENGINE_BUILD);
+    for (field, value, why) in [("version", "0.0.0-other", "0.0.0-other -> "), ("engine_build", "0000000000000000", "strnas engine code 0000000000000000 -> ")] {
+        let mut other = saved.clone();
+        other["engines"][0][field] = value.into();
+        let stale = dir.path().join(format!("stale-{field}.json"));
+        std::fs::write(&stale, serde_json::to_string(&other).unwrap()).unwrap();
+        let out = dir.path().join(format!("stale-{field}-run.json"));
+        let o = gate("arch_specs/tiny/tiny-crnn-ctc.yaml", &["--baseline", stale.to_str().unwrap(), "--json", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("gate: BASELINE STALE") && text(&o).contains(why) && text(&o).contains("same graph, engines changed"), "{}", text(&o));
+        let row = &json(&out)["gate"]["rows"][0];
+        assert_eq!((row["basis"].as_str(), row["verdict"].as_str()), (Some("calibration"), Some("baseline-stale")), "{row}");
+        assert_eq!(row["changes"].as_array().unwrap().len(), 1, "timed against the calibrated baseline: {row}");
+    }
     // From here on the noise is set, so verdicts do not depend on this machine's load.
     saved["results"][0]["calibrated"]["noise"] = 0.01.into();
     std::fs::write(&base, serde_json::to_string(&saved).unwrap()).unwrap();

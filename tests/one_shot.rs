@@ -192,6 +192,12 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
     assert!(split.join("evolution.before-6.jsonl").exists());
     assert_eq!(lines(&split.join("evolution.jsonl")), scored);
 
+    // Its chart: inherited accuracy against predicted latency.
+    let charts = tmp.path().join("charts");
+    let o = strnas(&["report", "--search", whole.to_str().unwrap(), "--out", charts.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(charts.join("search-evolution.svg").exists() && charts.join("search-evolution.png").exists(), "{}", text(&o));
+
     // Evolution phase cut after 3 candidates: resumed, it scores only the rest and reaches the same result.
     let cut = tmp.path().join("cut");
     copy_dir(&whole, &cut);

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::measure::median;
+use crate::runtime::EngineInfo;
 
 /// The calibration network: a fixed CRNN-style spec (convolutions, depthwise convolutions, a BiLSTM, a CTC
 /// head) that never changes, so its time measures the machine, runtime and threads, not the code under test.
@@ -163,11 +164,14 @@ pub enum Verdict {
     New,
     /// Not significantly slower, but the measurement is too noisy to rule out a regression of `max_noise`.
     TooNoisy,
+    /// The baseline was measured with another runtime version or other engine code ([`staleness`]): its
+    /// figures no longer describe this binary; re-record it (`make baseline`) to accept the change.
+    BaselineStale,
 }
 
 impl Verdict {
     pub fn fails(self) -> bool {
-        matches!(self, Verdict::Regressed | Verdict::ArchChanged | Verdict::TooNoisy)
+        matches!(self, Verdict::Regressed | Verdict::ArchChanged | Verdict::TooNoisy | Verdict::BaselineStale)
     }
     pub fn label(self) -> &'static str {
         match self {
@@ -177,6 +181,7 @@ impl Verdict {
             Verdict::ArchChanged => "ARCH CHANGED",
             Verdict::New => "new",
             Verdict::TooNoisy => "TOO NOISY",
+            Verdict::BaselineStale => "BASELINE STALE",
         }
     }
 }
@@ -204,6 +209,24 @@ pub struct GateRow {
     /// how far this machine's state or the runtime moved since the baseline was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<f64>,
+    /// How the engines differ from the baseline's, when they do ([`staleness`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
+}
+
+/// How engine `cur` differs from the baseline's engine of the same runtime and device: its version
+/// (an onnxruntime or tract upgrade) or strnas's engine code ([`crate::runtime::ENGINE_BUILD`]; a baseline
+/// that did not record it is compared by version alone). `None`: the same, or no such engine in the baseline.
+pub fn staleness(baseline: &[EngineInfo], cur: &EngineInfo) -> Option<String> {
+    let b = baseline.iter().find(|b| b.runtime == cur.runtime && b.device == cur.device)?;
+    let mut d = vec![];
+    if b.version != cur.version {
+        d.push(format!("{} {} -> {}", cur.runtime.name(), b.version, cur.version));
+    }
+    if !b.engine_build.is_empty() && b.engine_build != cur.engine_build {
+        d.push(format!("strnas engine code {} -> {}", b.engine_build, cur.engine_build));
+    }
+    (!d.is_empty()).then(|| d.join(", "))
 }
 
 /// What a gate row's latency verdict rests on.

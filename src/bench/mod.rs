@@ -131,6 +131,10 @@ pub struct Versus {
     /// identical and not forced by `--measure-identical`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ab: Option<Calibrated>,
+    /// How the running engines differ from the baseline's ([`gate::staleness`]): the baseline no longer
+    /// describes this binary, and an identical graph is judged by its calibrated ratio instead of passing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 /// A model that could not be measured on a runtime (or at all: `runtime` absent).
@@ -497,8 +501,9 @@ fn versus_reference(g: &GateInput, m: &BenchModel, info: &EngineInfo, inputs: &[
     let stored = std::fs::read(&path).map_err(|e| anyhow!("{graph}: cannot read the reference graph: {e}"))?;
     let model = proto_of(m)?;
     let identical = weightless_bytes(&model)? == stored;
+    let stale = gate::staleness(&g.baseline.engines, info);
     if identical && !g.measure_identical {
-        return Ok(Some(Versus { graph, identical, ab: None }));
+        return Ok(Some(Versus { graph, identical, ab: None, stale }));
     }
     let mut reference = strnas_onnx::from_bytes(&stored).map_err(|e| anyhow!("{graph}: not a valid reference graph ({e})"))?;
     strnas_onnx::weightless::refill(&mut reference, Some(&model)).map_err(|e| anyhow!("{graph}: {e}"))?;
@@ -516,7 +521,7 @@ fn versus_reference(g: &GateInput, m: &BenchModel, info: &EngineInfo, inputs: &[
     engine.prepare(inputs)?;
     let rounds = plan.rounds.unwrap_or(10);
     let (_, ab) = alternate(ref_engine.as_mut(), engine.as_mut(), &plan.budget, rounds)?;
-    Ok(Some(Versus { graph, identical, ab: Some(ab) }))
+    Ok(Some(Versus { graph, identical, ab: Some(ab), stale }))
 }
 
 /// `m` timed A/B against `reference` on `rt` at `batch`: fresh sessions of both, each with its own inputs
@@ -593,6 +598,7 @@ fn gate_row(g: &GateInput, entry: &ModelEntry, meas: &Measurement, prev: Option<
             .unwrap_or_default(),
         basis: Basis::Calibration,
         drift: None,
+        stale: None,
     });
     row.current_ms = meas.stats.median_ms;
     let calibrated = (base.and_then(|b| b.calibrated.as_ref()), meas.calibrated.as_ref());
@@ -607,7 +613,20 @@ fn gate_row(g: &GateInput, entry: &ModelEntry, meas: &Measurement, prev: Option<
     // With a reference graph the verdict is the A/B against it: the same kind of workload in the same process,
     // so machine state (cache pressure from neighbours, SMT contention) cancels, which a calibration network
     // of a different op mix cannot guarantee (seen: attention models drifting +20-40% against it).
+    row.stale = meas.versus.as_ref().and_then(|v| v.stale.clone());
     match meas.versus.as_ref() {
+        // The same graph under other engines: its calibrated ratio against the baseline's shows what the
+        // engine change did, and the baseline must be re-recorded to accept it.
+        Some(Versus { ab: None, stale: Some(_), .. }) => {
+            if let (Some(b), Some(cur)) = calibrated {
+                let j = g.thresholds.judge(b, cur);
+                row.changes.push(j.change);
+                row.threshold = j.threshold;
+            }
+            row.basis = Basis::Calibration;
+            row.verdict = Verdict::BaselineStale;
+            return row;
+        }
         Some(Versus { ab: None, .. }) => {
             row.basis = Basis::IdenticalGraph;
             row.threshold = g.thresholds.floor;
@@ -620,7 +639,8 @@ fn gate_row(g: &GateInput, entry: &ModelEntry, meas: &Measurement, prev: Option<
             row.basis = Basis::ReferenceGraph;
             row.changes.push(j.change);
             row.threshold = j.threshold;
-            row.verdict = j.verdict;
+            // A changed graph under other engines: a regression or noise stands; else the baseline is stale.
+            row.verdict = if row.stale.is_some() && matches!(j.verdict, Verdict::Ok | Verdict::Faster) { Verdict::BaselineStale } else { j.verdict };
             return row;
         }
         None => {}

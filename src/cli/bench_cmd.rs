@@ -364,9 +364,10 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
                 row.batch.to_string(),
                 row.baseline_ms.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into()),
                 format!("{:.3}", row.current_ms),
-                match row.basis {
-                    Basis::Calibration => "calibration",
-                    Basis::ReferenceGraph | Basis::IdenticalGraph => "reference",
+                match (row.basis, row.stale.is_some()) {
+                    (Basis::Calibration, true) => "calibration (same graph, engines changed)",
+                    (Basis::Calibration, false) => "calibration",
+                    (Basis::ReferenceGraph | Basis::IdenticalGraph, _) => "reference",
                 }
                 .to_string(),
                 changes,
@@ -389,6 +390,13 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
         for n in &g.notes {
             out.push_str(&format!("note: {n}\n"));
         }
+        let stale: std::collections::BTreeSet<&str> = g.rows.iter().filter_map(|r| r.stale.as_deref()).collect();
+        for why in &stale {
+            out.push_str(&format!(
+                "baseline stale: measured with other engines ({why}); the change column shows what that did to each model; \
+                 re-record the baseline (make baseline) to accept it\n"
+            ));
+        }
         if g.rows.iter().any(|r| r.basis != Basis::Calibration) {
             out.push_str(
                 "against reference: judged against the baseline's weightless reference graph (same graph: identical, nothing to time; \
@@ -397,8 +405,11 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
         }
         let failed = g.rows.iter().filter(|r| r.verdict.fails()).count();
         let noisy = g.rows.iter().filter(|r| r.verdict == crate::bench::gate::Verdict::TooNoisy).count();
+        let stale_rows = g.rows.iter().filter(|r| r.verdict == crate::bench::gate::Verdict::BaselineStale).count();
         let outcome = match (failed, noisy) {
+            (0, _) if g.rows.iter().all(|r| r.basis == Basis::IdenticalGraph) => "passed (every graph identical to its reference, same engines: nothing to time)",
             (0, _) => "passed",
+            (f, _) if f == stale_rows => "BASELINE STALE (the engines changed since the baseline; re-record it with make baseline)",
             (f, n) if f == n => "TOO NOISY to judge (re-run on a quieter machine, or with more --rounds / --min-time)",
             _ => "FAILED",
         };

@@ -215,13 +215,41 @@ fn train_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::Font
     Ok(())
 }
 
+/// The evolution's log in a search run directory (`search::one_shot::LOG`, which libtorch-free builds lack).
+const EVOLUTION_LOG: &str = "evolution.jsonl";
+
+/// An evolution search's chart: every candidate scored (`evolution.jsonl`), inherited validation accuracy
+/// against predicted latency, with the Pareto front; the space spec (the first candidate) and the fittest
+/// are labelled.
+fn evolution_chart(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
+    let scored = read_jsonl(run, EVOLUTION_LOG)?;
+    let best = scored.iter().enumerate().filter_map(|(i, r)| Some((i, r["fitness"].as_f64()?))).max_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0);
+    let pts: Vec<Point> = scored
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let label = if i == 0 { "space spec" } else if Some(i) == best { "fittest" } else { "" };
+            Some(Point { label: label.into(), x: r["latency_ms"].as_f64()?, y: r["fitness"].as_f64()?, series: 0 })
+        })
+        .collect();
+    if pts.is_empty() {
+        bail!("{} holds no scored candidate yet", EVOLUTION_LOG);
+    }
+    let title = format!("Evolution: {} candidates within the latency limit", pts.len());
+    let c = chart::tradeoff(&title, "predicted latency, ms", "inherited validation accuracy % (BN recalibrated)", &pts, false);
+    write(out, &format!("{stem}evolution"), &c, font, written)
+}
+
 /// The search's charts from its run directory: `config.json` (edges and candidates), `probs.jsonl`,
-/// `metrics.jsonl`.
+/// `metrics.jsonl`; for an evolution search, [`evolution_chart`].
 fn search_charts(run: &Path, out: &Path, stem: &str, font: Option<&ab_glyph::FontArc>, written: &mut Vec<PathBuf>) -> Result<()> {
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).context("reading config.json")?).context("config.json")?;
     let edges = config["edges"].as_array().context("config.json has no edges (written by an older strnas)")?;
     let paths: Vec<String> = edges.iter().map(|e| e["path"].as_str().unwrap_or("?").to_string()).collect();
     let cands: Vec<Vec<String>> = edges.iter().map(|e| e["candidates"].as_array().map(|c| c.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default()).collect();
+    if run.join(EVOLUTION_LOG).is_file() {
+        return evolution_chart(run, out, stem, font, written);
+    }
     let warmup = config["warmup_iters"].as_u64().map(|w| format!(" (the search stopped within its warm-up of {w} iterations)")).unwrap_or_default();
     if !run.join("probs.jsonl").is_file() {
         bail!("no probs.jsonl: no architecture step yet{warmup}");

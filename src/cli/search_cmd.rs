@@ -172,7 +172,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let recipe = a.recipe.resolve(a.iters)?;
+    let recipe = a.recipe.resolve(a.iters, &super::train_cmd::load_spec(&a.space)?)?;
     let mut hyper = Hyper::preset(&a.preset, a.iters)?;
     if let Some(v) = a.arch_lr {
         hyper.arch_lr = v;

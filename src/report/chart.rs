@@ -183,14 +183,11 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     (k0..=k1).map(|k| (k as f64 * step * 1e12).round() / 1e12).collect()
 }
 
-fn fmt_tick(v: f64) -> String {
-    if v == v.round() && v.abs() < 1e6 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}").trim_end_matches('0').to_string()
-    }
+/// Tick labels with the fewest decimals that show every tick exactly (0.025 steps get three, 0.5 steps one),
+/// so neighbouring ticks never read alike.
+fn tick_labels(ts: &[f64]) -> Vec<String> {
+    let d = (0..=6).find(|&d| ts.iter().all(|t| { let x = t * 10f64.powi(d); (x - x.round()).abs() < 1e-6 * x.abs().max(1.0) })).unwrap_or(6) as usize;
+    ts.iter().map(|t| format!("{t:.d$}")).collect()
 }
 
 /// A labelled point of a scatter chart.
@@ -215,16 +212,18 @@ fn frame(c: &mut Canvas, title: &str, xlabel: &str, ylabel: &str, xr: (f64, f64)
     c.text(W as f64 / 2.0, 30.0, title, 18.0, Anchor::Middle);
     c.text(L, T - 14.0, ylabel, 13.0, Anchor::Start);
     c.text(L + pw / 2.0, H as f64 - 20.0, xlabel, 13.0, Anchor::Middle);
-    for t in ticks(yr.0, yr.1) {
+    let yt = ticks(yr.0, yr.1);
+    for (t, label) in yt.iter().zip(tick_labels(&yt)) {
         let y = T + ph * (1.0 - (t - yr.0) / (yr.1 - yr.0));
         c.line(L, y, L + pw, y, 1.0, GRID);
-        c.text(L - 8.0, y + 4.0, fmt_tick(t), 12.0, Anchor::End);
+        c.text(L - 8.0, y + 4.0, label, 12.0, Anchor::End);
     }
     if xticks {
-        for t in ticks(xr.0, xr.1) {
+        let xt = ticks(xr.0, xr.1);
+        for (t, label) in xt.iter().zip(tick_labels(&xt)) {
             let x = L + pw * (t - xr.0) / (xr.1 - xr.0);
             c.line(x, T, x, T + ph, 1.0, GRID);
-            c.text(x, T + ph + 18.0, fmt_tick(t), 12.0, Anchor::Middle);
+            c.text(x, T + ph + 18.0, label, 12.0, Anchor::Middle);
         }
     }
     c.line(L, T + ph, L + pw, T + ph, 1.5, INK);
@@ -334,10 +333,11 @@ pub fn bars(title: &str, ylabel: &str, groups: &[String], series: &[String], val
     let ph = H as f64 - T - B;
     c.text(w_total / 2.0, 30.0, title, 18.0, Anchor::Middle);
     c.text(L, T - 14.0, ylabel, 13.0, Anchor::Start);
-    for t in ticks(yr.0, yr.1) {
+    let yt = ticks(yr.0, yr.1);
+    for (t, label) in yt.iter().zip(tick_labels(&yt)) {
         let y = T + ph * (1.0 - t / yr.1);
         c.line(L, y, L + pw, y, 1.0, GRID);
-        c.text(L - 8.0, y + 4.0, fmt_tick(t), 12.0, Anchor::End);
+        c.text(L - 8.0, y + 4.0, label, 12.0, Anchor::End);
     }
     let gw = pw / groups.len().max(1) as f64;
     let bw = (gw * 0.8) / series.len().max(1) as f64;
@@ -429,6 +429,10 @@ mod tests {
         assert_eq!(ticks(0.0, 10.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(ticks(0.3, 1.2), vec![0.4, 0.6, 0.8, 1.0, 1.2]);
         assert_eq!(ticks(80.0, 95.0), vec![80.0, 85.0, 90.0, 95.0]);
+        // Labels carry the decimals the step needs: 1.05 and 1.10 never both read "1.1".
+        assert_eq!(tick_labels(&ticks(1.03, 1.27)), ["1.05", "1.10", "1.15", "1.20", "1.25"]);
+        assert_eq!(tick_labels(&[0.0, 20.0, 40.0]), ["0", "20", "40"]);
+        assert_eq!(tick_labels(&[0.4, 0.6, 0.8, 1.0]), ["0.4", "0.6", "0.8", "1.0"]);
     }
 
     #[test]

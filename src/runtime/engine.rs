@@ -52,6 +52,10 @@ pub struct EngineInfo {
     /// onnxruntime's execution provider, tract's executor or libtorch's backend.
     pub provider: String,
     pub threads: usize,
+    /// strnas's engine code ([`super::ENGINE_BUILD`]): a baseline recorded with other engine code is stale
+    /// (empty in reports written before it was recorded).
+    #[serde(default)]
+    pub engine_build: String,
 }
 
 /// What an engine loads: the ONNX model (onnxruntime, tract) and, for tch, the network it was exported from.

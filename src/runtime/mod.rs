@@ -26,5 +26,9 @@ pub use libs::{
     TORCH_PINNED, TRACT_VERSION,
 };
 pub use ort_engine::ort_session;
+
+/// A hash of the runtime layer's source (`src/runtime/`, computed by build.rs): which engine code measured a
+/// figure. Bench reports record it per engine; the latency gate calls a baseline of other engine code stale.
+pub const ENGINE_BUILD: &str = env!("STRNAS_ENGINE_BUILD");
 pub use tensor::{ConcreteInput, Data, HostTensor, InputData};
 pub use tract_engine::{set_tract_threads, tract_flops, tract_plan, TractPlan};

@@ -59,6 +59,7 @@ impl OrtEngine {
                 Device::Cuda(_) => "CUDAExecutionProvider (no CPU fallback)".into(),
             },
             threads,
+            engine_build: super::ENGINE_BUILD.into(),
         };
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
         Ok(OrtEngine { session, binding: None, values: vec![], outputs, info, origin: model.source.to_string() })

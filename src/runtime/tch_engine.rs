@@ -58,6 +58,7 @@ fn start(origin: &str, device: Device, threads: usize) -> Result<(tch::nn::VarSt
         device,
         provider: if dev.is_cuda() { "eager CUDA".into() } else { "eager CPU".into() },
         threads: if threads > 0 { threads } else { tch::get_num_threads() as usize },
+        engine_build: super::ENGINE_BUILD.into(),
     };
     Ok((tch::nn::VarStore::new(dev), dev, info))
 }

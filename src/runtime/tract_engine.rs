@@ -82,6 +82,7 @@ impl TractEngine {
             device,
             provider: if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() },
             threads,
+            engine_build: super::ENGINE_BUILD.into(),
         };
         // The plan is built per input shape in `prepare`; a model tract cannot load fails there, before timing.
         Ok(TractEngine {
