@@ -153,7 +153,7 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
             "search", space_spec.to_str().unwrap(), "--strategy", "evolution", "--train-data", data.to_str().unwrap(),
             "--valid-data", valid.to_str().unwrap(), "--latency-table", table_path.to_str().unwrap(), "--target-ms", &limit_s,
             "--iters", iters, "--batch-size", "4", "--valid-every", "3", "--population", "5", "--generations", "2",
-            "--recal-images", "8", "--threads", "1", "--optimizer", "adam", "--out", out.to_str().unwrap(),
+            "--recal-images", "8", "--threads", "1", "--optimizer", "adam", "--lr-schedule", "constant", "--out", out.to_str().unwrap(),
         ];
         if resume {
             args.push("--resume");

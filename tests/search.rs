@@ -273,7 +273,7 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
         let mut args = vec![
             "search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--valid-data", valid.to_str().unwrap(),
             "--preset", "str-nas2", "--search", "extractor", "--iters", iters, "--batch-size", "4", "--warmup-iters", "2",
-            "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--log-every", "4", "--out", out.to_str().unwrap(),
+            "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--lr-schedule", "constant", "--log-every", "4", "--out", out.to_str().unwrap(),
         ];
         if resume {
             args.push("--resume");
