@@ -332,3 +332,59 @@ fn aux_ctc_head_lives_in_checkpoints_only() {
     let e = format!("{:#}", train::train(&c, &mut Silent).unwrap_err());
     assert!(e.contains("--aux-ctc is for attention models"), "{e}");
 }
+
+/// SIGTERM (what a scheduler sends before preempting a job) stops `strnas train` after the current step with a
+/// checkpoint of exactly that step: exit status 143 (128 + 15), the stop named in the log, and the checkpoint's
+/// weights equal to those of an uninterrupted run of as many iterations; `--resume` then continues from it.
+#[cfg(unix)]
+#[test]
+fn sigterm_checkpoints_the_last_step_and_resume_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_synth(&data, 24, 4);
+    let s = spec("tiny-crnn-ctc.yaml");
+    let args = |out: &Path, iters: &str| -> Vec<String> {
+        [s.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--iters", iters, "--batch-size", "4", "--valid-every", "1000000", "--log-every", "2", "--lr-schedule", "constant", "--threads", "1", "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let stopped = tmp.path().join("stopped");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strnas"))
+        .arg("train")
+        .args(args(&stopped, "1000000"))
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // steps.jsonl appears with the first --log-every line: the loop (and its signal handler) is running.
+    while !stopped.join("steps.jsonl").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training ended before its first log line");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "exit status after SIGTERM");
+    let log = std::fs::read_to_string(stopped.join("log.txt")).unwrap();
+    assert!(log.contains("SIGTERM received, checkpoint written (continue with --resume)"), "{log}");
+    let ckpt = WeightFile::read(&stopped.join(train::CHECKPOINT)).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&ckpt.metadata["state"]).unwrap();
+    let at = state["iteration"].as_u64().unwrap();
+    assert!(at >= 2 && log.contains(&format!("stopped at iteration {at}:")), "checkpoint at {at}: {log}");
+
+    let full = tmp.path().join("full");
+    let o = strnas(&std::iter::once("train".to_string()).chain(args(&full, &at.to_string())).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let uninterrupted = WeightFile::read(&full.join(train::CHECKPOINT)).unwrap();
+    for (name, t) in &uninterrupted.tensors {
+        assert_eq!(t.data, ckpt.tensors[name].data, "{name}: the checkpoint at SIGTERM differs from {at} uninterrupted iterations");
+    }
+
+    let more = (at + 3).to_string();
+    let o = strnas(&std::iter::once("train".to_string()).chain(args(&stopped, &more)).chain(["--resume".to_string()]).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let state: serde_json::Value = serde_json::from_str(&WeightFile::read(&stopped.join(train::CHECKPOINT)).unwrap().metadata["state"]).unwrap();
+    assert_eq!(state["iteration"].as_u64(), Some(at + 3));
+}

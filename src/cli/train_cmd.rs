@@ -276,7 +276,17 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         opt(r.best_norm_ed, 4),
         r.out.join(train::MODEL_WEIGHTS).display()
     );
-    Ok(exit::OK)
+    Ok(stop_exit_code(r.stop))
+}
+
+/// The exit status of a run that ended with `stop`: 0 when it completed or reached `--max-time` (both leave
+/// a result), 128 + the signal's number when a stop signal ended it (a scheduler or a script then sees it was
+/// interrupted; the checkpoint is on disk for `--resume`).
+pub fn stop_exit_code(stop: train::run_loop::Stop) -> i32 {
+    match stop {
+        train::run_loop::Stop::Signal(sig) => train::run_loop::signal_exit_code(sig),
+        _ => exit::OK,
+    }
 }
 
 #[cfg(test)]

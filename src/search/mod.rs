@@ -10,6 +10,7 @@
 
 pub mod evolution;
 pub mod inherit;
+mod job;
 pub mod mechanics;
 pub mod one_shot;
 pub mod run;

@@ -55,15 +55,16 @@ pub struct Phase<'a> {
 }
 
 #[derive(Debug)]
-struct OutOfTime;
+struct OutOfTime(&'static str);
 impl std::fmt::Display for OutOfTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "--max-time reached")
+        write!(f, "{}", self.0)
     }
 }
 impl std::error::Error for OutOfTime {}
 
-/// Runs (or resumes) the evolution; `None` when `--max-time` stopped it (continue with `--resume`).
+/// Runs (or resumes) the evolution; `None` when `--max-time` or a stop signal stopped it (continue with
+/// `--resume`).
 pub fn run(ph: &Phase, vs: &VarStore, scorer: &Scorer, progress: &mut dyn Progress, log: &mut dyn FnMut(&mut dyn Progress, &str) -> Result<()>) -> Result<Option<Outcome>> {
     let log_path = ph.out.join(LOG);
     let (cache, stale) = read_log(&log_path, ph.iteration)?;
@@ -100,7 +101,10 @@ pub fn run(ph: &Phase, vs: &VarStore, scorer: &Scorer, progress: &mut dyn Progre
             return Ok(f);
         }
         if ph.deadline.is_some_and(|(t0, max)| t0.elapsed() >= max) {
-            return Err(OutOfTime.into());
+            return Err(OutOfTime("--max-time reached").into());
+        }
+        if crate::train::run_loop::stop_signal().is_some() {
+            return Err(OutOfTime("a stop signal was received").into());
         }
         let score = scorer.score(vs, ph.space, c)?;
         let ops: Vec<String> = ph.space.ops_at(c).iter().map(|o| o.to_string()).collect();
@@ -112,7 +116,7 @@ pub fn run(ph: &Phase, vs: &VarStore, scorer: &Scorer, progress: &mut dyn Progre
     progress.finish();
     let scored = match result {
         Err(e) if e.is::<OutOfTime>() => {
-            log(progress, "evolution stopped: --max-time reached (continue with --resume)")?;
+            log(progress, &format!("evolution stopped: {e} (continue with --resume)"))?;
             return Ok(None);
         }
         r => r?,

@@ -8,7 +8,6 @@
 //! (every edge's softmax after every architecture step, with that step's objective and loss), `metrics.jsonl`,
 //! `log.txt` and `config.json` (the resolved hyper-parameters).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,20 +17,20 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
-use super::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss};
 use super::evolution;
-use super::inherit::{inherit, Scorer};
-use super::supernet::{gates, Route, SuperNet};
+use super::inherit::Scorer;
+use super::job::{Supernet, SupernetJob};
+use super::mechanics::LatencyLoss;
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
-use crate::data::loader::{Batch, Prefetcher, TrainStream};
+use crate::data::loader::{BadImages, Prefetcher, TrainStream};
+use crate::latency::sample::predicted_ms;
 use crate::latency::{EdgeCosts, Space, Table};
 use crate::ops::Part;
 use crate::progress::Progress;
-use crate::rng::Rng;
-use crate::spec::arch::{Arch, Op};
+use crate::spec::arch::Arch;
 use crate::train::data::{locate, TrainData};
-use crate::train::optim::{OptimKind, Optimizer};
+use crate::train::run_loop::{self, Cadence, Stop};
 use crate::weights::WeightFile;
 
 /// The search's hyper-parameters (a preset, then flag overrides); recorded in `config.json`.
@@ -134,12 +133,9 @@ pub struct SearchReport {
     pub best_accuracy: Option<f64>,
     /// The evolution's result (`--strategy evolution`, once its phase has finished).
     pub evolution: Option<super::one_shot::Outcome>,
-}
-
-/// The table's predicted latency of the architecture that takes `ops[e]` on every edge (one-hot probabilities).
-fn argmax_latency(costs: &EdgeCosts, space: &Space, ops: &[Op]) -> f64 {
-    let onehot: Vec<Vec<f64>> = space.edges.iter().zip(ops).map(|(e, op)| e.candidates.iter().map(|c| f64::from(u8::from(c == op))).collect()).collect();
-    costs.expected(&onehot)
+    /// Why the weight steps ended (a stop signal skips the evolution phase; `--resume` continues both).
+    #[serde(skip)]
+    pub stop: Stop,
 }
 
 pub const ARCH: &str = "arch.yaml";
@@ -153,28 +149,14 @@ fn held_index(h: usize, every: usize) -> usize {
     h * every + every - 1
 }
 
-fn log(out: &Path, progress: &mut dyn Progress, line: &str) -> Result<()> {
+pub(super) fn log(out: &Path, progress: &mut dyn Progress, line: &str) -> Result<()> {
     progress.note(line);
     crate::io::append_line(&out.join("log.txt"), line)
 }
 
-/// The architecture of the current argmax ops, named after the run.
-fn argmax_arch(space: &Space, alphas: &[Tensor], name: &str) -> Result<(Arch, Vec<Op>)> {
-    let ops: Vec<Op> = space
-        .edges
-        .iter()
-        .zip(alphas)
-        .map(|(e, a)| {
-            let p = softmax(&mechanics::logits_of(a));
-            e.candidates[p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0)]
-        })
-        .collect();
-    Ok((space.with_ops(&ops, name)?, ops))
-}
-
 /// The edge, candidate index and the rest of the name of a supernet variable `{edge}.ops.{i}.{rest}`; `None`
 /// for variables of fixed blocks.
-fn candidate_of<'n>(space: &Space, name: &'n str) -> Option<(usize, usize, &'n str)> {
+pub(super) fn candidate_of<'n>(space: &Space, name: &'n str) -> Option<(usize, usize, &'n str)> {
     let e = space.edges.iter().position(|e| name.starts_with(&format!("{}.ops.", e.path)))?;
     let (i, rest) = name[space.edges[e].path.len() + ".ops.".len()..].split_once('.')?;
     Some((e, i.parse().ok()?, rest))
@@ -249,12 +231,84 @@ pub fn transfer(src: &[f32], from: &[i64], to: &[i64]) -> Vec<f32> {
         .collect()
 }
 
-fn probs_of(alphas: &[Tensor]) -> Vec<Vec<f64>> {
-    alphas.iter().map(|a| softmax(&mechanics::logits_of(a))).collect()
+/// Runs (or resumes) the search described by `cfg`: the weight steps through the shared training loop
+/// ([`crate::train::run_loop`]: cadence, `--max-time`, stop signals), then for the evolution strategy its phase
+/// over the trained supernet.
+pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchReport> {
+    let space = open_space(cfg)?;
+    let (costs, target) = latency_of(cfg, &space)?;
+    std::fs::create_dir_all(&cfg.train.out).with_context(|| format!("creating {}", cfg.train.out.display()))?;
+    record_config(cfg, &space, target)?;
+    let out = &cfg.train.out;
+    let net = Supernet::open(cfg, &space, &mut |line| log(out, progress, line))?;
+    let (start, a0) = (net.iteration, net.arch_steps);
+
+    // Data: every source split into a training part and a held-out part for the architecture steps.
+    let data = TrainData::open(&cfg.train, &space.base)?;
+    let every = cfg.hyper.held_out_every;
+    let sizes: Vec<usize> = data.sources.iter().map(|m| m.iter().map(|x| x.1).sum()).collect();
+    if let Some(n) = sizes.iter().find(|&&n| n < every) {
+        bail!("a training source has {n} samples: the held-out split (every {every}th) needs at least {every}");
+    }
+    let wstream = TrainStream::new(sizes.iter().map(|n| n - n / every).collect(), &data.ratios, cfg.train.batch_size, cfg.train.seed)?;
+    let astream = TrainStream::new(sizes.iter().map(|n| n / every).collect(), &data.ratios, cfg.train.batch_size, cfg.train.seed ^ 0xA2C5)?;
+    let pre = Preprocess::from_arch(&space.base);
+    // A path's validation score: inherited weights after BatchNorm recalibration on training images (the
+    // evolution's fitness; the proxyless argmax's reading).
+    let scorer = match data.valid.is_empty() {
+        true => None,
+        false => Some(Scorer {
+            recal: super::inherit::recal_batches(&data, cfg.recal_images, cfg.train.batch_size, cfg.train.seed, pre, cfg.train.device)?,
+            valid: data.valid.clone(),
+            codec: LabelCodec::from_arch(&space.base),
+            pre,
+            batch_size: cfg.train.batch_size,
+            device: cfg.train.device,
+        }),
+    };
+    let sources = Arc::new(data.sources);
+    let (iters, s1) = (cfg.train.iters, sources.clone());
+    let wloader = Prefetcher::spawn(data.datasets.clone(), pre, cfg.train.workers.max(1), BadImages::Substitute, move |j| {
+        let i = start + j;
+        (i < iters).then(|| wstream.batch(i).into_iter().map(|(s, t)| locate(&s1[s], train_index(t, every))).collect())
+    });
+    let amax = cfg.train.iters / cfg.hyper.arch_every.max(1) + 1;
+    let aloader = Prefetcher::spawn(data.datasets.clone(), pre, 1, BadImages::Substitute, move |j| {
+        let a = a0 + j;
+        (a < amax).then(|| astream.batch(a).into_iter().map(|(s, h)| locate(&sources[s], held_index(h, every))).collect())
+    });
+    log(out, progress, &started_line(cfg, &space, start, costs.is_some(), target))?;
+
+    let mut job = SupernetJob { cfg, space: &space, net, costs: costs.as_ref(), target, held: Box::new(aloader.into_iter()), scorer, codec: LabelCodec::from_arch(&space.base), pre, best: None, loss_sum: (0.0, 0) };
+    let wall = Instant::now();
+    let end = run_loop::run(&Cadence::of(&cfg.train), start, wloader, &mut job, progress, &mut |p, line| log(out, p, line))?;
+    let SupernetJob { net, scorer, best, .. } = job;
+    let report = SearchReport { start_iteration: start, final_iteration: end.iteration, arch_steps: net.arch_steps, probs: vec![], arch: out.join(ARCH), expected_ms: None, argmax_ms: None, target_ms: target, best_accuracy: best, evolution: None, stop: end.stop };
+    match (cfg.strategy, &costs) {
+        (Strategy::Evolution(settings), Some(costs)) => {
+            let scorer = scorer.context("the evolution needs --valid-data")?;
+            let mut evolution = None;
+            if end.iteration >= cfg.train.iters && end.stop == Stop::Done {
+                let deadline = cfg.train.max_time.map(|m| (wall, m));
+                let phase = super::one_shot::Phase { out, space: &space, costs, limit_ms: target, settings, seed: cfg.train.seed, iteration: end.iteration, deadline };
+                evolution = super::one_shot::run(&phase, &net.vs, &scorer, progress, &mut |p, line| log(out, p, line))?;
+            }
+            Ok(match evolution {
+                Some(o) => SearchReport { argmax_ms: Some(o.best.latency_ms), best_accuracy: Some(o.best.fitness), evolution: Some(o), ..report },
+                None => SearchReport { best_accuracy: best, ..report },
+            })
+        }
+        _ => {
+            let argmax = net.argmax();
+            let probs = space.edges.iter().zip(net.probs()).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
+            Ok(SearchReport { probs, expected_ms: costs.as_ref().map(|c| net.expected_ms(c)), argmax_ms: costs.as_ref().map(|c| predicted_ms(c, &argmax)), ..report })
+        }
+    }
 }
 
-/// Runs (or resumes) the search described by `cfg`.
-pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchReport> {
+/// The search space of `cfg` (the space spec's skeleton restricted to `--search`), with the strategy's
+/// settings checked.
+fn open_space(cfg: &SearchConfig) -> Result<Space> {
     let base = crate::spec::load(&cfg.train.spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut space = Space::around(base);
     space.restrict(&cfg.parts);
@@ -272,9 +326,9 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         if cfg.train.valid_data.is_empty() {
             bail!("--strategy evolution needs --valid-data: a candidate's fitness is its inherited validation accuracy");
         }
-        if cfg.recal_images == 0 {
-            bail!("--recal-images must be positive");
-        }
+    }
+    if cfg.recal_images == 0 {
+        bail!("--recal-images must be positive");
     }
     crate::eval::tch_eval::check_device(cfg.train.device)?;
     let ckpt_path = cfg.train.out.join(CHECKPOINT);
@@ -284,16 +338,18 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     if cfg.train.resume && !ckpt_path.exists() {
         bail!("--resume: {} has no {CHECKPOINT}", cfg.train.out.display());
     }
-    std::fs::create_dir_all(&cfg.train.out).with_context(|| format!("creating {}", cfg.train.out.display()))?;
+    Ok(space)
+}
 
-    // Latency: per-edge candidate costs from the table, and the target. With the latency term off a given
-    // table still serves the metrics (expected and argmax latency); it never enters the loss.
-    let (costs, target): (Option<EdgeCosts>, f64) = match (&cfg.latency_table, cfg.hyper.latency) {
-        (None, LatencyLoss::Off) => (None, cfg.target_ms.unwrap_or(0.0)),
+/// Per-edge candidate costs from the table, and the target. With the latency term off a given table still
+/// serves the metrics (expected and argmax latency); it never enters the loss.
+fn latency_of(cfg: &SearchConfig, space: &Space) -> Result<(Option<EdgeCosts>, f64)> {
+    match (&cfg.latency_table, cfg.hyper.latency) {
+        (None, LatencyLoss::Off) => Ok((None, cfg.target_ms.unwrap_or(0.0))),
         (None, _) => bail!("preset {} has a latency term: pass --latency-table (built with `strnas latency build`), or use str-nas2", cfg.hyper.preset),
         (Some(p), _) => {
             let t = Table::read(p)?;
-            let costs = t.edge_costs(&space).with_context(|| format!("--latency-table {}", p.display()))?;
+            let costs = t.edge_costs(space).with_context(|| format!("--latency-table {}", p.display()))?;
             let target = match cfg.target_ms {
                 Some(x) => x,
                 None => t.predict(&space.base)?.total_ms,
@@ -301,27 +357,32 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             if !(target > 0.0) {
                 bail!("--target-ms must be positive");
             }
-            (Some(costs), target)
+            Ok((Some(costs), target))
         }
-    };
+    }
+}
 
+/// Writes `config.json` (the resolved settings); on `--resume`, refuses settings that differ from the
+/// recorded ones (only `iters` may grow).
+fn record_config(cfg: &SearchConfig, space: &Space, target: f64) -> Result<()> {
+    let t = &cfg.train;
     let mut config = serde_json::to_value(&cfg.hyper)?;
-    config["space"] = cfg.train.spec.display().to_string().into();
+    config["space"] = t.spec.display().to_string().into();
     config["parts"] = cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>().into();
-    config["iters"] = cfg.train.iters.into();
-    config["batch_size"] = cfg.train.batch_size.into();
-    config["seed"] = cfg.train.seed.into();
+    config["iters"] = t.iters.into();
+    config["batch_size"] = t.batch_size.into();
+    config["seed"] = t.seed.into();
     // With the latency term off the target is only a reference for the metrics; config.json keeps what it
     // recorded before the table served them (the given --target-ms, else 0), so such runs still resume.
     config["target_ms"] = if cfg.hyper.latency == LatencyLoss::Off { cfg.target_ms.unwrap_or(0.0) } else { target }.into();
     config["latency_table"] = cfg.latency_table.as_ref().map(|p| p.display().to_string()).into();
-    config["weight_optimizer"] = serde_json::to_value(cfg.train.optimizer)?;
-    config["lr_schedule"] = serde_json::to_value(cfg.train.schedule)?;
-    config["lr_groups"] = serde_json::to_value(&cfg.train.groups)?;
-    config["tps_init"] = serde_json::to_value(cfg.train.tps_init)?;
-    config["zero_init_residual"] = cfg.train.zero_init_residual.into();
-    config["grad_clip"] = cfg.train.grad_clip.into();
-    config["aux_ctc"] = cfg.train.aux_ctc.into();
+    config["weight_optimizer"] = serde_json::to_value(t.optimizer)?;
+    config["lr_schedule"] = serde_json::to_value(t.schedule)?;
+    config["lr_groups"] = serde_json::to_value(&t.groups)?;
+    config["tps_init"] = serde_json::to_value(t.tps_init)?;
+    config["zero_init_residual"] = t.zero_init_residual.into();
+    config["grad_clip"] = t.grad_clip.into();
+    config["aux_ctc"] = t.aux_ctc.into();
     if let Some(p) = &cfg.init_from {
         config["init_from"] = p.display().to_string().into();
     }
@@ -331,102 +392,19 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         config["recal_images"] = cfg.recal_images.into();
     }
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
-    if cfg.train.resume {
-        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.train.out.join("config.json")).context("--resume: reading config.json")?)?;
+    if t.resume {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.out.join("config.json")).context("--resume: reading config.json")?)?;
         let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| k.as_str() != "iters" && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
         if !diff.is_empty() {
             bail!("--resume with different settings: {}", diff.join("; "));
         }
     }
-    crate::io::write_atomic(&cfg.train.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    crate::io::write_atomic(&t.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())
+}
 
-    let dev = cfg.train.device;
-    tch::manual_seed(cfg.train.seed as i64);
-    let mut vs = VarStore::new(dev);
-    let net = SuperNet::new(&vs.root(), &space);
-    let aux = crate::train::AuxCtc::new(&vs.root(), &space.base, cfg.train.aux_ctc)?;
-    crate::nn::init_tps(&vs, &space.base, cfg.train.tps_init);
-    if cfg.train.zero_init_residual {
-        crate::nn::zero_init_residual(&vs, &space.base);
-    }
-    let mut avs = VarStore::new(dev);
-    let alphas: Vec<Tensor> = space
-        .edges
-        .iter()
-        .map(|e| crate::ops::torch::path(&avs.root(), &format!("arch.{}", e.path)).var("alpha", &[e.candidates.len() as i64], tch::nn::Init::Randn { mean: 0.0, stdev: 1e-3 }))
-        .collect();
-    if let (Some(file), false) = (&cfg.init_from, cfg.train.resume) {
-        let (copied, transferred) = warm_start(&vs, &space, file)?;
-        log(&cfg.train.out, progress, &format!("--init-from {}: {copied} variables copied, {transferred} transferred to other candidates", file.display()))?;
-    }
-    let mut wopt = Optimizer::with(&vs, cfg.train.optimizer, cfg.train.schedule, &cfg.train.groups);
-    let mut aopt = Optimizer::new(&avs, OptimKind::Adam { lr: cfg.hyper.arch_lr, beta1: 0.0, beta2: 0.999, eps: 1e-8, weight_decay: cfg.hyper.arch_weight_decay });
-    let (mut start, mut arch_steps) = (0u64, 0u64);
-    if cfg.train.resume {
-        let wf = WeightFile::read(&ckpt_path)?;
-        for store in [&mut vs, &mut avs] {
-            let mut vars = store.variables();
-            tch::no_grad(|| -> Result<()> {
-                for (name, t) in vars.iter_mut() {
-                    let saved = wf.tensors.get(name).with_context(|| format!("{}: {name} missing", ckpt_path.display()))?;
-                    t.copy_(&Tensor::from_slice(&saved.data).reshape(t.size()).to_device(dev));
-                }
-                Ok(())
-            })?;
-        }
-        let num = |k: &str| -> Result<i64> { wf.metadata.get(k).and_then(|v| v.parse().ok()).with_context(|| format!("{}: metadata {k}", ckpt_path.display())) };
-        start = num("iteration")? as u64;
-        arch_steps = num("arch_steps")? as u64;
-        wopt.load_state(&wf, num("weight_steps")?)?;
-        aopt.load_state(&wf, arch_steps as i64)?;
-    }
-
-    // Data: every source split into a training part and a held-out part for the architecture steps.
-    let data = TrainData::open(&cfg.train, &space.base)?;
-    let every = cfg.hyper.held_out_every;
-    let sizes: Vec<usize> = data.sources.iter().map(|m| m.iter().map(|x| x.1).sum()).collect();
-    if let Some(n) = sizes.iter().find(|&&n| n < every) {
-        bail!("a training source has {n} samples: the held-out split (every {every}th) needs at least {every}");
-    }
-    let train_sizes: Vec<usize> = sizes.iter().map(|n| n - n / every).collect();
-    let held_sizes: Vec<usize> = sizes.iter().map(|n| n / every).collect();
-    let ratios = data.ratios.clone();
-    let wstream = TrainStream::new(train_sizes, &ratios, cfg.train.batch_size, cfg.train.seed)?;
-    let astream = TrainStream::new(held_sizes, &ratios, cfg.train.batch_size, cfg.train.seed ^ 0xA2C5)?;
-    let pre = Preprocess::from_arch(&space.base);
-    let codec = LabelCodec::from_arch(&space.base);
-    let valid = data.valid.clone();
-    // The evolution's fitness: inherited validation accuracy after BatchNorm recalibration on training images.
-    let base_choice = space.choice_of(&space.base)?;
-    let scorer = match cfg.strategy {
-        Strategy::Proxyless => None,
-        Strategy::Evolution(_) => Some(Scorer {
-            recal: super::inherit::recal_batches(&data, cfg.recal_images, cfg.train.batch_size, cfg.train.seed, pre, dev)?,
-            valid: valid.clone(),
-            codec: codec.clone(),
-            pre,
-            batch_size: cfg.train.batch_size,
-            device: dev,
-        }),
-    };
-    let datasets = data.datasets.clone();
-    let sources = Arc::new(data.sources);
-    let (iters, s1) = (cfg.train.iters, sources.clone());
-    let wloader = Prefetcher::spawn(datasets.clone(), pre, cfg.train.workers.max(1), crate::data::loader::BadImages::Substitute, move |j| {
-        let i = start + j;
-        (i < iters).then(|| wstream.batch(i).into_iter().map(|(s, t)| locate(&s1[s], train_index(t, every))).collect())
-    });
-    let a0 = arch_steps;
-    let amax = cfg.train.iters / cfg.hyper.arch_every.max(1) + 1;
-    let aloader = Prefetcher::spawn(datasets.clone(), pre, 1, crate::data::loader::BadImages::Substitute, move |j| {
-        let a = a0 + j;
-        (a < amax).then(|| astream.batch(a).into_iter().map(|(s, h)| locate(&sources[s], held_index(h, every))).collect())
-    });
-    let mut aloader = aloader.into_iter();
-
-    progress.start(cfg.train.iters, "iters");
-    progress.set_position(start.min(cfg.train.iters));
-    log(&cfg.train.out, progress, &format!(
+/// The log's first line of a (resumed) search.
+fn started_line(cfg: &SearchConfig, space: &Space, start: u64, has_table: bool, target: f64) -> String {
+    format!(
         "search {} {}: space {} ({} edges, parts {:?}), iterations {start}..{}, batch {}, preset {}, {}, seed {}",
         if cfg.train.resume { "resumed" } else { "started" },
         cfg.train.out.display(),
@@ -436,202 +414,21 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
         cfg.train.iters,
         cfg.train.batch_size,
         cfg.hyper.preset,
-        match (cfg.hyper.latency, costs.is_some()) {
+        match (cfg.hyper.latency, has_table) {
             (LatencyLoss::Off, false) => "latency term off".to_string(),
             (LatencyLoss::Off, true) => format!("latency term off (table for the metrics, reference {target:.3} ms)"),
             _ => format!("target {target:.3} ms"),
         },
         cfg.train.seed
-    ))?;
-
-    // The edge and candidate owning each supernet variable (`{edge}.ops.{i}.*`), worked out once.
-    let owner: std::collections::HashMap<String, (usize, usize)> =
-        vs.variables().into_keys().filter_map(|name| candidate_of(&space, &name).map(|(e, i, _)| (e, i)).map(|owner| (name, owner))).collect();
-    let to_tensor = |b: &Batch| Tensor::from_slice(&b.images).view([b.labels.len() as i64, pre.channels as i64, pre.height as i64, pre.width as i64]).to_device(dev);
-    let wall = Instant::now();
-    let mut iteration = start;
-    let mut best: Option<f64> = None;
-    let mut loss_sum = (0.0, 0usize);
-    // `--log-every`'s window: loss sum and count, and when it began.
-    let mut window = (0.0, 0usize, Instant::now());
-    let mut last = String::new();
-    for batch in wloader {
-        let batch = batch?;
-        let images = to_tensor(&batch);
-        let mut path_rng = Rng::for_item(cfg.train.seed, 0x5EA, iteration);
-        let paths = match cfg.strategy {
-            Strategy::Proxyless => mechanics::sample_paths(&alphas, &mut path_rng),
-            Strategy::Evolution(_) => crate::latency::sample::uniform_choice(&space, &mut path_rng),
-        };
-        wopt.zero_grad();
-        let loss = crate::train::loss_with_aux(&codec, &images, &batch.labels, aux.as_ref(), |t| net.forward_with_features(&images, t, true, &Route::Paths(&paths)));
-        let lv = loss.double_value(&[]);
-        if !lv.is_finite() {
-            bail!("iteration {}: the weight loss is {lv}", iteration + 1);
-        }
-        // Only the sampled path gets gradients and is stepped: other candidates keep their weights and
-        // optimizer state, and hold no gradient tensor (memory of one path's gradients, not every candidate's).
-        let on_path = |name: &str| owner.get(name).is_none_or(|&(e, i)| paths[e] == i);
-        wopt.backward_for(&loss, on_path);
-        wopt.clip_grad_norm(cfg.train.grad_clip);
-        wopt.step_only(on_path);
-        iteration += 1;
-        loss_sum = (loss_sum.0 + lv, loss_sum.1 + 1);
-
-        if cfg.strategy == Strategy::Proxyless && iteration > cfg.hyper.warmup_iters && (iteration - cfg.hyper.warmup_iters) % cfg.hyper.arch_every.max(1) == 0 {
-            let ab = aloader.next().context("the held-out stream ended early")??;
-            let aimages = to_tensor(&ab);
-            let pairs = mechanics::sample_pairs(&alphas, &mut Rng::for_item(cfg.train.seed, 0xA2C, arch_steps));
-            let g = gates(&pairs, dev);
-            aopt.zero_grad();
-            // The same objective as the weight steps (with `--aux-ctc`, attention CE + W x CTC): the
-            // architecture is chosen for what training minimises. On the attention decoder's plateau the CE alone
-            // says little about the extractor's ops; the auxiliary CTC term reads them directly.
-            let objective = crate::train::loss_with_aux(&codec, &aimages, &ab.labels, aux.as_ref(), |t| net.forward_with_features(&aimages, t, true, &Route::Gates(&pairs, &g)));
-            // Only a latency term needs E[lat] in the graph (with the term off a table serves the metrics alone).
-            // 'two' mode: each edge's probabilities are the sampled pair's, renormalised (the reference's
-            // expected latency in this mode), so the latency gradient reaches exactly the logits Eq. 1 updates.
-            let expected = costs.as_ref().filter(|_| cfg.hyper.latency != LatencyLoss::Off).map(|c| mechanics::expected_latency_of_pairs(c, &alphas, &pairs));
-            let al = arch_loss(&objective, cfg.hyper.ce_weight, cfg.hyper.latency, expected.as_ref(), target);
-            let (objective_value, loss_value) = (objective.double_value(&[]), al.double_value(&[]));
-            finish_arch_step(&alphas, &pairs, &g, &al, &mut aopt);
-            wopt.zero_grad();
-            arch_steps += 1;
-            let rec = serde_json::json!({ "arch_step": arch_steps, "iteration": iteration, "objective": objective_value, "loss": loss_value, "probs": probs_of(&alphas) });
-            crate::io::append_line(&cfg.train.out.join("probs.jsonl"), &rec.to_string())?;
-        }
-        progress.set_position(iteration);
-        progress.message(&format!("loss {lv:.4}{last}"));
-        window = (window.0 + lv, window.1 + 1, window.2);
-        if cfg.train.log_every > 0 && iteration % cfg.train.log_every == 0 && iteration % cfg.train.valid_every.max(1) != 0 {
-            let per_iter = window.2.elapsed().as_secs_f64() / window.1.max(1) as f64;
-            let expected = costs.as_ref().map_or(String::new(), |c| format!(", E[lat] {:.3} ms", tch::no_grad(|| expected_latency(c, &alphas).double_value(&[]))));
-            // A --max-time stop comes first when it is nearer.
-            let eta = cfg.train.max_time.map_or(f64::INFINITY, |m| m.saturating_sub(wall.elapsed()).as_secs_f64()).min(per_iter * cfg.train.iters.saturating_sub(iteration) as f64);
-            let line = format!(
-                "[{iteration}/{}] loss {:.4}, {arch_steps} arch steps{expected}, {:.2} s/iter, eta {}",
-                cfg.train.iters,
-                window.0 / window.1.max(1) as f64,
-                per_iter,
-                crate::progress::duration(eta)
-            );
-            log(&cfg.train.out, progress, &line)?;
-            window = (0.0, 0, Instant::now());
-        }
-
-        let out_of_time = cfg.train.max_time.is_some_and(|m| wall.elapsed() >= m);
-        let at_end = iteration == cfg.train.iters || out_of_time;
-        if iteration % cfg.train.valid_every.max(1) == 0 || at_end {
-            let name = format!("{}-searched", space.base.name);
-            // The evolution has no argmax: its validation follows the space spec's own path.
-            let (arch, ops) = match cfg.strategy {
-                Strategy::Proxyless => argmax_arch(&space, &alphas, &name)?,
-                Strategy::Evolution(_) => (space.base.clone(), space.ops_at(&base_choice)),
-            };
-            let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
-            let argmax_ms = costs.as_ref().map(|c| argmax_latency(c, &space, &ops));
-            let mut acc = None;
-            if let Some(scorer) = &scorer {
-                acc = Some(scorer.score(&vs, &space, &base_choice)?.accuracy);
-            } else if !valid.is_empty() {
-                let wf = inherit(&vs, &space, &ops, &arch)?;
-                let mut fvs = VarStore::new(dev);
-                let fnet = crate::nn::StrNet::new(&fvs.root(), &arch);
-                crate::nn::weights::load_model(&mut fvs, &arch, &wf, Path::new("supernet"))?;
-                let scores = crate::eval::tch_eval::score(&fnet, &codec, &pre, valid.clone(), cfg.train.batch_size, cfg.train.device, 1, |_, _| {})?;
-                let mut total = crate::eval::metrics::Score::default();
-                scores.iter().for_each(|s| total.merge(s));
-                acc = Some(total.accuracy());
-            }
-            if acc > best {
-                best = acc;
-            }
-            let params = crate::ops::summarize(&crate::ops::inventory(&arch)).params;
-            let mean_loss = loss_sum.0 / loss_sum.1.max(1) as f64;
-            loss_sum = (0.0, 0);
-            let rec = serde_json::json!({ "iteration": iteration, "loss": mean_loss, "arch_steps": arch_steps, "valid_accuracy": acc, "expected_ms": expected_ms, "argmax_ms": argmax_ms, "params": params, "ops": ops.iter().map(|o| o.to_string()).collect::<Vec<_>>() });
-            crate::io::append_line(&cfg.train.out.join("metrics.jsonl"), &rec.to_string())?;
-            if cfg.strategy == Strategy::Proxyless {
-                write_arch(&cfg.train.out.join(ARCH), &arch, &space.base.name, &cfg.hyper, iteration)?;
-            }
-            save_checkpoint(&ckpt_path, &vs, &avs, &wopt, &aopt, iteration, arch_steps)?;
-            let which = if scorer.is_some() { "space spec's path (BN recalibrated)" } else { "argmax" };
-            last = format!(
-                " | {which} val acc {} | E[lat] {} | {which} lat {}",
-                acc.map_or("-".into(), |a| format!("{a:.1}%")),
-                expected_ms.map_or("-".into(), |e| format!("{e:.3} ms")),
-                argmax_ms.map_or("-".into(), |e| format!("{e:.3} ms"))
-            );
-            log(&cfg.train.out, progress, &format!("[{iteration}/{}] loss {mean_loss:.4}, {arch_steps} arch steps{last}, {} params", cfg.train.iters, params))?;
-            window = (0.0, 0, Instant::now());
-        }
-        if out_of_time {
-            log(&cfg.train.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
-            break;
-        }
-    }
-    progress.finish();
-    let mut evolution = None;
-    if let (Strategy::Evolution(settings), Some(scorer), Some(costs)) = (cfg.strategy, &scorer, &costs) {
-        if iteration >= cfg.train.iters {
-            let phase = super::one_shot::Phase {
-                out: &cfg.train.out,
-                space: &space,
-                costs,
-                limit_ms: target,
-                settings,
-                seed: cfg.train.seed,
-                iteration,
-                deadline: cfg.train.max_time.map(|m| (wall, m)),
-            };
-            evolution = super::one_shot::run(&phase, &vs, scorer, progress, &mut |p, line| log(&cfg.train.out, p, line))?;
-        }
-        let report = |arch_ms: Option<f64>, acc: Option<f64>| SearchReport {
-            start_iteration: start,
-            final_iteration: iteration,
-            arch_steps,
-            probs: vec![],
-            arch: cfg.train.out.join(ARCH),
-            expected_ms: None,
-            argmax_ms: arch_ms,
-            target_ms: target,
-            best_accuracy: acc,
-            evolution: None,
-        };
-        return Ok(match evolution {
-            Some(o) => SearchReport { evolution: Some(o.clone()), ..report(Some(o.best.latency_ms), Some(o.best.fitness)) },
-            None => report(None, best),
-        });
-    }
-    let probs = space.edges.iter().zip(probs_of(&alphas)).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
-    let expected_ms = costs.as_ref().map(|c| tch::no_grad(|| expected_latency(c, &alphas).double_value(&[])));
-    let (_, ops) = argmax_arch(&space, &alphas, &format!("{}-searched", space.base.name))?;
-    let argmax_ms = costs.as_ref().map(|c| argmax_latency(c, &space, &ops));
-    Ok(SearchReport { start_iteration: start, final_iteration: iteration, arch_steps, probs, arch: cfg.train.out.join(ARCH), expected_ms, argmax_ms, target_ms: target, best_accuracy: best, evolution })
+    )
 }
 
-fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {
+pub(super) fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {
     let mut spec = arch.spec.clone();
     spec.description = Some(format!("searched by strnas search (preset {}, iteration {iteration}) in the space of {base}", hyper.preset));
     let text = crate::spec::emit::to_yaml(&spec, &[format!("Written by `strnas search` at iteration {iteration}: the argmax op of every searched cell.")]);
     crate::spec::resolve(&crate::spec::parse(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     crate::io::write_atomic(path, text.as_bytes())
-}
-
-fn save_checkpoint(path: &Path, vs: &VarStore, avs: &VarStore, wopt: &Optimizer, aopt: &Optimizer, iteration: u64, arch_steps: u64) -> Result<()> {
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "strnas-search-checkpoint".to_string());
-    meta.insert("iteration".to_string(), iteration.to_string());
-    meta.insert("arch_steps".to_string(), arch_steps.to_string());
-    meta.insert("weight_steps".to_string(), wopt.steps.to_string());
-    let mut wf = crate::nn::weights::weight_file(vs, meta)?;
-    for (n, t) in avs.variables() {
-        wf.tensors.insert(n, crate::nn::weights::to_named(&t)?);
-    }
-    for (n, t) in wopt.state_tensors().into_iter().chain(aopt.state_tensors()) {
-        wf.tensors.insert(n, crate::nn::weights::to_named(&t)?);
-    }
-    wf.write(path)
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use crate::nn::weights as checkpoint;
 pub(crate) mod data;
 pub mod optim;
 mod run_dir;
+pub mod run_loop;
 mod trainer;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -35,6 +35,7 @@ use crate::progress::Progress;
 use data::TrainData;
 use optim::OptimKind;
 use run_dir::RunDir;
+use run_loop::{Cadence, LogWindow, Stop};
 use trainer::{Diagnostics, Meter, Trainer, Validation};
 
 pub const MODEL_SPEC: &str = "model.yaml";
@@ -100,6 +101,10 @@ pub struct TrainReport {
     pub best_accuracy: Option<f64>,
     pub best_norm_ed: Option<f64>,
     pub out: PathBuf,
+    /// Why the run ended: its last iteration, `--max-time` or a stop signal (the checkpoint holds
+    /// `final_iteration` either way).
+    #[serde(skip)]
+    pub stop: Stop,
 }
 
 /// The training loss of a batch: CTC (zero_infinity, mean over targets) on log-softmax, or cross-entropy
@@ -211,10 +216,8 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
     let start = state.iteration;
     let stream = data.stream(cfg.batch_size, state.seed)?;
     let resumed = run.resumed.is_some();
-    let mut trainer = Trainer::new(cfg, run, &state, data.valid.clone())?;
+    let trainer = Trainer::new(cfg, run, &state, data.valid.clone())?;
 
-    progress.start(cfg.iters, "iters");
-    progress.set_position(start.min(cfg.iters));
     log(&cfg.out, progress, &format!(
         "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, lr schedule {}, seed {}, device {:?}",
         trainer.arch.name,
@@ -249,45 +252,19 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
         best_accuracy: trainer.best.accuracy,
         best_norm_ed: trainer.best.norm_ed,
         out: cfg.out.clone(),
+        stop: Stop::Done,
     };
     let loader = data.loader(stream, start, cfg.iters, trainer.pre, cfg.workers);
-    let mut meter = Meter::default();
-    let mut last_val = String::new();
-    let mut iteration = start;
-    let wall = Instant::now();
-    let mut loader = loader.into_iter();
-    loop {
-        let waited = Instant::now();
-        let Some(batch) = loader.next() else { break };
-        meter.wait_secs += waited.elapsed().as_secs_f64();
-        let diagnose = cfg.log_every > 0 && (iteration + 1) % cfg.log_every == 0;
-        let (lv, diag) = trainer.step(&batch?, iteration + 1, &mut meter, diagnose)?;
-        iteration += 1;
-        if let Some(d) = diag {
-            log_diagnostics(&cfg.out, progress, iteration, cfg.iters, &d, &meter)?;
-        }
-        report.losses.push(lv);
-        progress.set_position(iteration);
-        progress.message(&format!("loss {lv:.4}{last_val}"));
-
-        let out_of_time = cfg.max_time.is_some_and(|m| wall.elapsed() >= m);
-        let at_end = iteration == cfg.iters || out_of_time;
-        if iteration % cfg.valid_every.max(1) == 0 || at_end {
-            if let Some(v) = end_window(&mut trainer, iteration, &mut meter, progress)? {
-                last_val = format!(" | val acc {:.1}% ned {:.3}", v.accuracy, v.norm_ed);
-            }
-        }
-        if out_of_time {
-            log(&cfg.out, progress, &format!("stopped at iteration {iteration}: --max-time reached (continue with --resume)"))?;
-            break;
-        }
-    }
-    progress.finish();
+    let mut job = TrainJob { trainer, meter: Meter::default(), losses: vec![], diagnostics: None };
+    let outcome = run_loop::run(&Cadence::of(cfg), start, loader, &mut job, progress, &mut |p, line| log(&cfg.out, p, line))?;
+    let TrainJob { trainer, meter, losses, .. } = job;
+    report.losses = losses;
     for line in crate::data::loader::bad_image_report(&data.datasets, "replaced by the next sample of their dataset") {
         log(&cfg.out, progress, &line)?;
     }
     report.bad_images = data.datasets.iter().map(|d| d.bad_images().len()).sum();
-    report.final_iteration = iteration;
+    report.final_iteration = outcome.iteration;
+    report.stop = outcome.stop;
     report.images_per_sec = meter.images_per_sec();
     report.images_per_sec_with_data = meter.images_per_sec_with_data();
     report.best_accuracy = trainer.best.accuracy;
@@ -295,8 +272,39 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
     Ok(report)
 }
 
-/// Writes a `--log-every` line to `log.txt` (and as a note) and its record to `steps.jsonl`.
-fn log_diagnostics(out: &Path, progress: &mut dyn Progress, iteration: u64, iters: u64, d: &Diagnostics, meter: &Meter) -> Result<()> {
+/// `strnas train` as a [`run_loop::Job`]: the trainer's steps, diagnostics lines and validation windows.
+struct TrainJob<'a> {
+    trainer: Trainer<'a>,
+    meter: Meter,
+    /// The loss of every step of this run.
+    losses: Vec<f64>,
+    /// The last logged step's diagnostics, for its line.
+    diagnostics: Option<Diagnostics>,
+}
+
+impl run_loop::Job for TrainJob<'_> {
+    fn step(&mut self, batch: crate::data::loader::Batch, iteration: u64, waited: f64, logged: bool) -> Result<f64> {
+        self.meter.wait_secs += waited;
+        let (loss, diagnostics) = self.trainer.step(&batch, iteration, &mut self.meter, logged)?;
+        self.losses.push(loss);
+        self.diagnostics = diagnostics;
+        Ok(loss)
+    }
+
+    fn log_line(&mut self, iteration: u64, _window: &LogWindow) -> Result<Option<String>> {
+        let d = self.diagnostics.take().context("a logged step without diagnostics")?;
+        diagnostics_line(self.trainer.out(), iteration, self.trainer.iters(), &d, &self.meter).map(Some)
+    }
+
+    fn end_window(&mut self, iteration: u64, progress: &mut dyn Progress) -> Result<String> {
+        Ok(end_window(&mut self.trainer, iteration, &mut self.meter, progress)?
+            .map(|v| format!(" | val acc {:.1}% ned {:.3}", v.accuracy, v.norm_ed))
+            .unwrap_or_default())
+    }
+}
+
+/// A `--log-every` line (the loop writes it to `log.txt`); writes its record to `steps.jsonl`.
+fn diagnostics_line(out: &Path, iteration: u64, iters: u64, d: &Diagnostics, meter: &Meter) -> Result<String> {
     let parts = d.parts.iter().map(|(p, n)| format!("{p} {n:.3}")).collect::<Vec<_>>().join(", ");
     let drift = d.fiducial_drift.map(|v| format!(", TPS drift {v:.3}")).unwrap_or_default();
     let wait = 100.0 * meter.wait_secs / (meter.wait_secs + meter.train_secs).max(1e-9);
@@ -307,13 +315,13 @@ fn log_diagnostics(out: &Path, progress: &mut dyn Progress, iteration: u64, iter
         d.grad_norm,
         meter.images_per_sec()
     );
-    log(out, progress, &line)?;
     let rec = serde_json::json!({
         "iteration": iteration, "loss": d.loss, "lr": d.lr, "grad_norm": d.grad_norm,
         "grad_norm_by_part": d.parts.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "fiducial_drift": d.fiducial_drift, "images_per_sec": meter.images_per_sec(), "data_wait_share": wait / 100.0,
     });
-    crate::io::append_line(&out.join("steps.jsonl"), &rec.to_string())
+    crate::io::append_line(&out.join("steps.jsonl"), &rec.to_string())?;
+    Ok(line)
 }
 
 /// Ends a validation window after `iteration`: validates (saving best weights), writes the checkpoint, then
