@@ -43,8 +43,9 @@ fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     penalty). Fitness: inherited validation accuracy after BatchNorm recalibration on --recal-images training \
     images. It writes evolution.jsonl (every candidate scored), pareto/ (the Pareto set as specs), \
     evolution.json and arch.yaml (the fittest within the limit).\n\n\
-    The run directory (--out) receives arch.yaml (the argmax architecture: train, export and bench take it as \
-    it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
+    The run directory (--out) receives arch.yaml (proxyless: the argmax architecture; with a latency term, \
+    the most probable architecture whose predicted latency is within the target, the argmax moved one cell at \
+    a time to cheaper ops where it exceeds it: train, export and bench take it as it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
     Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort -o ort.json\n  \
     strnas search arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --train-data data/train --valid-data data/valid \\\n    \
     --preset str-nas1 --latency-table ort.json --iters 2000 --batch-size 32 --out runs/search")]
@@ -252,10 +253,10 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         return Ok(exit::OK);
     }
     let against = if cfg.hyper.latency == LatencyLoss::Off { "reference (latency term off)" } else { "target" };
-    let mut t = crate::report::Table::new(["cell", "argmax", "probabilities"]);
-    for (path, names, p) in &r.probs {
+    let mut t = crate::report::Table::new(["cell", "argmax", "searched", "probabilities"]);
+    for ((path, names, p), searched) in r.probs.iter().zip(&r.searched) {
         let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0);
-        t.row([path.clone(), names[best].clone(), names.iter().zip(p).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join("  ")]);
+        t.row([path.clone(), names[best].clone(), searched.clone(), names.iter().zip(p).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join("  ")]);
     }
     print!("{}", t.render());
     println!(
@@ -265,7 +266,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         r.arch_steps,
         r.expected_ms.map(|e| format!(", expected latency {e:.3} ms")).unwrap_or_default(),
         r.argmax_ms.map(|e| format!(", searched network {e:.3} ms predicted ({:+.1}% of the {:.3} ms {against})", (e / r.target_ms - 1.0) * 100.0, r.target_ms)).unwrap_or_default(),
-        r.best_accuracy.map(|a| format!(", best argmax validation accuracy {a:.1}%")).unwrap_or_default(),
+        r.best_accuracy.map(|a| format!(", best validation accuracy of the searched network {a:.1}%")).unwrap_or_default(),
         r.arch.display()
     );
     if let Some(note) = undecided(&r.probs) {

@@ -116,9 +116,15 @@ impl Supernet {
         self.alphas.iter().map(|a| softmax(&mechanics::logits_of(a))).collect()
     }
 
-    /// The candidate of highest probability at every edge.
-    pub fn argmax(&self) -> Vec<usize> {
-        self.probs().iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0)).collect()
+    /// The searched architecture: the candidate of highest probability at every edge; with a latency term and
+    /// its table, the most probable architecture within the target (a hard limit on the table's prediction,
+    /// [`mechanics::most_probable_within`]). Returns the choice and whether the argmax had to move.
+    pub fn searched(&self, cfg: &SearchConfig, costs: Option<&EdgeCosts>, target: f64) -> (Vec<usize>, bool) {
+        let probs = self.probs();
+        match costs.filter(|_| cfg.hyper.latency != LatencyLoss::Off) {
+            Some(c) => mechanics::most_probable_within(&probs, c, target),
+            None => (probs.iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0)).collect(), false),
+        }
     }
 
     /// E[latency] under the current probabilities.
@@ -176,11 +182,11 @@ impl SupernetJob<'_> {
         crate::io::append_line(&cfg.train.out.join("probs.jsonl"), &rec.to_string())
     }
 
-    /// The path validated and checkpointed: the argmax (proxyless) or the space spec's own (evolution, which
-    /// has no argmax).
+    /// The path validated and checkpointed: the searched architecture (proxyless, [`Supernet::searched`]) or
+    /// the space spec's own (evolution, which has no argmax).
     fn validated_choice(&self) -> Result<Vec<usize>> {
         match self.cfg.strategy {
-            Strategy::Proxyless => Ok(self.net.argmax()),
+            Strategy::Proxyless => Ok(self.net.searched(self.cfg, self.costs, self.target).0),
             Strategy::Evolution(_) => self.space.choice_of(&self.space.base),
         }
     }

@@ -221,3 +221,52 @@ pub fn finish_arch_step(alphas: &[Tensor], pairs: &[Pair], gates: &[Tensor], los
         rescale(a, p, old);
     }
 }
+
+/// The most probable architecture whose predicted latency is within `limit_ms`: the argmax of `probs` when it
+/// fits, else the argmax moved greedily, one cell at a time, to a cheaper candidate, each time the move that
+/// gives up the least log-probability per millisecond saved, until it fits. When even the cheapest candidate
+/// at every cell exceeds the limit, that cheapest architecture is returned (the caller reports the excess).
+/// Returns the choice (a candidate index per edge) and whether the argmax had to move.
+pub fn most_probable_within(probs: &[Vec<f64>], costs: &EdgeCosts, limit_ms: f64) -> (Vec<usize>, bool) {
+    let mut choice: Vec<usize> = probs.iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0)).collect();
+    let mut moved = false;
+    while crate::latency::sample::predicted_ms(costs, &choice) > limit_ms {
+        let ln = |p: f64| p.max(1e-300).ln();
+        let best = costs
+            .edges
+            .iter()
+            .enumerate()
+            .flat_map(|(e, c)| {
+                let (now, p) = (choice[e], &probs[e]);
+                (0..c.len()).filter(move |&j| c[j] < c[now]).map(move |j| (e, j, (ln(p[now]) - ln(p[j])) / (c[now] - c[j])))
+            })
+            .min_by(|a, b| a.2.total_cmp(&b.2));
+        let Some((e, j, _)) = best else { break };
+        choice[e] = j;
+        moved = true;
+    }
+    (choice, moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::table::Correction;
+
+    /// Two edges of three candidates costing 1, 2, 4 ms; nothing fixed, no correction.
+    fn costs() -> EdgeCosts {
+        EdgeCosts { fixed_ms: 0.0, edges: vec![vec![1.0, 2.0, 4.0], vec![1.0, 2.0, 4.0]], correction: Correction { scale: 1.0, offset_ms: 0.0, models: 0 } }
+    }
+
+    #[test]
+    fn most_probable_within_keeps_a_fitting_argmax_and_moves_the_cheapest_loss_first() {
+        let probs = vec![vec![0.1, 0.2, 0.7], vec![0.05, 0.15, 0.8]];
+        // The argmax (4 + 4 = 8 ms) fits a limit of 8.
+        assert_eq!(most_probable_within(&probs, &costs(), 8.0), (vec![2, 2], false));
+        // Limit 6: one 4 -> 2 move (2 ms saved) suffices; edge 0 gives up ln(0.7/0.2) = 1.25 against edge 1's
+        // ln(0.8/0.15) = 1.67, so edge 0 moves.
+        assert_eq!(most_probable_within(&probs, &costs(), 6.0), (vec![1, 2], true));
+        // Below what every cell's cheapest candidate costs (2 ms): the cheapest architecture.
+        assert_eq!(most_probable_within(&probs, &costs(), 1.0), (vec![0, 0], true));
+    }
+}

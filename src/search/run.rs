@@ -3,7 +3,7 @@
 //! argmax network, checkpoints that resume to the same batches, paths and optimizer states
 //! (REFERENCE.md §2, §4).
 //!
-//! The run directory holds `arch.yaml` (the argmax architecture, rewritten at every validation and at the
+//! The run directory holds `arch.yaml` (the searched architecture, [`super::job::Supernet::searched`], rewritten at every validation and at the
 //! end), `supernet.safetensors` (weights, logits and both optimizers' states, the checkpoint), `probs.jsonl`
 //! (every edge's softmax after every architecture step, with that step's objective and loss), `metrics.jsonl`,
 //! `log.txt` and `config.json` (the resolved hyper-parameters).
@@ -123,9 +123,11 @@ pub struct SearchReport {
     pub arch_steps: u64,
     /// Final probabilities per edge (path, candidates, probabilities).
     pub probs: Vec<(String, Vec<String>, Vec<f64>)>,
+    /// The searched op per edge (`arch.yaml`'s; proxyless only).
+    pub searched: Vec<String>,
     pub arch: PathBuf,
     pub expected_ms: Option<f64>,
-    /// The argmax network's predicted latency (the table's prediction for `arch`): what the searched spec will
+    /// The searched network's predicted latency (the table's prediction for `arch`): what the searched spec will
     /// cost, as against the expectation over the probabilities.
     pub argmax_ms: Option<f64>,
     /// The latency target (0 without a latency term).
@@ -283,7 +285,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let wall = Instant::now();
     let end = run_loop::run(&Cadence::of(&cfg.train), start, wloader, &mut job, progress, &mut |p, line| log(out, p, line))?;
     let SupernetJob { net, scorer, best, .. } = job;
-    let report = SearchReport { start_iteration: start, final_iteration: end.iteration, arch_steps: net.arch_steps, probs: vec![], arch: out.join(ARCH), expected_ms: None, argmax_ms: None, target_ms: target, best_accuracy: best, evolution: None, stop: end.stop };
+    let report = SearchReport { start_iteration: start, final_iteration: end.iteration, arch_steps: net.arch_steps, probs: vec![], searched: vec![], arch: out.join(ARCH), expected_ms: None, argmax_ms: None, target_ms: target, best_accuracy: best, evolution: None, stop: end.stop };
     match (cfg.strategy, &costs) {
         (Strategy::Evolution(settings), Some(costs)) => {
             let scorer = scorer.context("the evolution needs --valid-data")?;
@@ -299,9 +301,14 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             })
         }
         _ => {
-            let argmax = net.argmax();
+            let (argmax, moved) = net.searched(cfg, costs.as_ref(), target);
+            if moved {
+                let (ms, name) = (costs.as_ref().map_or(0.0, |c| predicted_ms(c, &argmax)), out.join(ARCH));
+                log(out, progress, &format!("the argmax exceeded the {target:.3} ms target: {} holds the most probable architecture within it ({ms:.3} ms predicted)", name.display()))?;
+            }
             let probs = space.edges.iter().zip(net.probs()).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
-            Ok(SearchReport { probs, expected_ms: costs.as_ref().map(|c| net.expected_ms(c)), argmax_ms: costs.as_ref().map(|c| predicted_ms(c, &argmax)), ..report })
+            let searched = space.ops_at(&argmax).iter().map(|o| o.to_string()).collect();
+            Ok(SearchReport { probs, searched, expected_ms: costs.as_ref().map(|c| net.expected_ms(c)), argmax_ms: costs.as_ref().map(|c| predicted_ms(c, &argmax)), ..report })
         }
     }
 }
