@@ -248,9 +248,11 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         recal_images: a.recal_images,
     };
     let r = crate::search::search(&cfg, &mut Bars::new())?;
+    // A stop signal in either phase (weight steps or evolution): 128 + its number, the checkpoint on disk.
+    let done = crate::train::run_loop::stop_signal().map_or(exit::OK, crate::train::run_loop::signal_exit_code);
     if let Strategy::Evolution(_) = cfg.strategy {
         print_evolution(&r);
-        return Ok(exit::OK);
+        return Ok(done);
     }
     let against = if cfg.hyper.latency == LatencyLoss::Off { "reference (latency term off)" } else { "target" };
     let mut t = crate::report::Table::new(["cell", "argmax", "searched", "probabilities"]);
@@ -272,7 +274,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     if let Some(note) = undecided(&r.probs) {
         println!("{note}");
     }
-    Ok(exit::OK)
+    Ok(done)
 }
 
 /// The evolution's result: the fittest candidate against the space spec, or where the run stopped.
