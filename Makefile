@@ -2,9 +2,9 @@
 #
 #   make deps        install PyTorch 2.13.0 + onnxruntime 1.31.1 into $(STRNAS_CACHE) (idempotent; GPU=1 for
 #                    onnxruntime-gpu; NO_TORCH=1 skips PyTorch)
-#   make build       build strnas (with libtorch; rpath baked in, no LD_LIBRARY_PATH needed)
-#   make build-deploy  build the libtorch-free deployment binary (--no-default-features)
-#   make build-release optimised build (what `strnas bench` figures should come from; the gate uses it)
+#   make build       build strnas, optimised (with libtorch; rpath baked in, no LD_LIBRARY_PATH needed); the
+#                    tests, the demo and the gate all use this one release build
+#   make build-deploy  build the libtorch-free deployment binary (--no-default-features) into target/deploy
 #   make demo        the main job on built-in defaults
 #   make test        the test suite (what CI runs)
 #   make bench       criterion benchmarks
@@ -23,7 +23,6 @@ export GPU
 
 # Every recipe that builds or runs loads the environment printed by scripts/deps.sh (fast once installed).
 ENV = source <(scripts/deps.sh)
-BIN = $(CARGO_TARGET_DIR)/debug/strnas
 DEPLOY_BIN = $(CARGO_TARGET_DIR)/deploy/strnas
 RELEASE_BIN = $(CARGO_TARGET_DIR)/release/strnas
 
@@ -37,14 +36,16 @@ deps:
 	$(ENV) && echo "deps: libtorch $$LIBTORCH" && echo "deps: onnxruntime $$ORT_DYLIB_PATH"
 
 build:
-	$(ENV) && cargo build --bins
-
-build-deploy:
-	$(ENV) && cargo build --no-default-features --bins && mkdir -p $(dir $(DEPLOY_BIN)) \
-	  && cp $(CARGO_TARGET_DIR)/debug/strnas $(DEPLOY_BIN).tmp && mv $(DEPLOY_BIN).tmp $(DEPLOY_BIN)
-
-build-release:
 	$(ENV) && cargo build --release --bins
+
+# The deployment binary is built in target/release too (sharing its dependencies), copied out, and the
+# libtorch binary put back (no recompilation: both builds' artifacts stay in target/release/deps).
+build-deploy:
+	$(ENV) && cargo build --release --no-default-features --bins && mkdir -p $(dir $(DEPLOY_BIN)) \
+	  && cp $(RELEASE_BIN) $(DEPLOY_BIN).tmp && mv $(DEPLOY_BIN).tmp $(DEPLOY_BIN) && cargo build --release --bins
+
+# (kept as a name for `make build`)
+build-release: build
 
 demo: build-release
 	$(ENV) && scripts/demo.sh $(RELEASE_BIN)

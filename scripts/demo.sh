@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults (`make demo`): environment report, the architecture specs, then a small
 # end-to-end run: render synthetic word images into LMDB, train a tiny model for a few minutes, evaluate it on
-# a held-out set, search an architecture in the same model's space (one-shot supernet + evolution under a
-# latency limit predicted for onnxruntime), retrain and evaluate the searched model, bench both and summarise (DEMO_SEARCH=0 skips the search). Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
+# a held-out set, search an architecture in the same model's space (ProxylessNAS, latency target predicted for
+# onnxruntime), retrain and evaluate the searched model, bench both and summarise (DEMO_SEARCH=0 skips the search). Outputs go to runs/demo (DEMO_DIR to change; it is replaced on every run).
 set -euo pipefail
 BIN=${1:-strnas}
 cd "$(dirname "$0")/.."
@@ -57,21 +57,19 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
     "$BIN" latency build arch_specs/tiny/tiny-crnn-ctc.yaml --runtime ort --threads 1 --fit-random 4 \
       --fit-specs arch_specs/tiny/tiny-crnn-ctc.yaml -o "$DIR/latency-ort.json"
 
-    # The supernet starts from the baseline just trained (--init-from: every path without identity computes it),
-    # so the architecture steps compare ops of a network that reads; the target-seeking latency form pulls the
-    # expected latency onto the target from either side.
-    # The supernet starts from the baseline just trained (--init-from: every path without identity computes it).
-    # Its weight steps train uniformly sampled paths; then an evolution over it keeps the fittest architecture
-    # (inherited validation accuracy after BatchNorm recalibration) whose predicted latency stays within the
-    # target, a hard limit. The baseline itself is in the first population, so the search returns it unless a
-    # candidate reads better within the limit.
-    step "Search that space from the trained baseline: one-shot supernet + evolution under the latency limit = the baseline's predicted latency (strnas search --strategy evolution; at most ${DEMO_SEARCH_MINUTES:-5} minutes)"
+    # The paper's search (ProxylessNAS, str-nas1) over the baseline's extractor cells. The supernet starts from
+    # the baseline just trained (--init-from: every path without identity computes it), so the architecture
+    # steps compare ops of a network that reads; the target-seeking latency term pulls the expected latency
+    # onto the target (the baseline's predicted latency) from either side, and arch.yaml is the most probable
+    # architecture whose predicted latency is within the target (a hard limit).
+    step "Search that space from the trained baseline, latency target = the baseline's predicted latency (strnas search, ProxylessNAS; at most ${DEMO_SEARCH_MINUTES:-5} minutes)"
     "$BIN" search arch_specs/tiny/tiny-crnn-ctc.yaml --search extractor --train-data "$DIR/train" --valid-data "$DIR/valid" \
-      --strategy evolution --latency-table "$DIR/latency-ort.json" --init-from "$DIR/run/checkpoint.safetensors" \
-      "${RECIPE[@]}" --iters 300 --population 12 --generations 4 --recal-images 128 --valid-every 100 \
+      --preset str-nas1 --latency-abs 1 --arch-lr 5e-2 --warmup-iters 100 --latency-table "$DIR/latency-ort.json" \
+      --init-from "$DIR/run/checkpoint.safetensors" "${RECIPE[@]}" --iters 300 --valid-every 100 \
       --max-time "${DEMO_SEARCH_MINUTES:-5}" --out "$DIR/search"
     "$BIN" spec show "$DIR/search/arch.yaml"
-    "$BIN" latency predict "$DIR/run/model.yaml" "$DIR/search/arch.yaml" --table "$DIR/latency-ort.json"
+    "$BIN" latency predict "$DIR/run/model.yaml" "$DIR/search/arch.yaml" --table "$DIR/latency-ort.json" \
+      --json "$DIR/latency-predicted.json"
 
     step "Retrain the searched spec with the baseline's data and budget (strnas train; at most ${DEMO_MINUTES:-6} minutes)"
     "$BIN" train "$DIR/search/arch.yaml" --train-data "$DIR/train" --valid-data "$DIR/valid" \
@@ -89,13 +87,12 @@ if [[ "${DEMO_TRAIN:-1}" == "1" ]] && "$BIN" train --help >/dev/null 2>&1; then
   "$BIN" bench "${MODELS[@]}" --runtime "$RUNTIMES" --batch 1,32 --min-time 1 --eval "${EVALS[@]}" \
     --relative-to "$DIR/run/model.yaml" --json "$DIR/bench.json" --markdown "$DIR/bench.md"
   SEARCH_CHART=()
-  # (a search stopped before its evolution, e.g. with a tiny DEMO_SEARCH_MINUTES, has no candidates to draw)
-  [[ -f "$DIR/search/evolution.jsonl" ]] && SEARCH_CHART=(--search "$DIR/search")
+  [[ -f "$DIR/search/probs.jsonl" ]] && SEARCH_CHART=(--search "$DIR/search")
   "$BIN" report --bench "$DIR/bench.json" --eval "${EVALS[@]}" "${SEARCH_CHART[@]}" --train "$DIR/run" --out "$DIR/charts"
   step "Summary"
   python3 scripts/demo_summary.py "$DIR"
   echo
   echo "outputs: $DIR (run/ holds model.yaml + model.safetensors, checkpoint, log; train-preview.png shows the data;"
-  echo "         search/ the searched arch.yaml, evolution.jsonl (every candidate scored) and log; searched/ its"
+  echo "         search/ the searched arch.yaml, probs.jsonl (the architecture probabilities) and log; searched/ its"
   echo "         retraining; bench.json/bench.md the timings; charts/ the latency, accuracy and search charts)"
 fi
