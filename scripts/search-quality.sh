@@ -41,7 +41,7 @@ POPULATION=${POPULATION:-16}
 GENERATIONS=${GENERATIONS:-8}
 mkdir -p "$OUT" "$DATA" "$OUT/specs" "$OUT/runs" "$OUT/logs"
 log() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
-[[ -x $BIN ]] || { echo "search-quality: $BIN is not built (make build-release)" >&2; exit 2; }
+[[ -x $BIN ]] || { echo "search-quality: $BIN is not built (make build)" >&2; exit 2; }
 
 # One recipe for every model and for the searches' weight steps (docs/training.md): Adam 4e-3 with warm-up and
 # cosine decay, the rectifier at a tenth of the learning rate, residual cells starting as the identity; attention

@@ -2,7 +2,7 @@
 # A tiny Table 1 (issue 13; the paper's Table 1 at CPU scale): the four tiny limited-space TPS + attention
 # specs and the specs that str-nas1 (latency term on) and str-nas2 (latency term off) find in their space, each
 # retrained with the same data, recipe and number of iterations; accuracy on a held-out synthetic set and on the
-# real word crops of ../shared/data/real-dev (SVT, CUTE80; evaluation only), params, and onnxruntime and tract
+# real word crops under REAL (SVT, CUTE80; evaluation only), params, and onnxruntime and tract
 # ms/image at batch 1 on one thread, each model also timed A/B against the space's skeleton in the same process,
 # plus the accuracy-vs-latency charts.
 #   scripts/table1.sh
@@ -10,8 +10,9 @@
 # SEARCH_ITERS (weight steps per search, 800), SEARCH_WARMUP (weight steps before the first architecture step,
 # 200), ARCH_LR (the searches' architecture learning rate, 5e-2; see below), LATENCY_ABS (str-nas1's latency
 # weight in the target-seeking form, 1), JOBS (trainings at a time, 2, each on one libtorch thread), COUNT
-# (training images, 60000), REAL (../shared/data/real-dev), TARGET_MS (str-nas1's latency target; default the
-# table's prediction for tiny-limited-3x3-ex3-attn, the space's own skeleton), ONLY (model names to keep).
+# (training images, 60000), REAL (a folder holding svt/ and cute80/ real word crops with gt.txt; evaluation only;
+# default none), TARGET_MS (str-nas1's latency target; default the table's prediction for
+# tiny-limited-3x3-ex3-attn, the space's own skeleton), ONLY (model names to keep).
 # Order: data, latency table, the skeleton's training (17 min), then both searches start from its weights
 # (--init-from) side by side, then the other trainings. On this machine (2 cores, AMD EPYC) a search of 800
 # steps takes about 35 minutes beside another, a training of 1500 iterations 17.5 (3x3-e3) to 22 minutes at
@@ -28,7 +29,7 @@ ARCH_LR=${ARCH_LR:-5e-2}
 LATENCY_ABS=${LATENCY_ABS:-1}
 JOBS=${JOBS:-2}
 COUNT=${COUNT:-60000}
-REAL=${REAL:-../shared/data/real-dev}
+REAL=${REAL:-}
 SPACE=arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml
 mkdir -p "$OUT"
 log() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -43,7 +44,7 @@ log "Data (pure functions of the seeds and the installed fonts)"
 [[ -f $OUT/valid/data.mdb ]] || "$BIN" dataset synth -o "$OUT/valid" --count 500 --seed 12 --distortion 0.5
 [[ -f $OUT/heldout/data.mdb ]] || "$BIN" dataset synth -o "$OUT/heldout" --count 2000 --seed 13 --distortion 0.5
 REAL_SETS=()
-for s in svt cute80; do [[ -f $REAL/$s/gt.txt ]] && REAL_SETS+=("$REAL/$s"); done
+if [[ -n $REAL ]]; then for s in svt cute80; do [[ -f $REAL/$s/gt.txt ]] && REAL_SETS+=("$REAL/$s"); done; fi
 
 log "Latency table of the space on onnxruntime (batch 1, one thread)"
 [[ -f $OUT/latency-ort.json ]] || "$BIN" latency build "$SPACE" --runtime ort --threads 1 --fit-specs arch_specs/tiny -o "$OUT/latency-ort.json"

@@ -1,4 +1,4 @@
-//! Timing statistics and the measurement loop (REFERENCE.md §7): explicit warm-up, then at least N runs and
+//! Timing statistics and the measurement loop: explicit warm-up, then at least N runs and
 //! at least T seconds; median, mean, p90, p99, stdev %, min.
 //!
 //! Owns [`measure`], [`Budget`] and [`Stats`], which `bench` and `eval` both time with. A leaf: depends on no

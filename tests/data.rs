@@ -122,7 +122,7 @@ fn damaged_datasets_get_errors_naming_file_and_key() {
     assert!(e.contains("not an LMDB dataset"), "{e}");
 }
 
-/// An image folder with `gt.txt` (the layout of the real word crops in ../shared/data/real-dev) opens as a
+/// An image folder with `gt.txt` (e.g. a folder of SVT word crops) opens as a
 /// dataset: labels filtered like LMDB ones, a missing image left out under the evaluation policy and named,
 /// substituted under the training policy, an error under the strict one.
 #[test]

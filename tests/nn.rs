@@ -99,7 +99,7 @@ fn tps_grid_for_target_fiducials_is_the_pixel_centre_grid() {
     assert!((out.double_value(&[0, 0, 5, 50]) - 49.995).abs() < 1e-3);
 }
 
-/// The attention decoder against a plain f64 re-implementation of the reference equations (REFERENCE.md §3)
+/// The attention decoder against a plain f64 re-implementation of deep-text-recognition-benchmark's equations
 /// on fixed random weights: e = score(tanh(i2h(H) + h2h(h))), alpha = softmax_T(e), context = alpha^T H,
 /// LSTMCell([context, onehot(prev)]), logits = generator(h), greedy feedback of the argmax from [GO].
 #[test]

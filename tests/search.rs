@@ -1,5 +1,5 @@
-//! ProxylessNAS mechanics (REFERENCE.md §4): Eq. 1 against finite differences, the rescale, the latency term
-//! alone, a constructed loss, and the supernet's routes.
+//! ProxylessNAS mechanics (Cai et al. 2019, mit-han-lab/proxylessnas): Eq. 1 against finite differences, the
+//! rescale, the latency term alone, a constructed loss, and the supernet's routes.
 #![cfg(feature = "torch")]
 
 mod common;

@@ -150,8 +150,8 @@ fn eval_scores_times_and_rejects_mismatched_weights() {
 
 /// The attention loss of a fixed batch equals cross-entropy computed here by hand from the network's own
 /// logits, with the decoder inputs and targets built here from the labels ([GO] c1..cn [s] fed in; c1..cn [s]
-/// expected; padding ignored; REFERENCE.md §3 "Losses"). The same computation with the targets not shifted
-/// gives a clearly different value, so an off-by-one in the shift fails.
+/// expected; padding ignored; as deep-text-recognition-benchmark's `train.py`). The same computation with the
+/// targets not shifted gives a clearly different value, so an off-by-one in the shift fails.
 #[test]
 fn attention_loss_matches_a_hand_computed_reference() {
     use tch::{Device, Kind, Tensor};

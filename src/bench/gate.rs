@@ -1,4 +1,4 @@
-//! The latency regression gate (REFERENCE.md §7, "compare side by side in one run (alternate A/B)"): each
+//! The latency regression gate (models compared side by side in one run, alternating A/B): each
 //! model against the baseline's weightless reference graph (identical: passes; changed: timed A/B against it
 //! in the same run, [`super::alternate`]), else its ratio to a calibration workload measured alternately
 //! against the baseline's ratio; a threshold of max(floor, k x measured noise); flagged models re-run before

@@ -1,5 +1,5 @@
 //! `strnas bench`: time per image and size of text recognisers under onnxruntime, tract and tch, and the
-//! latency regression gate (REFERENCE.md §6 runtimes, §7 measurement practice).
+//! latency regression gate.
 //!
 //! Owns the measurement plan, its report (also the baseline format) and the gate. Depends on [`crate::runtime`]
 //! (engines, devices, input tensors) and [`crate::measure`] (the timing loop); must not depend on `cli`.
@@ -108,8 +108,8 @@ pub struct Measurement {
     pub relative: Option<Relative>,
 }
 
-/// One model's time relative to another's, measured in alternating rounds in the same process (REFERENCE.md
-/// §7: alternate A/B). Medians of models timed one after another carry the machine's state at each model's
+/// One model's time relative to another's, measured in alternating rounds in the same process (alternate
+/// A/B). Medians of models timed one after another carry the machine's state at each model's
 /// turn; on a shared VM they moved up to 60% between runs. The ratio of interleaved blocks cancels it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Relative {
@@ -120,7 +120,7 @@ pub struct Relative {
     pub ab: Calibrated,
 }
 
-/// This entry against the reference graph recorded with the baseline (REFERENCE.md §7: alternate A/B).
+/// This entry against the reference graph recorded with the baseline (alternate A/B).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versus {
     /// The reference graph file.
@@ -239,7 +239,7 @@ pub fn reference_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Loaded runtime for the calibration workload, per runtime.
 /// The fixed calibration workload loaded on one runtime: models are timed in rounds alternating with it and
-/// reported as a ratio to it, so machine speed and drift cancel (REFERENCE.md §7). Shared by the gate and the
+/// reported as a ratio to it, so machine speed and drift cancel. Shared by the gate and the
 /// latency tables.
 pub struct Calibration {
     engine: Box<dyn Engine>,

@@ -198,7 +198,7 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         return Ok(if run.gate.as_ref().is_some_and(|g| g.failed()) { exit::CHECK_FAILED } else { exit::OK });
     }
     if bench::build_profile() == "debug" {
-        eprintln!("note: this is a debug build; tract runs up to 2x slower than in a release build (`make build-release`). Report release figures.");
+        eprintln!("note: this is a debug build; tract runs up to 2x slower than in a release build (`make build`). Report release figures.");
     }
     let report = bench::run(&models, &plan, gate.as_ref(), &mut crate::cli::progress::Bars::new());
 

@@ -24,7 +24,8 @@ pub struct EvalArgs {
     /// Weights (default: the spec's sibling <stem>.safetensors)
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Evaluation datasets: LMDB datasets, image folders with gt.txt (`path<TAB>label` lines, e.g. the real word crops of ../shared/data/real-dev/svt), or folders of them
+    /// Evaluation datasets: LMDB datasets, image folders with gt.txt (`path<TAB>label` lines, e.g. a folder of SVT
+    /// word crops), or folders of them
     #[arg(long, num_args = 1.., required = true)]
     data: Vec<PathBuf>,
     /// Batch size for scoring and for the throughput figure

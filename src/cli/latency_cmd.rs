@@ -51,7 +51,7 @@ struct MeasureArgs {
     seconds); identical blocks share one entry. Entries are stored net of the dispatch cost (an empty graph's \
     time); a correction (scale x sum + offset) is fitted on whole models: the specs under --fit-specs in the \
     same space and --fit-random random architectures.\n\n\
-    Measure the way the table will be used: release build, batch 1, one thread (REFERENCE.md §8).\n\n\
+    Measure the way the table will be used: release build, batch 1, one thread.\n\n\
     Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort --threads 1 -o ort.json")]
 pub struct BuildArgs {
     /// The spec whose skeleton defines the space
@@ -159,7 +159,7 @@ fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize
 
 fn warn_debug() {
     if crate::bench::build_profile() == "debug" {
-        eprintln!("note: this is a debug build; tract and the glue run several times slower than in a release build (make build-release)");
+        eprintln!("note: this is a debug build; tract and the glue run several times slower than in a release build (make build)");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Image-folder datasets: a folder of word images plus `gt.txt` with one `relative/path<TAB>label` line per
-//! image, the input of the reference's `create_lmdb_dataset.py` (REFERENCE.md §3) and the layout of the real
-//! word crops under `../shared/data/real-dev`. `strnas eval --data DIR` reads such a folder directly;
+//! image, the input of `create_lmdb_dataset.py` in clovaai/deep-text-recognition-benchmark and a common layout for
+//! real word crops (e.g. a folder of SVT word crops). `strnas eval --data DIR` reads such a folder directly;
 //! `strnas dataset create-lmdb` turns one into an LMDB dataset. Both parse `gt.txt` here.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Image preprocessing exactly as the reference's `AlignCollate` (REFERENCE.md §3): PIL-style grayscale
+//! Image preprocessing exactly as `AlignCollate` of deep-text-recognition-benchmark: PIL-style grayscale
 //! (ITU-R 601-2 luma, `convert('L')`) or RGB, bicubic resize to the spec's size (or the keep-ratio "PAD"
 //! variant: resize to the input height keeping the aspect ratio, at most the input width, then right-pad by
 //! replicating the last column), and normalisation `(x / 255 - 0.5) / 0.5` into CHW f32.

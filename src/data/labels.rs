@@ -1,6 +1,6 @@
-//! Label converters (REFERENCE.md §3, "Label converters"): CTC (blank = 0, characters at i + 1, decoding
-//! collapses repeats then drops blanks) and attention ([GO] = 0, [s] = 1, characters at i + 2; targets
-//! `[GO] text [s]` padded with 0; decoding stops at the first [s]).
+//! Label converters (deep-text-recognition-benchmark's `CTCLabelConverter` and `AttnLabelConverter`): CTC
+//! (blank = 0, characters at i + 1, decoding collapses repeats then drops blanks) and attention ([GO] = 0, [s] = 1,
+//! characters at i + 2; targets `[GO] text [s]` padded with 0; decoding stops at the first [s]).
 
 use crate::spec::arch::{Arch, Prediction};
 use crate::spec::charset::Charset;

@@ -1,5 +1,5 @@
-//! LMDB datasets in the reference format (REFERENCE.md §3, "LMDB dataset format"): one LMDB environment per
-//! directory (`data.mdb`, `lock.mdb`), keys `num-samples`, `image-%09d` and `label-%09d` (1-based), images as
+//! LMDB datasets in the format of clovaai/deep-text-recognition-benchmark (Baek et al. 2019): one LMDB environment
+//! per directory (`data.mdb`, `lock.mdb`), keys `num-samples`, `image-%09d` and `label-%09d` (1-based), images as
 //! encoded PNG/JPEG bytes, labels as UTF-8. Compatible both ways with the reference's `create_lmdb_dataset.py`
 //! (Python `lmdb`).
 

@@ -1,4 +1,5 @@
-//! Datasets, batch streams and background loading (REFERENCE.md §3, "LMDB dataset format").
+//! Datasets, batch streams and background loading (the LMDB format of deep-text-recognition-benchmark's
+//! `create_lmdb_dataset.py`).
 //!
 //! A [`Dataset`] is one LMDB directory, or one image folder with `gt.txt` ([`super::folder`]), with the
 //! reference's label filter applied once at open (labels lowercased unless case-sensitive, dropped when

@@ -1,5 +1,5 @@
-//! Recognition metrics of the STR benchmark protocol (REFERENCE.md §3, "Evaluation"): word accuracy
-//! (exact match) and norm_ED = 1 - ED / max(len(gt), len(pred)), averaged over samples (0 when either is
+//! Recognition metrics of the STR benchmark protocol (Baek et al. 2019, deep-text-recognition-benchmark): word
+//! accuracy (exact match) and norm_ED = 1 - ED / max(len(gt), len(pred)), averaged over samples (0 when either is
 //! empty, as the reference).
 
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! Evaluation with the STR benchmark protocol (REFERENCE.md §3, "Evaluation").
+//! Evaluation with the STR benchmark protocol (Baek et al. 2019, clovaai/deep-text-recognition-benchmark).
 //!
 //! Owns the metrics ([`metrics`]), the result format shared by `strnas eval --json` and its readers
 //! ([`result`], libtorch-free), rank correlation between two scorings ([`rank`]), and, with the `torch` feature, recognition/scoring/timing of the tch network

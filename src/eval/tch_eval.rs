@@ -1,6 +1,6 @@
 //! Recognition and scoring with the tch network: greedy decoding, per-dataset and pooled scores, and
-//! time per image measured two ways (REFERENCE.md §3 "Evaluation", §7), and the device check shared with
-//! training.
+//! time per image measured two ways (deep-text-recognition-benchmark's batched ms/image and batch 1), and the
+//! device check shared with training.
 
 use std::sync::Arc;
 

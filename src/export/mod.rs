@@ -1,4 +1,4 @@
-//! Spec + weights -> ONNX, without libtorch (REFERENCE.md §5).
+//! Spec + weights -> ONNX, without libtorch (the ONNX operator specification, opset 17).
 //!
 //! Owns: the assembly of a whole model's graph (inputs, the blocks of [`crate::ops::network`] in order,
 //! outputs, metadata) and of a single block on its own ([`export_block`], what latency tables measure). Each

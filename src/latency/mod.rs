@@ -1,5 +1,5 @@
-//! Latency lookup tables measured on the deployment runtime (`strnas latency`; REFERENCE.md §4 "LUT keys",
-//! §7, §8).
+//! Latency lookup tables measured on the deployment runtime (`strnas latency`; keys as in ProxylessNAS's
+//! lookup tables, Cai et al. 2019; accuracy measured as nn-Meter does, Zhang et al. 2021).
 //!
 //! ProxylessNAS sums per-block latencies from a table measured on the target device. Here the table is built
 //! on the runtime the model will be deployed on: every distinct block of a search space ([`space`]: the fixed

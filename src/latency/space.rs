@@ -1,4 +1,4 @@
-//! The search space around a skeleton spec (REFERENCE.md §1): every cell of the rectifier's localisation
+//! The search space around a skeleton spec (the paper's §3.1): every cell of the rectifier's localisation
 //! network and of the feature extractor is a searchable edge whose candidates follow its role; everything
 //! else (stems, extractor head, TPS FCs and sampler, height pooling, BiLSTM blocks, the head) is fixed.
 //!

@@ -1,6 +1,6 @@
 //! The latency lookup table: one entry per distinct block (keyed by [`crate::ops::Layer::cost_key`]), the
 //! settings it was measured under, and the correction that turns a sum of block latencies into a whole-model
-//! prediction (REFERENCE.md §4 "LUT keys", §8).
+//! prediction (keys as ProxylessNAS's tables, Cai et al. 2019; accuracy as nn-Meter's, Zhang et al. 2021).
 //!
 //! Every time is measured as a ratio to a fixed calibration network run in alternation (the gate's method) and
 //! stored in the milliseconds of the build's calibration time (`calibration_ms`), so drift of the machine's
@@ -239,7 +239,7 @@ pub fn fit(points: &[(f64, f64)]) -> Correction {
     Correction { scale, offset_ms: my - scale * mx, models: points.len() }
 }
 
-/// How well predictions match measurements (nn-Meter's figures of merit, REFERENCE.md §8).
+/// How well predictions match measurements (nn-Meter's figures of merit, Zhang et al. 2021).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Accuracy {
     pub models: usize,

@@ -1,4 +1,5 @@
-//! The STR network in tch, assembled from the block descriptions of [`crate::ops`] (REFERENCE.md §1, §3).
+//! The STR network in tch, assembled from the block descriptions of [`crate::ops`] (the paper's §3.1,
+//! deep-text-recognition-benchmark).
 //!
 //! Owns: the assembly of block modules into a network and moving weights between a VarStore and a
 //! [`crate::weights::WeightFile`] ([`weights`]). Each block's tch module is defined with its description in
@@ -210,7 +211,8 @@ impl TpsNet {
         self.grid_net().grid(c)
     }
 
-    /// Samples `x` on `grid`: bilinear, border padding, align_corners = true (REFERENCE.md §3).
+    /// Samples `x` on `grid`: bilinear, border padding, align_corners = true (as deep-text-recognition-benchmark's
+    /// TPS).
     pub fn sample(x: &Tensor, grid: &Tensor) -> Tensor {
         TpsGridNet::sample(x, grid)
     }

@@ -1,4 +1,4 @@
-//! The reference attention decoder (REFERENCE.md §3; hidden H, input D, C classes, [GO] = 0): per step,
+//! The attention decoder of deep-text-recognition-benchmark (hidden H, input D, C classes, [GO] = 0): per step,
 //! e = score(tanh(i2h(H) + h2h(h))), alpha = softmax over T, context = alpha^T H, LSTMCell([context,
 //! onehot(prev)]) with PyTorch's gate order, logits = generator(h). tch: teacher forcing when the context
 //! carries `text`, greedy decoding otherwise. ONNX: unrolled over its `batch_max_length + 1` greedy steps with

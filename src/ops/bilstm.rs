@@ -1,5 +1,5 @@
 //! A BiLSTM block of the sequence model: bidirectional LSTM (hidden H per direction) then Linear(2H -> H)
-//! (REFERENCE.md §3, the reference's BidirectionalLSTM). In ONNX, one bidirectional LSTM node with the gates
+//! (deep-text-recognition-benchmark's BidirectionalLSTM). In ONNX, one bidirectional LSTM node with the gates
 //! reordered from PyTorch's i, f, g, o to ONNX's i, o, f, c (layout 0: time-first), then MatMul + Add.
 
 use anyhow::Result;

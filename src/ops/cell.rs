@@ -1,4 +1,4 @@
-//! Cells of the searchable CNNs (REFERENCE.md §1): identity and the inverted residual block (MBConv:
+//! Cells of the searchable CNNs (the paper's §3.1): identity and the inverted residual block (MBConv:
 //! optional 1x1 expand when expansion > 1, depthwise kxk with the cell's stride, 1x1 project; ReLU6 after
 //! expand and depthwise; residual add at stride 1 with equal channels).
 //!

@@ -1,4 +1,4 @@
-//! Stem and head blocks: a plain conv (no bias) + BN + ReLU6 (REFERENCE.md §1).
+//! Stem and head blocks: a plain conv (no bias) + BN + ReLU6 (as in MobileNetV2, Sandler et al. 2018).
 
 use anyhow::Result;
 

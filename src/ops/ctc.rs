@@ -1,5 +1,6 @@
 //! The CTC head: one linear layer from the sequence features to blank + characters per frame
-//! (REFERENCE.md §3). In ONNX: MatMul + Add on `[T, b, D]`, then Transpose to `[b, T, C]` named `logits`.
+//! (deep-text-recognition-benchmark's CTC prediction). In ONNX: MatMul + Add on `[T, b, D]`, then Transpose to
+//! `[b, T, C]` named `logits`.
 
 use anyhow::Result;
 use strnas_onnx::Attr;

@@ -1,4 +1,5 @@
-//! One description per block of the STR network (REFERENCE.md §1, §3, §5).
+//! One description per block of the STR network (the paper's §3.1, deep-text-recognition-benchmark, ONNX
+//! operators).
 //!
 //! Owns: what every block of a network *is*. A block kind (stem/head conv, each cell op, the TPS pieces,
 //! height pooling, a BiLSTM block, the CTC and attention heads) is one type implementing [`Layer`], and that
@@ -17,7 +18,7 @@
 //! May depend on: `spec` (validated shapes), `rng`, the `strnas-onnx` graph builder and tch. Nothing else:
 //! weights reach the ONNX emitter through the [`onnx::TensorSource`] trait.
 //!
-//! Counting rules (the reference framework's, REFERENCE.md §3 "Evaluation"): trainable parameters are
+//! Counting rules (deep-text-recognition-benchmark's): trainable parameters are
 //! conv/linear/LSTM weights and biases and BN gamma/beta; BN running statistics and the TPS constant matrix
 //! are buffers and not counted. FLOPs = 2 x multiply-accumulates of convolutions and matrix products (linear
 //! layers, LSTM gates, attention scores and context, the TPS grid matrix). Normalisation (folded into convs at
@@ -136,7 +137,7 @@ impl Part {
 pub trait Layer: fmt::Debug + Send + Sync {
     /// Human-readable description, e.g. `reduction mb5x5-e6 s2x1`.
     fn label(&self) -> String;
-    /// What determines the block's run time, as a latency-table key (REFERENCE.md §4 "LUT keys"): its kind and
+    /// What determines the block's run time, as a latency-table key (as ProxylessNAS keys its tables): its kind and
     /// configuration plus input and output shapes, without its place in the network, so identical blocks
     /// share one entry. The default (label and ports) suits blocks whose label carries no role.
     fn cost_key(&self) -> String {

@@ -1,7 +1,7 @@
 //! The ONNX side of the block descriptions: an [`Emitter`] that block types append their nodes to
-//! (REFERENCE.md §5). BatchNorm is folded into the preceding conv, ReLU6 is Clip(0, 6), linear layers are
-//! MatMul (+ Add) on a transposed copy of the weight or Gemm with transB = 1. Nodes are named after their
-//! spec path and a node's single output carries the node's name.
+//! (the ONNX operator specification). BatchNorm is folded into the preceding conv, ReLU6 is Clip(0, 6), linear
+//! layers are MatMul (+ Add) on a transposed copy of the weight or Gemm with transB = 1. Nodes are named after
+//! their spec path and a node's single output carries the node's name.
 
 use anyhow::{anyhow, Result};
 use strnas_onnx::{Attr, GraphBuilder};

@@ -1,5 +1,5 @@
 //! Height pooling between the extractor and the sequence model: the mean over the feature map's height
-//! turns `[b, C, H, W]` into a sequence of T = W frames of C features (REFERENCE.md §3, the reference's
+//! turns `[b, C, H, W]` into a sequence of T = W frames of C features (deep-text-recognition-benchmark's
 //! AdaptiveAvgPool to height 1). A shape adapter: no tensors, no counted FLOPs, not an inventory row.
 
 use anyhow::Result;

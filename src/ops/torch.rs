@@ -1,5 +1,5 @@
 //! The tch side of the block descriptions: the [`Module`] trait every block's tch module implements, and the
-//! pieces they share (REFERENCE.md §3). Initialisation follows the reference: Kaiming-normal weights, zero
+//! pieces they share. Initialisation follows deep-text-recognition-benchmark: Kaiming-normal weights, zero
 //! biases, BN gamma 1.
 
 use tch::nn::{self, Module as _, ModuleT};

@@ -1,4 +1,5 @@
-//! The TPS rectifier's blocks after its localization CNN (REFERENCE.md §3; geometry in [`crate::spec::tps`]):
+//! The TPS rectifier's blocks after its localization CNN (deep-text-recognition-benchmark's, after RARE; geometry
+//! in [`crate::spec::tps`]):
 //! - [`TpsFc`]: global average pool, `fc1` + ReLU, `fc2` to F (x, y) source fiducials. `fc2` starts with zero
 //!   weights and RARE's initial fiducials as bias, so the rectifier starts as the identity.
 //! - [`TpsGrid`]: the sampling grid `M * C'` with the constant `[H*W, F]` matrix M, then bilinear sampling of
@@ -166,7 +167,8 @@ mod tch_impl {
             self.grid_matrix.matmul(c).view([-1, h, w, 2])
         }
 
-        /// Samples `x` on `grid`: bilinear, border padding, align_corners = true (REFERENCE.md §3).
+        /// Samples `x` on `grid`: bilinear, border padding, align_corners = true (as
+        /// deep-text-recognition-benchmark's TPS).
         pub fn sample(x: &Tensor, grid: &Tensor) -> Tensor {
             x.grid_sampler(grid, 0, 1, true)
         }

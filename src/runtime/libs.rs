@@ -1,7 +1,7 @@
 //! The runtime libraries themselves: locating and loading onnxruntime's shared library, the pinned and
 //! compiled-in versions `strnas doctor` reports, and process set-up (allocator tuning, SIGPIPE).
 //!
-//! onnxruntime is loaded at run time (`ort` with `load-dynamic`, REFERENCE.md §6): no binary download, any
+//! onnxruntime is loaded at run time (the `ort` crate's `load-dynamic` feature): no binary download, any
 //! onnxruntime >= 1.22 works, the pinned one is 1.31.1 from PyPI. The library is looked up in this order:
 //! the `--ort-lib` flag, the `ORT_DYLIB_PATH` variable, then the strnas cache that `scripts/deps.sh` fills
 //! (`$STRNAS_CACHE`, default `~/.cache/strnas`).

@@ -1,4 +1,4 @@
-//! The one runtime layer (REFERENCE.md §6): everything that loads a model onto onnxruntime, tract or libtorch
+//! The one runtime layer: everything that loads a model onto onnxruntime, tract or libtorch
 //! and runs it, shared by `verify`, `infer` and `bench`.
 //!
 //! Owns: the project-wide [`Device`] (`cpu`, `cuda[:N]`); the [`Runtime`] choice (`ort`, `tract`, `tch`); the

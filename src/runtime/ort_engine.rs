@@ -11,7 +11,7 @@ use super::{Data, Device, Engine, EngineInfo, HostTensor, InputData, ModelRef, R
 /// An onnxruntime session for `model` (protobuf bytes; `origin` names it in errors): all graph optimisations,
 /// `threads` intra-op threads. On CUDA the CUDA execution provider is registered with error-on-failure and
 /// `session.disable_cpu_ep_fallback` = 1, so a model that cannot run there fails instead of silently running on
-/// the CPU (REFERENCE.md §6).
+/// the CPU.
 pub fn ort_session(model: &[u8], origin: &str, threads: usize, device: Device, ort_lib: Option<&Path>) -> Result<ort::session::Session> {
     let env = super::ort_environment(ort_lib)?;
     let cfg = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{origin}: onnxruntime: configuring the session: {e}");

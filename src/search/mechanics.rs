@@ -1,4 +1,4 @@
-//! ProxylessNAS's architecture mechanics, as its reference implementation does them (REFERENCE.md §4,
+//! ProxylessNAS's architecture mechanics, as its reference implementation does them (mit-han-lab/proxylessnas,
 //! `search/modules/mix_op.py`): architecture logits per edge, path sampling for weight steps, 'two'-mode
 //! binary gates for architecture steps with the paper's Eq. 1 gradient, the rescale that keeps unsampled
 //! ops' probability mass, and the expected-latency loss (paper Eq. 2).
@@ -139,7 +139,7 @@ pub fn rescale(alpha: &Tensor, pair: &Pair, old: &[f64]) {
     });
 }
 
-/// How the latency term enters the loss (REFERENCE.md §4).
+/// How the latency term enters the loss.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "form", rename_all = "kebab-case")]
 pub enum LatencyLoss {

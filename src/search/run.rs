@@ -1,7 +1,7 @@
 //! The search loop (`strnas search`): weight steps along sampled paths, architecture steps on a held-out
 //! split of the training data every `arch_every` weight steps after a warm-up, validation of the current
 //! argmax network, checkpoints that resume to the same batches, paths and optimizer states
-//! (REFERENCE.md §2, §4).
+//! (the paper's §3.2 and §4.2; ProxylessNAS, Cai et al. 2019).
 //!
 //! The run directory holds `arch.yaml` (the searched architecture, [`super::job::Supernet::searched`], rewritten at every validation and at the
 //! end), `supernet.safetensors` (weights, logits and both optimizers' states, the checkpoint), `probs.jsonl`

@@ -1,9 +1,10 @@
 //! The validated architecture: [`resolve`] checks a [`SpecFile`] and infers every shape.
 //!
 //! Contract: `resolve` either returns an [`Arch`] in which every cell has concrete input/output shapes and every
-//! constraint of REFERENCE.md §1 and §3 holds, or *all* the problems it found, each with the YAML path of the
-//! field at fault (`extractor.cells[3].kernel: must be 3, 5 or 7`). Training, export and counting start from an
-//! `Arch`, never from a raw `SpecFile`.
+//! constraint of the paper's space (§3.1) and of deep-text-recognition-benchmark's modules holds, or *all* the
+//! problems it found, each with the YAML path of the field at fault
+//! (`extractor.cells[3].kernel: must be 3, 5 or 7`). Training, export and counting start from an `Arch`, never
+//! from a raw `SpecFile`.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! Character sets and label normalisation (REFERENCE.md §3, "Label converters" and "LMDB dataset format").
+//! Character sets and label normalisation (deep-text-recognition-benchmark's label converters and LMDB label
+//! filter).
 
 use super::file::CharsetSpec;
 

@@ -2,7 +2,7 @@
 //!
 //! This is the raw, serde-level form: every struct denies unknown fields, and nothing here is checked beyond
 //! types. [`crate::spec::resolve`] turns it into a validated [`crate::spec::Arch`]. The structure follows
-//! REFERENCE.md §1 (cells, candidate ops) and §3 (TPS, BiLSTM, attention/CTC heads).
+//! the paper's §3.1 (cells, candidate ops) and deep-text-recognition-benchmark (TPS, BiLSTM, attention/CTC heads).
 
 use serde::{Deserialize, Serialize};
 
@@ -153,7 +153,7 @@ pub struct FirstCellSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
-    /// MobileNetV2 inverted residual block (REFERENCE.md §1).
+    /// MobileNetV2 inverted residual block (Sandler et al. 2018).
     #[default]
     Mbconv,
     /// Skip connection (normal cells only).

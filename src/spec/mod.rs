@@ -1,7 +1,7 @@
 //! The YAML architecture spec: the contract between search, training, export and bench.
 //!
 //! - [`file`]: the serde form (`version: 1`, unknown fields rejected).
-//! - [`arch`]: validation into an [`Arch`] with every shape inferred (REFERENCE.md §1, §3).
+//! - [`arch`]: validation into an [`Arch`] with every shape inferred.
 //! - [`emit`]: canonical YAML text; [`plans`]: the paper's space at paper and tiny scale.
 //!
 //! The contract layer: depends only on the foundation modules; everything else may depend on it.

@@ -1,4 +1,4 @@
-//! Channel plans and generators for the paper's architecture space (REFERENCE.md §1).
+//! Channel plans and generators for the paper's architecture space (its §3.1).
 //!
 //! The paper prints no channel widths; [`PAPER`] is the plan derived in `arch_specs/README.md` that reproduces
 //! all four "limited architecture space" parameter counts of Table 1 within 0.35%. [`TINY`] keeps the same

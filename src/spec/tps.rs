@@ -1,4 +1,5 @@
-//! Thin-plate-spline grid geometry of the reference rectifier (REFERENCE.md §3, "TPS"), without libtorch.
+//! Thin-plate-spline grid geometry of deep-text-recognition-benchmark's TPS rectifier (after RARE, Shi et al. 2016),
+//! without libtorch.
 //!
 //! The localization network predicts F source fiducials C' (x, y in [-1, 1]). The sampling grid is
 //! `P' = P_hat * inv(delta_C) * [C'; 0]`; because the padded rows are zero, `P' = M * C'` for the constant

@@ -1,4 +1,5 @@
-//! `strnas train`: retrains the fixed network of a spec with tch (REFERENCE.md §2 and §3).
+//! `strnas train`: retrains the fixed network of a spec with tch (the paper's §4.2 settings and
+//! deep-text-recognition-benchmark's `train.py`).
 //!
 //! A run directory holds everything needed to continue or deploy:
 //! - `model.yaml`: the spec as given; `model.safetensors`: the best-accuracy weights, ties broken by
@@ -108,8 +109,9 @@ pub struct TrainReport {
 }
 
 /// The training loss of a batch: CTC (zero_infinity, mean over targets) on log-softmax, or cross-entropy
-/// with teacher forcing ignoring padding (index 0) against `text[1:]` (REFERENCE.md §3, "Losses"), decoded
-/// over the steps up to the batch's longest label (the same value as over all steps; see the body).
+/// with teacher forcing ignoring padding (index 0) against `text[1:]` (as deep-text-recognition-benchmark's
+/// `train.py`), decoded over the steps up to the batch's longest label (the same value as over all steps; see
+/// the body).
 pub fn loss(net: &StrNet, codec: &LabelCodec, images: &Tensor, labels: &[String]) -> Tensor {
     loss_of(codec, images, labels, |text| net.forward_t(images, text, true))
 }

@@ -1,4 +1,4 @@
-//! Optimizers with saveable state (REFERENCE.md §2): Adadelta (the reference default: lr 1, rho 0.95,
+//! Optimizers with saveable state: Adadelta (deep-text-recognition-benchmark's default: lr 1, rho 0.95,
 //! eps 1e-8) and Adam, both with L2 weight decay as torch adds it to the gradient; learning-rate schedules
 //! ([`Schedule`]: constant, linear warm-up then cosine decay as PP-OCR trains its recognisers, step decay);
 //! parameter groups (a learning-rate multiplier per variable-name prefix); global gradient-norm clipping.

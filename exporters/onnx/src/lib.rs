@@ -1,4 +1,4 @@
-//! libtorch-free ONNX writing for strnas, on onnx-protobuf (REFERENCE.md §5).
+//! libtorch-free ONNX writing for strnas, on onnx-protobuf (the ONNX operator specification, opset 17).
 //!
 //! [`GraphBuilder`] assembles a graph in topological order (each node may only read names defined before
 //! it) and produces a `ModelProto` at opset 17 / IR 8 with a dynamic batch dimension; [`check_structure`]
