@@ -5,7 +5,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | foundation | [`io`], [`rng`], [`progress`], [`measure`], [`report`] | atomic writes, seeded randomness, progress reporting (drawn by the CLI), the timing loop and its statistics, tables and charts |
+//! | foundation | [`io`], [`rng`], [`signals`], [`progress`], [`measure`], [`report`] | atomic writes, seeded randomness, stop signals, progress reporting (drawn by the CLI), the timing loop and its statistics, tables and charts |
 //! | contract | [`spec`] | the YAML architecture spec, validation, shape inference, the paper's plans |
 //! | blocks | [`ops`] | one description per block: tensors, counts, tch module, ONNX nodes; the one walker of an architecture |
 //! | weights | [`weights`] | safetensors weight files, their check against a spec, random init |
@@ -15,6 +15,7 @@
 //! | stages | [`eval`], [`train`], [`infer`], [`verify`], [`bench`] | scoring, training, recognition, cross-runtime checks, timing and the gate (`train` uses `eval`) |
 //! | latency | [`latency`] | search spaces around a skeleton, per-block latency tables measured on a runtime, prediction and its check (uses `bench`'s machine description) |
 //! | search | [`search`] | ProxylessNAS mechanics (arch logits, path sampling, binary gates, Eq. 1, rescale, latency loss) and the supernet (`torch` feature) |
+//! | sweeps | [`sweep`] | plans expanded into numbered jobs, the worker that runs one (claim, resume, record), the local, Slurm and Kubernetes executors, status and collect |
 //! | interface | [`cli`] | argument parsing, printing, progress bars; `main.rs` only calls [`cli::main`] |
 //!
 //! Modules that need libtorch ([`nn`], [`train`], parts of [`eval`] and [`runtime`]) sit behind the `torch`
@@ -36,10 +37,12 @@ pub mod progress;
 pub mod nn;
 pub mod report;
 pub mod rng;
+pub mod signals;
 pub mod runtime;
 #[cfg(feature = "torch")]
 pub mod search;
 pub mod spec;
+pub mod sweep;
 #[cfg(feature = "torch")]
 pub mod train;
 pub mod verify;

@@ -22,6 +22,7 @@ mod report_cmd;
 #[cfg(feature = "torch")]
 mod search_cmd;
 mod spec_cmd;
+mod sweep_cmd;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,9 @@ pub enum Command {
     Latency(latency_cmd::LatencyCommand),
     /// Draw the paper's charts (accuracy vs params and vs time, latency per runtime) from bench and eval JSON
     Report(report_cmd::ReportArgs),
+    /// Many jobs (a Table 1, the search-quality protocol) from a plan: here, on Slurm or on Kubernetes; resumable
+    #[command(subcommand)]
+    Sweep(sweep_cmd::SweepCommand),
     /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
     Doctor(doctor::DoctorArgs),
 }
@@ -118,6 +122,7 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench_cmd::run(a, cli.ort_lib.as_deref()),
         Command::Latency(c) => latency_cmd::run(c, cli.ort_lib.as_deref()),
         Command::Report(a) => report_cmd::run(a),
+        Command::Sweep(c) => sweep_cmd::run(c),
         Command::Doctor(a) => doctor::run(a, cli.ort_lib.as_deref()),
     };
     match result {

@@ -46,6 +46,13 @@ pub struct ReportArgs {
     batch: usize,
 }
 
+impl ReportArgs {
+    /// The charts of bench reports against eval results, written to `out` (onnxruntime, batch 1).
+    pub fn from_files(bench: Vec<PathBuf>, eval: Vec<PathBuf>, out: PathBuf) -> Self {
+        ReportArgs { bench, eval, search: vec![], train: vec![], out, runtime: Runtime::Ort, batch: 1 }
+    }
+}
+
 fn font() -> Option<ab_glyph::FontArc> {
     let fonts = crate::data::synth::load_fonts(&crate::data::synth::default_font_dirs()).ok()?;
     let pick = fonts.iter().position(|f| f.path.file_name().is_some_and(|n| n == "DejaVuSans.ttf")).unwrap_or(0);

@@ -83,6 +83,10 @@ pub struct SearchArgs {
     /// Evolution: training images that re-estimate BatchNorm statistics before each candidate is scored
     #[arg(long, default_value_t = 256)]
     recal_images: usize,
+    /// Name of the searched spec written to OUT/arch.yaml (default: <space>-searched); name each search of a
+    /// sweep apart so tables and charts match models by name
+    #[arg(long, value_parser = parse_name)]
+    name: Option<String>,
     /// Parts to search, comma-separated
     #[arg(long, default_value = "rectifier,extractor", value_parser = parse_parts)]
     search: std::vec::Vec<Part>,
@@ -246,10 +250,16 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             _ => Strategy::Proxyless,
         },
         recal_images: a.recal_images,
+        name: a.name,
     };
     let r = crate::search::search(&cfg, &mut Bars::new())?;
     // A stop signal in either phase (weight steps or evolution): 128 + its number, the checkpoint on disk.
-    let done = crate::train::run_loop::stop_signal().map_or(exit::OK, crate::train::run_loop::signal_exit_code);
+    let done = crate::signals::stop_signal().map_or(exit::OK, crate::signals::signal_exit_code);
+    let evolved = !matches!(cfg.strategy, Strategy::Evolution(_)) || r.evolution.is_some();
+    if r.stop == crate::train::run_loop::Stop::Done && r.final_iteration >= cfg.train.iters && evolved {
+        let summary = serde_json::json!({"arch": r.arch, "iterations": r.final_iteration, "target_ms": r.target_ms, "predicted_ms": r.argmax_ms, "best_accuracy": r.best_accuracy});
+        crate::train::mark_done(&cfg.train.out, &summary)?;
+    }
     if let Strategy::Evolution(_) = cfg.strategy {
         print_evolution(&r);
         return Ok(done);
@@ -331,5 +341,13 @@ mod tests {
         assert!(super::undecided(&[cell(&[0.26, 0.25, 0.25, 0.24]), cell(&[0.5, 0.5])]).is_some());
         assert!(super::undecided(&[cell(&[0.7, 0.1, 0.1, 0.1]), cell(&[0.9, 0.1])]).is_none());
         assert!(super::undecided(&[cell(&[1.0])]).is_none());
+    }
+}
+
+fn parse_name(s: &str) -> std::result::Result<String, String> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a spec name uses only [A-Za-z0-9._-]"))
     }
 }

@@ -262,6 +262,9 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
     };
     let r = train::train(&cfg, &mut Bars::new())?;
+    if r.stop == train::run_loop::Stop::Done && r.final_iteration >= cfg.iters {
+        train::mark_done(&r.out, &serde_json::json!({"model": r.model, "iterations": r.final_iteration, "best_accuracy": r.best_accuracy, "best_norm_ed": r.best_norm_ed}))?;
+    }
     let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
     println!(
         "{}: iterations {}..{}, {:.1} images/s compute ({:.1} with data loading), loss {} -> {}, best valid accuracy {}% norm_ED {}; weights in {}",
@@ -284,7 +287,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
 /// interrupted; the checkpoint is on disk for `--resume`).
 pub fn stop_exit_code(stop: train::run_loop::Stop) -> i32 {
     match stop {
-        train::run_loop::Stop::Signal(sig) => train::run_loop::signal_exit_code(sig),
+        train::run_loop::Stop::Signal(sig) => crate::signals::signal_exit_code(sig),
         _ => exit::OK,
     }
 }

@@ -243,7 +243,7 @@ impl Job for SupernetJob<'_> {
         let cfg = self.cfg;
         let choice = self.validated_choice()?;
         let ops = self.space.ops_at(&choice);
-        let arch = self.space.with_ops(&ops, &format!("{}-searched", self.space.base.name))?;
+        let arch = self.space.with_ops(&ops, &cfg.searched_name(self.space))?;
         let expected_ms = self.costs.map(|c| self.net.expected_ms(c));
         let path_ms = self.costs.map(|c| predicted_ms(c, &choice));
         let acc = match &self.scorer {

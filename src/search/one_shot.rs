@@ -44,6 +44,8 @@ pub struct Outcome {
 pub struct Phase<'a> {
     pub out: &'a Path,
     pub space: &'a Space,
+    /// The name `arch.yaml` carries.
+    pub name: &'a str,
     pub costs: &'a EdgeCosts,
     pub limit_ms: f64,
     pub settings: Settings,
@@ -103,7 +105,7 @@ pub fn run(ph: &Phase, vs: &VarStore, scorer: &Scorer, progress: &mut dyn Progre
         if ph.deadline.is_some_and(|(t0, max)| t0.elapsed() >= max) {
             return Err(OutOfTime("--max-time reached").into());
         }
-        if crate::train::run_loop::stop_signal().is_some() {
+        if crate::signals::stop_signal().is_some() {
             return Err(OutOfTime("a stop signal was received").into());
         }
         let score = scorer.score(vs, ph.space, c)?;
@@ -122,7 +124,7 @@ pub fn run(ph: &Phase, vs: &VarStore, scorer: &Scorer, progress: &mut dyn Progre
         r => r?,
     };
     let best = evolution::best(&scored).context("the evolution scored no candidate")?;
-    let name = format!("{}-searched", ph.space.base.name);
+    let name = ph.name.to_string();
     write_spec(&ph.out.join(super::run::ARCH), ph.space, &best, &name, &format!("the fittest of {} candidates within {:.3} ms", scored.len(), ph.limit_ms))?;
     let pareto = evolution::pareto(&scored);
     let dir = ph.out.join(PARETO_DIR);

@@ -93,6 +93,15 @@ pub struct SearchConfig {
     /// Training images that re-estimate BatchNorm statistics before an inherited network is scored (the
     /// evolution's fitness).
     pub recal_images: usize,
+    /// The searched spec's name (default `<space>-searched`).
+    pub name: Option<String>,
+}
+
+impl SearchConfig {
+    /// The name `arch.yaml` carries.
+    pub fn searched_name(&self, space: &Space) -> String {
+        self.name.clone().unwrap_or_else(|| format!("{}-searched", space.base.name))
+    }
 }
 
 /// How the architecture is chosen.
@@ -292,7 +301,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             let mut evolution = None;
             if end.iteration >= cfg.train.iters && end.stop == Stop::Done {
                 let deadline = cfg.train.max_time.map(|m| (wall, m));
-                let phase = super::one_shot::Phase { out, space: &space, costs, limit_ms: target, settings, seed: cfg.train.seed, iteration: end.iteration, deadline };
+                let phase = super::one_shot::Phase { out, space: &space, name: &cfg.searched_name(&space), costs, limit_ms: target, settings, seed: cfg.train.seed, iteration: end.iteration, deadline };
                 evolution = super::one_shot::run(&phase, &net.vs, &scorer, progress, &mut |p, line| log(out, p, line))?;
             }
             Ok(match evolution {

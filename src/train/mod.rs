@@ -11,6 +11,7 @@
 //!   atomically at every validation and at the end; `--resume` continues from it with the same batches an
 //!   uninterrupted run would have seen (batch `i` is a function of `(seed, i)`).
 //! - `log.txt` (human-readable) and `metrics.jsonl` (one JSON object per validation).
+//! - `done.json`: written once every iteration asked for is done ([`mark_done`]).
 //!
 //! Owns the training loop ([`train`]), the losses, the run directory and checkpoint format. It reports
 //! progress through [`crate::progress::Progress`] and draws nothing itself. Depends on `spec`, `nn`, `data`,
@@ -40,6 +41,14 @@ use run_loop::{Cadence, LogWindow, Stop};
 use trainer::{Diagnostics, Meter, Trainer, Validation};
 
 pub const MODEL_SPEC: &str = "model.yaml";
+/// Written (atomically) when a run has done every iteration it was asked for, and only then: the mark a
+/// script or `strnas sweep` waits for (a `--max-time` or signal stop leaves it absent; `--resume` continues).
+pub const DONE: &str = "done.json";
+
+/// Writes `out/done.json` with `summary` (what the command reports at its end).
+pub fn mark_done(out: &Path, summary: &serde_json::Value) -> Result<()> {
+    crate::io::write_atomic(&out.join(DONE), serde_json::to_string_pretty(summary)?.as_bytes()).with_context(|| format!("writing {}", out.join(DONE).display()))
+}
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
 pub const BEST_NORM_ED: &str = "best_norm_ed.safetensors";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";

@@ -7,7 +7,6 @@
 //! holds the last iteration done and `--resume` continues from it. What a step, a log line and a window do is
 //! the job's ([`Job`]).
 
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -15,6 +14,7 @@ use anyhow::Result;
 use super::TrainConfig;
 use crate::data::loader::Batch;
 use crate::progress::Progress;
+use crate::signals::{install_stop_handler, signal_name, stop_signal};
 
 /// How often a job logs and validates, and how long it may run.
 #[derive(Debug, Clone, Copy)]
@@ -144,62 +144,3 @@ pub fn run(
     progress.finish();
     Ok(Outcome { iteration, stop })
 }
-
-/// The stop signal received, 0 while none has.
-static STOP: AtomicI32 = AtomicI32::new(0);
-
-/// The stop signal received since the process started (SIGTERM 15, SIGINT 2), if any.
-pub fn stop_signal() -> Option<i32> {
-    match STOP.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-/// The shell's exit status for a process ended by `sig` (128 + its number).
-pub fn signal_exit_code(sig: i32) -> i32 {
-    128 + sig
-}
-
-fn signal_name(sig: i32) -> String {
-    match sig {
-        SIGINT => "SIGINT (Ctrl-C)".into(),
-        SIGTERM => "SIGTERM".into(),
-        s => format!("signal {s}"),
-    }
-}
-
-const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
-
-/// Catches SIGTERM and SIGINT once per process: the first of either is recorded for the loop, which
-/// checkpoints and stops after the current step; the handler then restores the default action, so a second
-/// signal ends the process at once. A no-op off Unix.
-fn install_stop_handler() {
-    #[cfg(unix)]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            extern "C" fn on_stop(sig: i32) {
-                STOP.store(sig, Ordering::SeqCst);
-                // SAFETY: signal(2) is async-signal-safe; this restores the default action for both signals.
-                unsafe {
-                    signal(SIGTERM, SIG_DFL);
-                    signal(SIGINT, SIG_DFL);
-                }
-            }
-            // SAFETY: installing a handler that only stores to an atomic and calls signal(2).
-            unsafe {
-                signal(SIGTERM, on_stop as extern "C" fn(i32) as usize);
-                signal(SIGINT, on_stop as extern "C" fn(i32) as usize);
-            }
-        });
-    }
-}
-
-#[cfg(unix)]
-extern "C" {
-    fn signal(sig: i32, handler: usize) -> usize;
-}
-#[cfg(unix)]
-const SIG_DFL: usize = 0;
