@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""The search-quality protocol's table (scripts/search-quality.sh): one row per spec with held-out accuracy
+"""The search-quality protocol's table (a sweep of sweeps/search-quality.yaml): one row per spec with held-out accuracy
 (mean and per seed), accuracy on the real word crops, onnxruntime time relative to the skeleton (A/B), params;
 then each search method against the random mean, in points and in Yang et al.'s relative improvement
 (RI = 100 x (acc_method - acc_random) / acc_random), and the supernets' rank correlations.
 
-    python3 scripts/search_quality_table.py OUT SKELETON_NAME
+    python3 scripts/search_quality_table.py ROOT SKELETON_NAME     (ROOT: the sweep's root)
 """
 import glob
 import json
@@ -82,10 +82,14 @@ def main(out, skeleton):
                 print(f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | {r[0]:.3f} |" if r else
                       f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | - |")
     print()
-    for s in ("proxyless", "evolution"):
+    for k, s in enumerate(("proxyless", "evolution")):
         p = os.path.join(out, f"rank-{s}.json")
-        wall = os.path.join(out, f"search-{s}", "wall_seconds")
-        extra = f"; search wall time {int(open(wall).read()) / 60:.1f} min" if os.path.exists(wall) else ""
+        # The sweep's record of the search job (stage "search": index 0 proxyless, 1 evolution).
+        record = os.path.join(out, "jobs", "search", f"{k}.json")
+        extra = ""
+        if os.path.exists(record):
+            r = load(record)
+            extra = f"; search wall time {(r['finished'] - r['started']) / 60:.1f} min"
         if os.path.exists(p):
             c = load(p).get("correlation")
             if c:

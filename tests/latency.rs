@@ -84,6 +84,45 @@ fn another_runtime_or_space_is_refused() {
     }
 }
 
+/// SIGTERM stops `latency build` between measurements with its progress saved (exit 143); the same command
+/// then continues from it: the blocks measured before the stop are kept as they were, the rest measured, the
+/// progress file removed.
+#[cfg(unix)]
+#[test]
+fn a_stopped_build_continues_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t.json");
+    let partial = tmp.path().join("t.json.partial.json");
+    let space = root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml");
+    let args = ["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "1", "-o", out.to_str().unwrap(), "--min-time", "0.15", "--min-iters", "2", "--warmup", "1", "--rounds", "2"];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strnas")).args(args).current_dir(root()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let blocks = |p: &std::path::Path| -> usize {
+        std::fs::read_to_string(p).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map_or(0, |v| v["blocks"].as_object().map_or(0, |b| b.len()))
+    };
+    while blocks(&partial) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the build ended before its second block");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(143), "exit status after SIGTERM");
+    assert!(!out.exists(), "no table from a stopped build");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&partial).unwrap()).unwrap();
+    let total = distinct_blocks(&Space::around(strnas::spec::load(&space).unwrap())).len();
+    let kept = saved["blocks"].as_object().unwrap();
+    assert!(kept.len() >= 2 && kept.len() < total, "{} of {total} blocks saved", kept.len());
+
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("continuing from"), "{}", text(&o));
+    assert!(!partial.exists(), "the progress file is removed once the table is written");
+    let t = Table::read(&out).unwrap();
+    assert_eq!(t.entries.len(), total);
+    for (key, timed) in kept {
+        let before: strnas::measure::Stats = serde_json::from_value(timed["stats"].clone()).unwrap();
+        assert_eq!(t.entries[key].stats, before, "{key}: measured again instead of kept");
+    }
+}
+
 #[test]
 fn build_predict_and_check_run_on_onnxruntime() {
     let tmp = tempfile::tempdir().unwrap();

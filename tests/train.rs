@@ -335,7 +335,8 @@ fn aux_ctc_head_lives_in_checkpoints_only() {
 
 /// SIGTERM (what a scheduler sends before preempting a job) stops `strnas train` after the current step with a
 /// checkpoint of exactly that step: exit status 143 (128 + 15), the stop named in the log, and the checkpoint's
-/// weights equal to those of an uninterrupted run of as many iterations; `--resume` then continues from it.
+/// weights equal to those of an uninterrupted run of as many iterations; `--resume` then continues from it, and
+/// the model it selects is the one an uninterrupted run selects (the stop adds no validation point).
 #[cfg(unix)]
 #[test]
 fn sigterm_checkpoints_the_last_step_and_resume_continues() {
@@ -344,7 +345,7 @@ fn sigterm_checkpoints_the_last_step_and_resume_continues() {
     make_synth(&data, 24, 4);
     let s = spec("tiny-crnn-ctc.yaml");
     let args = |out: &Path, iters: &str| -> Vec<String> {
-        [s.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--iters", iters, "--batch-size", "4", "--valid-every", "1000000", "--log-every", "2", "--lr-schedule", "constant", "--threads", "1", "--out", out.to_str().unwrap()]
+        [s.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--valid-data", data.to_str().unwrap(), "--iters", iters, "--batch-size", "4", "--valid-every", "1000000", "--log-every", "2", "--lr-schedule", "constant", "--threads", "1", "--out", out.to_str().unwrap()]
             .iter()
             .map(|a| a.to_string())
             .collect()
@@ -387,4 +388,13 @@ fn sigterm_checkpoints_the_last_step_and_resume_continues() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let state: serde_json::Value = serde_json::from_str(&WeightFile::read(&stopped.join(train::CHECKPOINT)).unwrap().metadata["state"]).unwrap();
     assert_eq!(state["iteration"].as_u64(), Some(at + 3));
+    let metrics = std::fs::read_to_string(stopped.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().filter(|l| l.contains("valid_accuracy")).count() == 1, "validated only at the scheduled end: {metrics}");
+    let straight = tmp.path().join("straight");
+    let o = strnas(&std::iter::once("train".to_string()).chain(args(&straight, &more)).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (a, b) = (WeightFile::read(&stopped.join(train::MODEL_WEIGHTS)).unwrap(), WeightFile::read(&straight.join(train::MODEL_WEIGHTS)).unwrap());
+    for (name, t) in &b.tensors {
+        assert_eq!(t.data, a.tensors[name].data, "{name}: the interrupted run selected other weights than an uninterrupted one");
+    }
 }

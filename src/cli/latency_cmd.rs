@@ -177,8 +177,19 @@ fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
     }
     let blocks = latency::build::distinct_blocks(&space).len();
     eprintln!("space of {}: {} searchable cells, {blocks} distinct blocks to measure", space.base.name, space.edges.len());
-    let table = latency::build(&space, &a.space, &fit, &o, &mut super::progress::Bars::new())?;
+    let resume = latency::partial::path_for(&a.output);
+    let table = match latency::build(&space, &a.space, &fit, &o, &resume, &mut super::progress::Bars::new()) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(s) = e.downcast_ref::<latency::partial::Stopped>() {
+                eprintln!("{}: {s}", a.output.display());
+                return Ok(crate::signals::signal_exit_code(s.signal));
+            }
+            return Err(e);
+        }
+    };
     table.write(&a.output)?;
+    let _ = std::fs::remove_file(&resume);
     let c = table.correction;
     println!(
         "{}: {} entries on {} {} ({}, {} thread(s), batch {}, {} build) in {:.0} s; dispatch {:.3} ms; correction {:.3} x sum {:+.3} ms (fitted on {} models)",

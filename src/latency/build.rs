@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::space::Space;
 use super::table::{self, Accuracy, Entry, Settings, SpaceInfo, Table};
@@ -48,7 +48,7 @@ fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {
 }
 
 /// One calibrated measurement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timed {
     pub stats: Stats,
     pub calibrated: Calibrated,
@@ -122,23 +122,71 @@ pub fn distinct_blocks(space: &Space) -> BTreeMap<String, Node> {
 
 /// Builds the table of `space` (whose base spec was read from `path`), then fits the correction on the
 /// `fit_specs` given (specs of the same space) plus `o.fit_random` random architectures.
-pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progress: &mut dyn Progress) -> Result<Table> {
+///
+/// Every measurement is saved to `resume` (see [`super::partial`]) as it is taken, and measurements already
+/// there (same settings) are not taken again. A stop signal between measurements ends the build with a
+/// [`super::partial::Stopped`] error; a finished build removes the file.
+pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume: &Path, progress: &mut dyn Progress) -> Result<Table> {
     let start = Instant::now();
-    let mut cal = calibration(o)?;
+    crate::signals::install_stop_handler();
     let blocks = distinct_blocks(space);
-    let dispatch = time_dispatch(space, o, &mut cal)?;
+    let mut models: Vec<Arch> = fit_specs.to_vec();
+    let mut rng = crate::rng::Rng::for_item(o.seed, 0xF17, 0);
+    for i in 0..o.fit_random {
+        models.push(space.random(&mut rng, &format!("fit-{i}"))?);
+    }
+    let settings = format!(
+        "strnas {} space {} runtime {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
+        env!("CARGO_PKG_VERSION"),
+        super::space::skeleton_hash(&space.base.spec),
+        o.runtime,
+        o.device,
+        o.threads,
+        o.batch,
+        o.rounds,
+        o.budget,
+        o.seed,
+        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
+    );
+    let mut saved = super::partial::Partial::load(resume, &settings, &mut |l| progress.note(l));
+    let total = 1 + blocks.len() + models.len();
+    let stop_point = |saved: &super::partial::Partial| -> Result<()> {
+        match crate::signals::stop_signal() {
+            Some(signal) => {
+                saved.save(resume)?;
+                let done = usize::from(saved.dispatch.is_some()) + saved.blocks.len() + saved.models.len();
+                Err(super::partial::Stopped { signal, partial: resume.to_path_buf(), done, total }.into())
+            }
+            None => Ok(()),
+        }
+    };
+    let mut cal = calibration(o)?;
+    let dispatch = match saved.dispatch.clone() {
+        Some(d) => d,
+        None => {
+            let d = time_dispatch(space, o, &mut cal)?;
+            saved.dispatch = Some(d.clone());
+            saved.save(resume)?;
+            d
+        }
+    };
     progress.start(blocks.len() as u64, "blocks");
-    let mut measured = BTreeMap::new();
     let mut info = None;
     for (key, node) in &blocks {
+        stop_point(&saved)?;
         progress.message(&node.path);
-        let (t, i) = time_block(node, o, &mut cal)?;
-        info.get_or_insert(i);
-        measured.insert(key.clone(), t);
+        // The engine's description comes from a real session: the first block is opened even when resumed.
+        if !saved.blocks.contains_key(key) || info.is_none() {
+            let (t, i) = time_block(node, o, &mut cal)?;
+            info.get_or_insert(i);
+            saved.blocks.entry(key.clone()).or_insert(t);
+            saved.save(resume)?;
+        }
         progress.advance(1);
     }
     progress.finish();
     let info = info.context("the space has no blocks")?;
+    let measured = saved.blocks.clone();
     // The calibration's time at build: what turns every ratio (blocks now, whole models later) into ms.
     let cal_ms = crate::measure::median(&measured.values().map(|t| t.calibrated.calibration_ms).collect::<Vec<_>>());
     let dispatch_ratio = dispatch.calibrated.ratio;
@@ -174,17 +222,22 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, progre
         build_seconds: 0.0,
         entries,
     };
-    let mut models: Vec<Arch> = fit_specs.to_vec();
-    let mut rng = crate::rng::Rng::for_item(o.seed, 0xF17, 0);
-    for i in 0..o.fit_random {
-        models.push(space.random(&mut rng, &format!("fit-{i}"))?);
-    }
     progress.start(models.len() as u64, "models");
     let mut points = vec![];
     for m in &models {
+        stop_point(&saved)?;
         progress.message(&m.name);
         let predicted = table.predict(m)?.sum_ms;
-        points.push((predicted, time_model(m, o, &mut cal)?.calibrated.ratio * cal_ms));
+        let ratio = match saved.models.get(&m.name) {
+            Some(r) => *r,
+            None => {
+                let r = time_model(m, o, &mut cal)?.calibrated.ratio;
+                saved.models.insert(m.name.clone(), r);
+                saved.save(resume)?;
+                r
+            }
+        };
+        points.push((predicted, ratio * cal_ms));
         progress.advance(1);
     }
     progress.finish();

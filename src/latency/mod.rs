@@ -19,6 +19,7 @@
 //! `bench::machine`; must not depend on `cli`.
 
 pub mod build;
+pub mod partial;
 pub mod sample;
 pub mod space;
 pub mod table;

@@ -239,7 +239,8 @@ impl Job for SupernetJob<'_> {
         )))
     }
 
-    fn end_window(&mut self, iteration: u64, progress: &mut dyn Progress) -> Result<String> {
+    /// The searched architecture comes from the logits, not from validation, so every window scores it.
+    fn end_window(&mut self, iteration: u64, _scheduled: bool, progress: &mut dyn Progress) -> Result<String> {
         let cfg = self.cfg;
         let choice = self.validated_choice()?;
         let ops = self.space.ops_at(&choice);

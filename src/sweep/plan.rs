@@ -27,7 +27,8 @@ pub struct PlanFile {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    /// Plan-wide values: a string, or a list of strings spliced where a command argument is exactly `{name}`.
+    /// Plan-wide values: a string, or a list of strings spliced where a command argument is exactly `{name}`;
+    /// an empty value (`name:`) must be given with `--set`.
     /// Their text may use the built-in variables, the stage's grid axes and vars that name no var themselves.
     #[serde(default)]
     pub vars: serde_yaml::Mapping,
@@ -237,6 +238,7 @@ fn plan_vars(m: &serde_yaml::Mapping) -> Result<BTreeMap<String, Var>> {
             bail!("vars.{name}: {name:?} is a built-in variable ({})", BUILTINS.join(", "));
         }
         let var = match v {
+            serde_yaml::Value::Null => bail!("vars.{name}: this plan needs a value: --set {name}=VALUE"),
             serde_yaml::Value::Sequence(items) => Var::Many(
                 items.iter().enumerate().map(|(i, x)| scalar(x).with_context(|| format!("vars.{name}[{i}]"))).collect::<Result<_>>()?,
             ),

@@ -138,7 +138,7 @@ pub fn ranges(indices: &[usize]) -> String {
 }
 
 /// Slurm's view of the arrays this sweep submitted: (stage, index) -> state (PENDING, RUNNING, ...), from
-/// `squeue`; None when nothing was submitted or squeue is not available.
+/// `squeue`; None when nothing was submitted or squeue does not answer (not a submit host, SLURM_CONF unset).
 pub fn queue(sweep: &Sweep) -> Option<Vec<(String, usize, String)>> {
     let text = std::fs::read_to_string(sweep.root.join("slurm").join("submitted.jsonl")).ok()?;
     let subs: Vec<Submitted> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -147,6 +147,9 @@ pub fn queue(sweep: &Sweep) -> Option<Vec<(String, usize, String)>> {
     }
     let ids: Vec<&str> = subs.iter().map(|s| s.job_id.as_str()).collect();
     let out = Command::new("squeue").args(["-h", "-r", "-o", "%i %T", "-j", &ids.join(",")]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rows = vec![];
     for line in text.lines() {

@@ -307,8 +307,8 @@ impl run_loop::Job for TrainJob<'_> {
         diagnostics_line(self.trainer.out(), iteration, self.trainer.iters(), &d, &self.meter).map(Some)
     }
 
-    fn end_window(&mut self, iteration: u64, progress: &mut dyn Progress) -> Result<String> {
-        Ok(end_window(&mut self.trainer, iteration, &mut self.meter, progress)?
+    fn end_window(&mut self, iteration: u64, scheduled: bool, progress: &mut dyn Progress) -> Result<String> {
+        Ok(end_window(&mut self.trainer, iteration, scheduled, &mut self.meter, progress)?
             .map(|v| format!(" | val acc {:.1}% ned {:.3}", v.accuracy, v.norm_ed))
             .unwrap_or_default())
     }
@@ -335,10 +335,10 @@ fn diagnostics_line(out: &Path, iteration: u64, iters: u64, d: &Diagnostics, met
     Ok(line)
 }
 
-/// Ends a validation window after `iteration`: validates (saving best weights), writes the checkpoint, then
-/// one `log.txt` line and one `metrics.jsonl` record with the window's mean training loss, images/s and
-/// validation scores.
-fn end_window(trainer: &mut Trainer, iteration: u64, meter: &mut Meter, progress: &mut dyn Progress) -> Result<Option<Validation>> {
+/// Ends a validation window after `iteration`: validates (saving best weights) when the window is
+/// `scheduled`, writes the checkpoint, then one `log.txt` line and one `metrics.jsonl` record with the
+/// window's mean training loss, images/s and validation scores.
+fn end_window(trainer: &mut Trainer, iteration: u64, scheduled: bool, meter: &mut Meter, progress: &mut dyn Progress) -> Result<Option<Validation>> {
     let mean_loss = meter.take_mean_loss();
     let iters = trainer.iters();
     let mut line = format!(
@@ -347,7 +347,7 @@ fn end_window(trainer: &mut Trainer, iteration: u64, meter: &mut Meter, progress
         meter.images_per_sec_with_data()
     );
     let mut record = serde_json::json!({"iteration": iteration, "train_loss": mean_loss, "images_per_sec": meter.images_per_sec(), "images_per_sec_with_data": meter.images_per_sec_with_data()});
-    let validation = trainer.validate(iteration)?;
+    let validation = if scheduled { trainer.validate(iteration)? } else { None };
     if let Some(v) = &validation {
         line += &format!(
             ", valid accuracy {:.2}% norm_ED {:.4} (best {:.2}% / {:.4}, {:.1} s)",

@@ -53,7 +53,10 @@ pub trait Job {
     fn log_line(&mut self, iteration: u64, window: &LogWindow) -> Result<Option<String>>;
     /// Ends a validation window after `iteration`: validates, writes the checkpoint and logs what it found.
     /// Returns the suffix of the progress message until the next window (e.g. ` | val acc 61.2%`).
-    fn end_window(&mut self, iteration: u64, progress: &mut dyn Progress) -> Result<String>;
+    /// `scheduled` is false for the window a stop signal adds between the cadence's windows: a job whose
+    /// validation selects weights (train's best model) then only writes its checkpoint, so an interrupted and
+    /// resumed run selects the same weights as an uninterrupted one.
+    fn end_window(&mut self, iteration: u64, scheduled: bool, progress: &mut dyn Progress) -> Result<String>;
 }
 
 /// Why the loop ended.
@@ -123,7 +126,8 @@ pub fn run(
         }
         let at_end = iteration >= cadence.iters || stop != Stop::Done;
         if iteration % cadence.valid_every == 0 || at_end {
-            suffix = job.end_window(iteration, progress)?;
+            let scheduled = iteration % cadence.valid_every == 0 || iteration >= cadence.iters || !matches!(stop, Stop::Signal(_));
+            suffix = job.end_window(iteration, scheduled, progress)?;
             window = (0.0, 0, Instant::now());
         }
         match stop {
