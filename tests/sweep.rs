@@ -308,3 +308,49 @@ fn slurm_sweep(conf: &str) {
         assert!(weights(&r.join(format!("runs/s{seed}"))) == weights(&l.join(format!("runs/s{seed}"))), "seed {seed}: Slurm and local weights differ");
     }
 }
+
+/// When STRNAS_TEST_WRITER names a file, this "test" is a writer process: it rewrites the file with
+/// `write_atomic` for ever, alternating two 8 MB contents (all 'a' or all 'b'). Otherwise it does nothing.
+#[test]
+fn atomic_writer_process() {
+    let Ok(path) = std::env::var("STRNAS_TEST_WRITER") else { return };
+    let (a, b) = (vec![b'a'; 8 << 20], vec![b'b'; 8 << 20]);
+    loop {
+        strnas::io::write_atomic(Path::new(&path), &a).unwrap();
+        strnas::io::write_atomic(Path::new(&path), &b).unwrap();
+    }
+}
+
+/// A record or result written by the sweep (every writer goes through `io::write_atomic`) is never half
+/// written: a writer killed with SIGKILL at any moment leaves the old file or the new one, whole.
+#[cfg(unix)]
+#[test]
+fn a_killed_writer_never_leaves_a_half_written_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("jobs").join("0.json");
+    for round in 0..5 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "atomic_writer_process", "--nocapture"])
+            .env("STRNAS_TEST_WRITER", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it at a different point of its write cycle each round: after the file changed (round + 1) times.
+        let mut seen = 0;
+        let mut last = None;
+        while seen <= round {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if modified.is_some() && modified != last {
+                seen += 1;
+                last = modified;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the writer ended");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 8 << 20, "round {round}: a file of {} bytes", bytes.len());
+        assert!(bytes.iter().all(|&c| c == bytes[0]), "round {round}: the file mixes two writes");
+    }
+}
