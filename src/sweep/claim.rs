@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// A held claim; dropping it releases the lock (unless a child process still holds the inherited descriptor).
+/// A held claim; dropping it releases the lock, also for a child that inherited the descriptor (the lock
+/// belongs to the open file; a runner killed before dropping it leaves the lock with its command).
 #[derive(Debug)]
 pub struct Claim {
     file: File,
@@ -78,6 +79,14 @@ impl Claim {
         } else {
             Err(std::io::Error::last_os_error()).with_context(|| format!("sharing claim {} with the job", self.path.display()))
         }
+    }
+}
+
+impl Drop for Claim {
+    /// Unlocks explicitly rather than by closing: a process forked meanwhile (any thread's spawn) holds a copy
+    /// of the descriptor until it execs, and closing ours alone would leave the lock held until then.
+    fn drop(&mut self) {
+        unlock(&self.file);
     }
 }
 
