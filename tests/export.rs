@@ -109,6 +109,10 @@ fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
     let expected = WeightFile::read(&golden("micro-attn.expected.safetensors")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let model = write_model(&arch, &w, tmp.path());
+    let (lowered, rewritten) = strnas::runtime::tract_form(&std::fs::read(&model).unwrap(), "golden").unwrap();
+    assert_eq!(rewritten, 1, "the TPS sampler is rewritten for tract");
+    let tract_form = tmp.path().join("micro-attn.tract.onnx");
+    std::fs::write(&tract_form, lowered).unwrap();
     let pre = Preprocess::from_arch(&arch);
     let chw = [pre.channels as usize, pre.height as usize, pre.width as usize];
     for set in ["random", "words"] {
@@ -116,8 +120,10 @@ fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
         let want = &expected.tensors[&format!("logits.{set}")];
         let want_idx: Vec<i64> = expected.tensors[&format!("indices.{set}")].data.iter().map(|&v| v as i64).collect();
         let n = input.shape[0];
-        for rt in [Runtime::Ort, Runtime::Tract] {
-            let mut b = Recognizer::open(rt, &model, 1, None).unwrap();
+        // The standard form on both runtimes (tract runs its own form: GridSample as gathers), and tract's form
+        // on onnxruntime: the runtime-specific form computes the golden outputs on every runtime.
+        for (rt, model) in [(Runtime::Ort, &model), (Runtime::Tract, &model), (Runtime::Ort, &tract_form)] {
+            let mut b = Recognizer::open(rt, model, 1, None).unwrap();
             let o = b.run(&input.data, n, chw).unwrap();
             let tol = 1e-4 * scale(&want.data);
             let d = max_diff(&o.logits, &want.data);
@@ -371,4 +377,49 @@ fn every_export_passes_the_full_onnx_checker() {
     let o = std::process::Command::new(python).arg("-c").arg(script).args(&files).output().unwrap();
     assert!(o.status.success(), "onnx checker failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{} checked", files.len()));
+}
+
+/// GridSample as gathers (tract's form) equals onnxruntime's GridSample on a constructed graph: several
+/// channels, a batch of 2, grid points outside [-1, 1] (border padding) and on the edges, both align_corners.
+#[test]
+fn grid_sample_as_gathers_equals_grid_sample_on_both_runtimes() {
+    use strnas::runtime::{Data, Device, InputData, ModelRef};
+    use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
+    let (n, c, h, w, ho, wo) = (2usize, 3usize, 5usize, 7usize, 4usize, 6usize);
+    let mut rng = strnas::rng::Rng::new(3);
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let mut grid: Vec<f32> = (0..n * ho * wo * 2).map(|_| rng.range(-1.3, 1.3) as f32).collect();
+    grid[..4].copy_from_slice(&[-1.0, -1.0, 1.0, 1.0]);
+    let inputs = vec![
+        InputData { name: "x".into(), shape: vec![n, c, h, w], data: Data::F32(x) },
+        InputData { name: "grid".into(), shape: vec![n, ho, wo, 2], data: Data::F32(grid) },
+    ];
+    let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
+        let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "grid", onnx: bytes, network: None }, 1, None).unwrap();
+        e.prepare(&inputs).unwrap();
+        match e.run_and_fetch(&["y"]).unwrap().remove(0).data {
+            Data::F32(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    for align in [0, 1] {
+        let mut g = GraphBuilder::new("grid");
+        g.input("x", Elem::F32, &[Dim::Fixed(n as i64), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)]).unwrap();
+        g.input("grid", Elem::F32, &[Dim::Fixed(n as i64), Dim::Fixed(ho as i64), Dim::Fixed(wo as i64), Dim::Fixed(2)]).unwrap();
+        let attrs = [("mode", Attr::Str("bilinear".into())), ("padding_mode", Attr::Str("border".into())), ("align_corners", Attr::Int(align))];
+        g.node("GridSample", "sample", &["x", "grid"], &["y"], &attrs).unwrap();
+        g.output("y", Elem::F32, &[Dim::Fixed(n as i64), Dim::Fixed(c as i64), Dim::Fixed(ho as i64), Dim::Fixed(wo as i64)]).unwrap();
+        let model = g.finish("test", &[]);
+        let standard = strnas_onnx::to_bytes(&model).unwrap();
+        let (lowered, count) = strnas_onnx::lower::grid_sample_as_gather(&model).unwrap();
+        assert_eq!(count, 1);
+        assert!(strnas_onnx::check_structure(&lowered).is_empty(), "{:?}", strnas_onnx::check_structure(&lowered));
+        assert!(!lowered.graph.node.iter().any(|n| n.op_type == "GridSample"));
+        let lowered = strnas_onnx::to_bytes(&lowered).unwrap();
+        let want = run(&standard, Runtime::Ort);
+        for (bytes, rt) in [(&lowered, Runtime::Ort), (&lowered, Runtime::Tract), (&standard, Runtime::Tract)] {
+            let d = max_diff(&run(bytes, rt), &want);
+            assert!(d <= 1e-5, "align_corners={align}: {} differs from onnxruntime's GridSample by {d}", rt.full_name());
+        }
+    }
 }

@@ -4,11 +4,13 @@
 //! Owns the measurement plan, its report (also the baseline format) and the gate. Depends on [`crate::runtime`]
 //! (engines, devices, input tensors) and [`crate::measure`] (the timing loop); must not depend on `cli`.
 //! Units, one-way: [`model`] (what is measured) <- this module (the measurement plan and its report) ->
-//! [`gate`] (comparison against a baseline).
+//! [`gate`] (comparison against a baseline); [`profile`] (per-node profiles, `--profile`) uses [`model`] and the
+//! plan.
 
 pub mod gate;
 pub mod machine;
 pub mod model;
+pub mod profile;
 
 /// Transitional alias: the timing loop moved to [`crate::measure`]; `eval` still imports it from here until it
 /// points at `crate::measure`.
@@ -346,7 +348,7 @@ pub fn build_profile() -> &'static str {
     }
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

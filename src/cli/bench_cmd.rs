@@ -40,7 +40,8 @@ use crate::report::{gflops, millions, Table};
     strnas bench model.onnx --runtime ort --device cuda --json bench.json\n  \
     strnas bench ppocr.onnx --input-shape x=1x3x48x320 --runtime ort,tract\n  \
     strnas bench arch_specs/tiny --runtime ort --batch 1 --save-baseline bench/baselines/amd-epyc.json\n  \
-    strnas bench arch_specs/tiny --runtime ort --batch 1 --baseline bench/baselines/amd-epyc.json")]
+    strnas bench arch_specs/tiny --runtime ort --batch 1 --baseline bench/baselines/amd-epyc.json\n  \
+    strnas bench arch_specs/tiny/tiny-crnn-ctc.yaml --profile --runtime ort,tract --batch 1 --threads 1")]
 pub struct BenchArgs {
     /// Models: .onnx files, spec .yaml files, or folders of specs (default: arch_specs/)
     models: Vec<PathBuf>,
@@ -116,6 +117,14 @@ pub struct BenchArgs {
     /// Time A/B against the reference graph even when the graph is identical to it (shows the gate's noise floor)
     #[arg(long, requires = "baseline")]
     measure_identical: bool,
+    /// Instead of timing, profile: where each inference's time goes on onnxruntime (its profiler) and tract
+    /// (a clock around each node), by part (rectifier, extractor, sequence, head), by block of the spec, by op
+    /// kind and by node, each with its share; --json writes the profiles (format strnas-profile)
+    #[arg(long, conflicts_with_all = ["baseline", "save_baseline", "compare", "relative_to", "eval"])]
+    profile: bool,
+    /// With --profile: how many op kinds and nodes to list per runtime
+    #[arg(long, default_value_t = 12, value_name = "N", requires = "profile")]
+    top: usize,
 }
 
 /// Reads `strnas eval --json` files; errors name the flag and the file.
@@ -200,6 +209,9 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
     if bench::build_profile() == "debug" {
         eprintln!("note: this is a debug build; tract runs up to 2x slower than in a release build (`make build`). Report release figures.");
     }
+    if a.profile {
+        return run_profile(&a, &models, &plan);
+    }
     let report = bench::run(&models, &plan, gate.as_ref(), &mut crate::cli::progress::Bars::new());
 
     let text = render(&report, &evals, false);
@@ -230,6 +242,28 @@ pub fn run(a: BenchArgs, ort_lib: Option<&Path>) -> Result<i32> {
         Some(g) if g.failed() => exit::CHECK_FAILED,
         _ => exit::OK,
     })
+}
+
+/// `--profile`: per-node profiles instead of timings.
+fn run_profile(a: &BenchArgs, models: &[PathBuf], plan: &Plan) -> Result<i32> {
+    if plan.runtimes.contains(&Runtime::Tch) {
+        bail!("--profile: per-node times come from onnxruntime or tract; drop tch from --runtime");
+    }
+    let report = bench::profile::run(models, plan, &mut crate::cli::progress::Bars::new());
+    print!("{}", super::profile_view::render(&report, a.top, false));
+    for e in &report.errors {
+        match e.runtime {
+            Some(rt) => eprintln!("error: [{}] {}: {}", rt.name(), e.model, e.error),
+            None => eprintln!("error: {}", e.error),
+        }
+    }
+    if let Some(p) = &a.json {
+        crate::io::write_output(p, &serde_json::to_string_pretty(&report)?).context("--json")?;
+    }
+    if let Some(p) = &a.markdown {
+        crate::io::write_atomic(p, super::profile_view::render(&report, a.top, true).as_bytes()).with_context(|| format!("--markdown {}", p.display()))?;
+    }
+    Ok(if report.errors.is_empty() { exit::OK } else { exit::ERROR })
 }
 
 fn pct(x: f64) -> String {

@@ -12,6 +12,7 @@ mod doctor;
 mod eval_cmd;
 mod export_cmd;
 mod latency_cmd;
+mod profile_view;
 mod progress;
 #[cfg(feature = "torch")]
 mod rank_cmd;

@@ -13,11 +13,19 @@ use super::{Data, Device, Engine, EngineInfo, HostTensor, InputData, ModelRef, R
 /// `session.disable_cpu_ep_fallback` = 1, so a model that cannot run there fails instead of silently running on
 /// the CPU.
 pub fn ort_session(model: &[u8], origin: &str, threads: usize, device: Device, ort_lib: Option<&Path>) -> Result<ort::session::Session> {
+    ort_session_profiled(model, origin, threads, device, ort_lib, None)
+}
+
+/// [`ort_session`], with onnxruntime's profiler writing to a file named after `profile` when given.
+pub(super) fn ort_session_profiled(model: &[u8], origin: &str, threads: usize, device: Device, ort_lib: Option<&Path>, profile: Option<&Path>) -> Result<ort::session::Session> {
     let env = super::ort_environment(ort_lib)?;
     let cfg = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow!("{origin}: onnxruntime: configuring the session: {e}");
     let builder = ort::session::Session::builder(env).map_err(|e| anyhow!("onnxruntime: creating a session: {e}"))?;
     let builder = builder.with_optimization_level(ort::session::builder::GraphOptimizationLevel::All).map_err(cfg)?;
     let mut builder = builder.with_intra_threads(threads.max(1)).map_err(cfg)?;
+    if let Some(p) = profile {
+        builder = builder.with_profiling(p).map_err(cfg)?;
+    }
     if let Device::Cuda(id) = device {
         if !super::ort_has_cuda()? {
             bail!(
@@ -66,7 +74,7 @@ impl OrtEngine {
     }
 }
 
-fn ort_value(i: &InputData) -> Result<ort::value::DynValue> {
+pub(super) fn ort_value(i: &InputData) -> Result<ort::value::DynValue> {
     use ort::value::Tensor;
     let s = i.shape.clone();
     let v = match &i.data {

@@ -30,8 +30,36 @@ fn check_domains(model: &[u8], origin: &str) -> Result<()> {
     Ok(())
 }
 
-/// A tract plan for `model` (protobuf bytes; `origin` names it in errors) with concrete input facts
-/// (`facts[i]` for input `i`; none: the model's declared input 0 at batch 1), optimised and runnable.
+/// The graph form strnas runs on tract: `model` with every bilinear, border-padded GridSample rewritten as
+/// gathers ([`strnas_onnx::lower::grid_sample_as_gather`]: the same outputs, 20x faster under tract 0.23),
+/// and how many nodes were rewritten. Refuses nodes of other domains (see [`check_domains`]).
+/// `STRNAS_TRACT_FORM=standard` runs the model as exported (tract's own GridSample), for comparisons.
+pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, usize)> {
+    check_domains(model, origin)?;
+    match std::env::var("STRNAS_TRACT_FORM").as_deref() {
+        Err(_) | Ok("" | "gather") => {}
+        Ok("standard") => return Ok((model.to_vec(), 0)),
+        Ok(other) => bail!("STRNAS_TRACT_FORM={other:?}: expected `gather` (the default) or `standard`"),
+    }
+    let proto = strnas_onnx::from_bytes(model).map_err(|e| anyhow!("{origin}: not an ONNX model: {e:#}"))?;
+    if !proto.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.op_type == "GridSample")) {
+        return Ok((model.to_vec(), 0));
+    }
+    let (lowered, n) = strnas_onnx::lower::grid_sample_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting GridSample for tract: {e:#}"))?;
+    Ok((strnas_onnx::to_bytes(&lowered)?, n))
+}
+
+/// The engine description's note on [`tract_form`]'s rewrites.
+fn form_note(rewritten: usize) -> String {
+    if rewritten == 0 {
+        String::new()
+    } else {
+        format!("; GridSample x{rewritten} as gathers")
+    }
+}
+
+/// A tract plan for `model` (protobuf bytes in [`tract_form`]; `origin` names it in errors) with concrete input
+/// facts (`facts[i]` for input `i`; none: the model's declared input 0 at batch 1), optimised and runnable.
 pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::DatumType, Vec<usize>)]) -> Result<TractPlan> {
     use tract_onnx::prelude::*;
     check_domains(model, origin)?;
@@ -76,17 +104,19 @@ impl TractEngine {
             bail!("{}: tract runs on the CPU only (drop --device {device} for tract)", model.source);
         }
         set_tract_threads(threads);
+        let (bytes, rewritten) = tract_form(model.onnx, model.source)?;
+        let executor = if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() };
         let info = EngineInfo {
             runtime: Runtime::Tract,
             version: super::TRACT_VERSION.into(),
             device,
-            provider: if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() },
+            provider: format!("{executor}{}", form_note(rewritten)),
             threads,
             engine_build: super::ENGINE_BUILD.into(),
         };
         // The plan is built per input shape in `prepare`; a model tract cannot load fails there, before timing.
         Ok(TractEngine {
-            bytes: model.onnx.to_vec(),
+            bytes,
             origin: model.source.to_string(),
             plans: HashMap::new(),
             state: None,
@@ -106,7 +136,7 @@ impl TractEngine {
     }
 }
 
-fn datum(d: &Data) -> tract_onnx::prelude::DatumType {
+pub(super) fn datum(d: &Data) -> tract_onnx::prelude::DatumType {
     use tract_onnx::prelude::DatumType as D;
     match d {
         Data::F32(_) => D::F32,
@@ -119,7 +149,7 @@ fn datum(d: &Data) -> tract_onnx::prelude::DatumType {
     }
 }
 
-fn tract_tensor(i: &InputData) -> Result<tract_onnx::prelude::Tensor> {
+pub(super) fn tract_tensor(i: &InputData) -> Result<tract_onnx::prelude::Tensor> {
     use tract_onnx::prelude::Tensor;
     let s = &i.shape;
     match &i.data {

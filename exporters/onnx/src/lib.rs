@@ -3,9 +3,11 @@
 //! [`GraphBuilder`] assembles a graph in topological order (each node may only read names defined before
 //! it) and produces a `ModelProto` at opset 17 / IR 8 with a dynamic batch dimension; [`check_structure`]
 //! verifies a model's structure (declared opset, unique names, topological order, every input defined, no
-//! initializer listed as a graph input); [`weightless`] strips and refills a model's weights (reference graphs).
+//! initializer listed as a graph input); [`weightless`] strips and refills a model's weights (reference graphs);
+//! [`lower`] rewrites ops into forms one runtime runs faster (computing the same outputs).
 //! The strnas network-to-graph translation builds on this.
 
+pub mod lower;
 pub mod weightless;
 
 use std::collections::HashSet;
