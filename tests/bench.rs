@@ -80,6 +80,12 @@ fn specs_bench_on_both_runtimes_with_full_statistics() {
         assert!((x["images_per_s"].as_f64().unwrap() * x["ms_per_image"].as_f64().unwrap() - 1e3).abs() < 1e-6);
         assert!(x["gflops_per_s"].as_f64().unwrap() > 0.0);
     }
+    // The machine's GEMM peak is measured on the bench's threads and printed as the reference of "% peak".
+    let p = &r["peak"];
+    assert_eq!((p["n"].as_u64(), p["threads"].as_u64()), (Some(1024), r["settings"]["threads"].as_u64()), "{p}");
+    assert!(p["median_gflops"].as_f64().unwrap() > 0.0 && p["best_gflops"].as_f64().unwrap() >= p["median_gflops"].as_f64().unwrap(), "{p}");
+    assert!(p["workload"].as_str().unwrap().contains("onnxruntime 1.31.1 MatMul"), "{p}");
+    assert!(t.contains("% peak") && t.contains("machine's GEMM peak"), "{t}");
     let engines: Vec<&str> = r["engines"].as_array().unwrap().iter().map(|e| e["version"].as_str().unwrap()).collect();
     // The tract version reported is the one Cargo.lock resolves (the constant cannot drift from the dependency).
     let lock = std::fs::read_to_string(common::root().join("Cargo.lock")).unwrap();
@@ -421,5 +427,19 @@ fn tract_cost_model_agrees_with_the_spec_flop_count() {
         // Measured: 102,003,450 vs 101,996,800 (+0.007%) and 101,403,908 vs 99,869,536 (+1.5%: tract also counts
         // reductions, the TPS grid product and the attention decoder's elementwise arithmetic).
         assert!((tract / spec_flops - 1.0).abs() < 0.02, "{spec}: tract {tract} vs spec {spec_flops}");
+    }
+}
+
+#[test]
+fn doctor_measures_the_gemm_peak_on_one_and_on_all_threads() {
+    let o = strnas(&["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let peaks = r["gemm_peak"].as_array().unwrap();
+    let threads = r["threads"].as_u64().unwrap();
+    let counts: Vec<u64> = peaks.iter().map(|p| p["threads"].as_u64().unwrap()).collect();
+    assert_eq!(counts, if threads == 1 { vec![1] } else { vec![1, threads] }, "{r}");
+    for p in peaks {
+        assert!(p["median_gflops"].as_f64().unwrap() > 0.0 && p["runs"].as_u64().unwrap() >= 10, "{p}");
     }
 }

@@ -10,6 +10,7 @@
 pub mod gate;
 pub mod machine;
 pub mod model;
+pub mod peak;
 pub mod profile;
 
 /// Transitional alias: the timing loop moved to [`crate::measure`]; `eval` still imports it from here until it
@@ -171,6 +172,13 @@ pub struct Report {
     pub skipped: Vec<Skip>,
     #[serde(default)]
     pub errors: Vec<Failure>,
+    /// The machine's GEMM peak on the bench's device and threads ([`peak`]), the reference for each
+    /// measurement's share of peak; absent when nothing measured had a FLOP count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<peak::Peak>,
+    /// Why the peak could not be measured (e.g. no onnxruntime library); not an error of the bench.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_error: Option<String>,
     /// The comparison with `--baseline`, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateReport>,
@@ -368,6 +376,8 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
         results: vec![],
         skipped: vec![],
         errors: vec![],
+        peak: None,
+        peak_error: None,
         gate: gate.map(|g| GateReport {
             baseline: g.baseline_path.clone(),
             thresholds: g.thresholds,
@@ -462,6 +472,12 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
         report.models.push(entry);
     }
     progress.finish();
+    if report.results.iter().any(|r| r.gflops_per_s.is_some()) {
+        match peak::measure(plan.device, plan.threads, plan.ort_lib.as_deref()) {
+            Ok(p) => report.peak = Some(p),
+            Err(e) => report.peak_error = Some(format!("{e:#}")),
+        }
+    }
     if let (Some(g), Some(gr)) = (gate, report.gate.as_mut()) {
         let asked = |b: &Measurement| plan.runtimes.contains(&b.runtime) && plan.batches.contains(&b.batch) && plan.device == b.device;
         baseline_notes(g, &report.results, &report.models, &report.machine, &report.settings, asked, gr);

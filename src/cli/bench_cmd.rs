@@ -353,7 +353,7 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
     out.push_str(&show(&t));
 
     let calibrated = r.settings.rounds.is_some();
-    let mut h = vec!["model", "runtime", "batch", "median ms", "mean ms", "p90 ms", "p99 ms", "stdev %", "min ms", "ms/image", "images/s", "GFLOP/s", "runs"];
+    let mut h = vec!["model", "runtime", "batch", "median ms", "mean ms", "p90 ms", "p99 ms", "stdev %", "min ms", "ms/image", "images/s", "GFLOP/s", "% peak", "runs"];
     if calibrated {
         h.push("x calib");
     }
@@ -373,6 +373,7 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
             format!("{:.3}", x.ms_per_image),
             format!("{:.1}", x.images_per_s),
             x.gflops_per_s.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into()),
+            x.gflops_per_s.zip(r.peak.as_ref()).map(|(g, p)| format!("{:.1}", 100.0 * p.share(g))).unwrap_or_else(|| "-".into()),
             s.runs.to_string(),
         ];
         if calibrated {
@@ -480,6 +481,19 @@ pub fn render(r: &Report, evals: &[EvalResult], markdown: bool) -> String {
             None => String::new(),
         }
     ));
+    match (&r.peak, &r.peak_error) {
+        (Some(p), _) => out.push_str(&format!(
+            "% peak: GFLOP/s against the machine's GEMM peak, {} {n}x{n}x{n} on {} with {} threads: {:.1} GFLOP/s median (best {:.1}){nl}",
+            p.workload,
+            p.device,
+            p.threads,
+            p.median_gflops,
+            p.best_gflops,
+            n = p.n
+        )),
+        (None, Some(e)) => out.push_str(&format!("% peak: not measured ({e}){nl}")),
+        (None, None) => {}
+    }
     for s in &r.skipped {
         out.push_str(&format!("skipped: {} at batch {}: {}{nl}", s.model, s.batch, s.reason));
     }

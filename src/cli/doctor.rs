@@ -1,4 +1,5 @@
-//! `strnas doctor`: what this build links and finds at run time.
+//! `strnas doctor`: what this build links and finds at run time, and the machine's GEMM peak on one and on
+//! all threads (the reference of `strnas bench`'s share-of-peak column).
 
 use std::path::Path;
 
@@ -46,13 +47,28 @@ pub fn run(a: DoctorArgs, ort_lib: Option<&Path>) -> Result<i32> {
         }),
         Err(e) => json!({"found": false, "error": format!("{e:#}")}),
     };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let peaks: Vec<serde_json::Value> = if ort["found"] == true {
+        let mut counts = vec![1, threads];
+        counts.dedup();
+        counts
+            .into_iter()
+            .map(|t| match crate::bench::peak::measure(runtime::Device::Cpu, t, ort_lib) {
+                Ok(p) => serde_json::to_value(p).unwrap_or_default(),
+                Err(e) => json!({"threads": t, "error": format!("{e:#}")}),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let report = json!({
         "strnas": env!("CARGO_PKG_VERSION"),
         "cache": runtime::cache_dir().display().to_string(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": threads,
         "torch": torch,
         "onnxruntime": ort,
         "tract": {"version": runtime::TRACT_VERSION},
+        "gemm_peak": peaks,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -84,6 +100,18 @@ pub fn run(a: DoctorArgs, ort_lib: Option<&Path>) -> Result<i32> {
             println!("onnxruntime NOT FOUND: {}", o["error"].as_str().unwrap_or("?"));
         }
         println!("tract       {} (compiled in)", runtime::TRACT_VERSION);
+        for p in &peaks {
+            match p.get("median_gflops").and_then(|g| g.as_f64()) {
+                Some(g) => println!(
+                    "GEMM peak   {g:.1} GFLOP/s median, {:.1} best ({}, {n}x{n}x{n} float32, {} thread(s)): the reference of bench's % peak",
+                    p["best_gflops"].as_f64().unwrap_or(0.0),
+                    p["workload"].as_str().unwrap_or("?"),
+                    p["threads"],
+                    n = p["n"]
+                ),
+                None => println!("GEMM peak   not measured on {} thread(s): {}", p["threads"], p["error"].as_str().unwrap_or("?")),
+            }
+        }
     }
     let ok = report["onnxruntime"]["found"] == true && report["torch"]["works"] != false;
     Ok(if ok { exit::OK } else { exit::CHECK_FAILED })

@@ -89,7 +89,7 @@ pub enum Command {
     /// Many jobs (a Table 1, the search-quality protocol) from a plan: here, on Slurm or on Kubernetes; resumable
     #[command(subcommand)]
     Sweep(sweep_cmd::SweepCommand),
-    /// Report the libtorch, onnxruntime and tract this build uses, and whether CUDA is usable
+    /// Report the libtorch, onnxruntime and tract this build uses, whether CUDA is usable, and the GEMM peak
     Doctor(doctor::DoctorArgs),
 }
 
