@@ -436,6 +436,22 @@ fn bad_latency_term_flags_are_refused_by_search() {
     refused_before_writing("search", &spec, &data, &run, &cases);
 }
 
+/// `train --init-from` with a missing file or a file that is not weights of SPEC, and `search --min-odds`
+/// below 1, are refused before anything is written, naming the flag.
+#[cfg(feature = "torch")]
+#[test]
+fn bad_starting_weights_and_odds_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path(), false);
+    let data = good_dataset(&tmp.path().join("data"));
+    let run = tmp.path().join("run");
+    let missing = tmp.path().join("no-such.safetensors");
+    let cases: [(&[&str], &str); 2] = [(&["--init-from", s(&missing)], "--init-from"), (&["--init-from", s(&spec)], "--init-from")];
+    refused_before_writing("train", &spec, &data, &run, &cases);
+    let cases: [(&[&str], &str); 2] = [(&["--min-odds", "0.5"], "expected a ratio >= 1"), (&["--min-odds", "inf"], "--min-odds")];
+    refused_before_writing("search", &spec, &data, &run, &cases);
+}
+
 /// `dataset synth --charset` with characters no installed font has (private-use code points) is refused, naming
 /// the flag and the characters, before anything is written (it used to render the label "text" and exit 0).
 #[test]

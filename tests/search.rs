@@ -269,29 +269,28 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     make_synth(&data, 60, 1);
     make_synth(&valid, 8, 2);
     let space = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("arch_specs/tiny/tiny-crnn-ctc.yaml");
-    let run = |out: &std::path::Path, iters: &str, resume: bool| {
+    let run = |out: &std::path::Path, iters: &str, extra: &[&str]| {
         let mut args = vec![
             "search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--valid-data", valid.to_str().unwrap(),
             "--preset", "str-nas2", "--search", "extractor", "--iters", iters, "--batch-size", "4", "--warmup-iters", "2",
             "--arch-every", "2", "--valid-every", "6", "--arch-lr", "0.05", "--threads", "1", "--lr-schedule", "constant", "--log-every", "4", "--out", out.to_str().unwrap(),
         ];
-        if resume {
-            args.push("--resume");
-        }
+        args.extend(extra);
         let o = common::strnas(&args);
         assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         o
     };
     let whole = tmp.path().join("whole");
-    let o = run(&whole, "12", false);
+    let o = run(&whole, "12", &["--min-odds", "1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("5 architecture steps"), "{}", String::from_utf8_lossy(&o.stdout));
     let split = tmp.path().join("split");
-    run(&split, "6", false);
+    run(&split, "6", &["--min-odds", "1"]);
     // A second start without --resume is refused: the run directory holds a search.
     let mut args_again = vec!["search", space.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--preset", "str-nas2", "--out", split.to_str().unwrap()];
     args_again.extend(["--iters", "6"]);
     assert_eq!(common::strnas(&args_again).status.code(), Some(2));
-    run(&split, "12", true);
+    // --min-odds selects the result from the logits: a resumed run may change it.
+    run(&split, "12", &["--resume"]);
     let (a, b) = (probs_lines(&whole), probs_lines(&split));
     assert_eq!(a.len(), 5);
     assert_eq!(a.len(), b.len());
@@ -308,10 +307,33 @@ fn search_resumes_to_the_same_probabilities_and_writes_a_valid_spec() {
     let last = a.last().unwrap()["probs"].as_array().unwrap().iter().flat_map(|e| e.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()).collect::<Vec<_>>();
     assert!(last.iter().any(|p| (p - 1.0 / 7.0).abs() > 1e-3 && (p - 1.0 / 6.0).abs() > 1e-3 && (p - 1.0 / 3.0).abs() > 1e-3), "{last:?}");
     let searched = strnas::spec::load(&whole.join("arch.yaml")).unwrap();
-    assert_eq!(strnas::latency::skeleton_hash(&searched.spec), strnas::latency::skeleton_hash(&strnas::spec::load(&space).unwrap().spec));
+    let space_spec = strnas::spec::load(&space).unwrap().spec;
+    assert_eq!(strnas::latency::skeleton_hash(&searched.spec), strnas::latency::skeleton_hash(&space_spec));
+    // With --min-odds 1 arch.yaml is the plain argmax of the last probabilities.
+    let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("done.json")).unwrap()).unwrap();
+    let mut sp = strnas::latency::Space::around(strnas::spec::load(&space).unwrap());
+    sp.restrict(&[strnas::ops::Part::Extractor]);
+    let own = sp.choice_of(&sp.base).unwrap();
+    let argmax_changes = a.last().unwrap()["probs"].as_array().unwrap().iter().zip(&own).filter(|(e, &i)| {
+        let p: Vec<f64> = e.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        p.iter().cloned().fold(0.0, f64::max) > p[i]
+    });
+    assert_eq!(done["changed_cells"].as_u64().unwrap() as usize, argmax_changes.count());
+    assert!(done["changed_cells"].as_u64().unwrap() > 0, "{done}");
+    // Odds no 12-step search reaches: every cell keeps the space spec's op, the table and done.json say so.
+    let strict = tmp.path().join("strict");
+    let o = run(&strict, "12", &["--min-odds", "1000"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("0 of {} cells changed from the space spec", own.len())), "{}", String::from_utf8_lossy(&o.stdout));
+    let kept = strnas::spec::load(&strict.join("arch.yaml")).unwrap().spec;
+    assert_eq!(kept.extractor, space_spec.extractor);
+    let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(strict.join("done.json")).unwrap()).unwrap();
+    assert_eq!(done["changed_cells"], 0);
     for f in ["supernet.safetensors", "metrics.jsonl", "log.txt", "config.json"] {
         assert!(whole.join(f).exists(), "{f}");
     }
+    // The searched network's inherited weights belong to arch.yaml (hash, names, shapes): what
+    // `strnas train arch.yaml --init-from arch.safetensors` fine-tunes.
+    strnas::weights::WeightFile::read(&whole.join("arch.safetensors")).unwrap().check_against(&searched).unwrap();
     // `--log-every 4`: progress lines at 4 and 8 (12 is a validation line, which says more).
     let log = std::fs::read_to_string(whole.join("log.txt")).unwrap();
     assert!(log.contains("[4/12] loss ") && log.contains("[8/12] loss ") && log.contains(" s/iter, eta "), "{log}");

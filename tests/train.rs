@@ -37,9 +37,34 @@ fn config(spec: PathBuf, train: &Path, valid: Option<&Path>, out: &Path, iters: 
         aux_ctc: 0.0,
         zero_init_residual: false,
         allow_changes: false,
+        init_from: None,
         workers: 1,
         max_time: None,
     }
+}
+
+/// `--init-from`: a run from a trained model's weights starts where that model ended (its first loss is the
+/// trained network's, not a fresh one's), with iterations, optimizer and schedule of its own; weights of
+/// another spec are refused with the file named.
+#[test]
+fn init_from_starts_from_the_given_weights() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_synth(&data, 32, 1);
+    let first = tmp.path().join("first");
+    let r1 = train::train(&config(spec("tiny-crnn-ctc.yaml"), &data, None, &first, 30), &mut Silent).unwrap();
+    let weights = first.join("model.safetensors");
+    let cfg = TrainConfig { init_from: Some(weights.clone()), ..config(spec("tiny-crnn-ctc.yaml"), &data, None, &tmp.path().join("second"), 2) };
+    let r2 = train::train(&cfg, &mut Silent).unwrap();
+    assert_eq!((r2.start_iteration, r2.final_iteration), (0, 2));
+    let (fresh, trained) = (r1.losses[0], r1.losses[r1.losses.len() - 1]);
+    assert!(r2.losses[0] < 0.8 * fresh && (r2.losses[0] - trained).abs() < (fresh - trained).abs() / 2.0, "fresh {fresh}, trained {trained}, from the trained weights {}", r2.losses[0]);
+    let log = std::fs::read_to_string(tmp.path().join("second/log.txt")).unwrap();
+    assert!(log.contains(&format!("with the weights of {}", weights.display())), "{log}");
+    let other = TrainConfig { init_from: Some(weights.clone()), ..config(spec("tiny-limited-3x3-ex3-ctc.yaml"), &data, None, &tmp.path().join("third"), 2) };
+    let e = format!("{:#}", train::train(&other, &mut Silent).unwrap_err());
+    assert!(e.contains("--init-from") && e.contains(&weights.display().to_string()), "{e}");
 }
 
 #[test]

@@ -43,9 +43,10 @@ fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     penalty). Fitness: inherited validation accuracy after BatchNorm recalibration on --recal-images training \
     images. It writes evolution.jsonl (every candidate scored), pareto/ (the Pareto set as specs), \
     evolution.json and arch.yaml (the fittest within the limit).\n\n\
-    The run directory (--out) receives arch.yaml (proxyless: the argmax architecture; with a latency term, \
-    the most probable architecture whose predicted latency is within the target, the argmax moved one cell at \
-    a time to cheaper ops where it exceeds it: train, export and bench take it as it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
+    The run directory (--out) receives arch.yaml (proxyless: at every cell the argmax op where it holds \
+    --min-odds times the probability of the space spec's op, else the spec's op; with a latency term, the \
+    most probable architecture from there whose predicted latency is within the target, moved one cell at a \
+    time to cheaper ops where it exceeds it: train, export and bench take it as it is), supernet.safetensors (checkpoint for --resume), probs.jsonl, metrics.jsonl, log.txt, config.json.\n\n\
     Example:\n  strnas latency build arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime ort -o ort.json\n  \
     strnas search arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --train-data data/train --valid-data data/valid \\\n    \
     --preset str-nas1 --latency-table ort.json --iters 2000 --batch-size 32 --out runs/search")]
@@ -55,7 +56,7 @@ pub struct SearchArgs {
     /// Training data: comma-separated sources (LMDB datasets or folders of them)
     #[arg(long, value_delimiter = ',', required = true)]
     train_data: Vec<PathBuf>,
-    /// Validation data for the argmax network's accuracy (comma-separated)
+    /// Validation data for the searched network's accuracy (comma-separated)
     #[arg(long, value_delimiter = ',')]
     valid_data: Vec<PathBuf>,
     /// str-nas1, str-nas2 or str-nas3 (proxyless strategy)
@@ -119,6 +120,11 @@ pub struct SearchArgs {
     /// One architecture step every N weight steps
     #[arg(long)]
     arch_every: Option<u64>,
+    /// A cell's searched op replaces the space spec's op only where the search gives it at least this many
+    /// times the spec op's probability; elsewhere the spec's op stays. After a short search the probabilities
+    /// are near uniform and the plain argmax follows noise; 1 is the plain argmax (ProxylessNAS)
+    #[arg(long, value_name = "RATIO", default_value_t = 1.5, value_parser = parse_min_odds)]
+    min_odds: f64,
     /// Weight steps before the first architecture step (default: a fifth of --iters)
     #[arg(long)]
     warmup_iters: Option<u64>,
@@ -170,6 +176,11 @@ fn parse_mul_log(s: &str) -> std::result::Result<(f64, f64), String> {
     Ok((num(a)?, num(b)?))
 }
 
+/// `--min-odds`: a finite ratio of at least 1.
+fn parse_min_odds(s: &str) -> std::result::Result<f64, String> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| format!("expected a ratio >= 1 (1 = the plain argmax), got {s:?}"))
+}
+
 pub fn run(a: SearchArgs) -> Result<i32> {
     if a.batch_size == 0 || a.iters == 0 {
         bail!("--batch-size and --iters must be positive");
@@ -185,6 +196,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     if let Some(v) = a.arch_every {
         hyper.arch_every = v.max(1);
     }
+    hyper.min_odds = a.min_odds;
     if let Some(v) = a.warmup_iters {
         hyper.warmup_iters = v;
     } else if a.strategy == "evolution" {
@@ -230,6 +242,7 @@ pub fn run(a: SearchArgs) -> Result<i32> {
             aux_ctc: recipe.aux_ctc,
             zero_init_residual: recipe.zero_init_residual,
             allow_changes: false,
+            init_from: None,
             workers: a.workers,
             max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
         },
@@ -255,9 +268,10 @@ pub fn run(a: SearchArgs) -> Result<i32> {
     let r = crate::search::search(&cfg, &mut Bars::new())?;
     // A stop signal in either phase (weight steps or evolution): 128 + its number, the checkpoint on disk.
     let done = crate::signals::stop_signal().map_or(exit::OK, crate::signals::signal_exit_code);
+    let changed = r.searched.iter().zip(&r.space_ops).filter(|(a, b)| a != b).count();
     let evolved = !matches!(cfg.strategy, Strategy::Evolution(_)) || r.evolution.is_some();
     if r.stop == crate::train::run_loop::Stop::Done && r.final_iteration >= cfg.train.iters && evolved {
-        let summary = serde_json::json!({"arch": r.arch, "iterations": r.final_iteration, "target_ms": r.target_ms, "predicted_ms": r.argmax_ms, "best_accuracy": r.best_accuracy});
+        let summary = serde_json::json!({"arch": r.arch, "iterations": r.final_iteration, "target_ms": r.target_ms, "predicted_ms": r.argmax_ms, "best_accuracy": r.best_accuracy, "changed_cells": changed});
         crate::train::mark_done(&cfg.train.out, &summary)?;
     }
     if let Strategy::Evolution(_) = cfg.strategy {
@@ -265,12 +279,17 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         return Ok(done);
     }
     let against = if cfg.hyper.latency == LatencyLoss::Off { "reference (latency term off)" } else { "target" };
-    let mut t = crate::report::Table::new(["cell", "argmax", "searched", "probabilities"]);
-    for ((path, names, p), searched) in r.probs.iter().zip(&r.searched) {
+    let mut t = crate::report::Table::new(["cell", "space spec", "argmax", "searched", "probabilities"]);
+    for (((path, names, p), searched), own) in r.probs.iter().zip(&r.searched).zip(&r.space_ops) {
         let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0);
-        t.row([path.clone(), names[best].clone(), searched.clone(), names.iter().zip(p).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join("  ")]);
+        t.row([path.clone(), own.clone(), names[best].clone(), searched.clone(), names.iter().zip(p).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join("  ")]);
     }
     print!("{}", t.render());
+    println!(
+        "{changed} of {} cells changed from the space spec (an argmax replaces the spec's op where it holds at least --min-odds {} times its probability)",
+        r.searched.len(),
+        cfg.hyper.min_odds
+    );
     println!(
         "iterations {}..{}, {} architecture steps{}{}{}; searched spec: {}",
         r.start_iteration,
@@ -328,7 +347,7 @@ fn undecided(probs: &[(String, Vec<String>, Vec<f64>)]) -> Option<String> {
     (max < 1.5 * uniform).then(|| {
         format!(
             "note: the architecture is barely decided: a cell's largest op probability is {max:.3} on average, uniform would be {uniform:.3}. \
-             The argmax follows small early drifts; search longer (--iters, --resume) or with a larger --arch-lr before relying on it."
+             The argmax follows small early drifts (cells short of --min-odds keep the space spec's op); search longer (--iters, --resume) or with a larger --arch-lr before relying on it."
         )
     })
 }

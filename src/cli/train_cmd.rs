@@ -210,6 +210,11 @@ pub struct TrainArgs {
     /// drift, compute vs data-wait (default: 100 when stdout is not a terminal, else 0 = never)
     #[arg(long, value_name = "N")]
     log_every: Option<u64>,
+    /// Start from these weights of SPEC instead of a fresh initialisation (fresh optimizer and schedule): a
+    /// train run's model.safetensors to train a model on, or a search's arch.safetensors (the searched
+    /// network's weights inherited from the supernet) to fine-tune it. Names and shapes must match SPEC's
+    #[arg(long, value_name = "WEIGHTS", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// With --resume: continue even though batch size, data, optimizer or learning-rate settings changed
     /// (the changes are recorded in log.txt); without it such a resume is refused with the differences
     #[arg(long, requires = "resume")]
@@ -258,6 +263,7 @@ pub fn run_train(a: TrainArgs) -> Result<i32> {
         aux_ctc: recipe.aux_ctc,
         zero_init_residual: recipe.zero_init_residual,
         allow_changes: a.allow_changes,
+        init_from: a.init_from,
         workers: a.workers,
         max_time: a.max_time.map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
     };

@@ -108,16 +108,27 @@ impl Scorer {
     /// The network of `choice` (a candidate index per edge) with the supernet `vs`'s weights, BatchNorm
     /// recalibrated, scored on the validation data.
     pub fn score(&self, vs: &VarStore, space: &Space, choice: &[usize]) -> Result<Inherited> {
-        let ops = space.ops_at(choice);
-        let arch = space.with_ops(&ops, &format!("{}-inherited", space.base.name))?;
-        let wf = inherit(vs, space, &ops, &arch)?;
+        let arch = space.with_ops(&space.ops_at(choice), &format!("{}-inherited", space.base.name))?;
+        let (_fvs, net) = self.network(vs, space, &arch)?;
+        self.evaluate(&net)
+    }
+
+    /// `arch` (a network of `space`) with the supernet `vs`'s weights, BatchNorm recalibrated: the weights a
+    /// searched network starts from when it is fine-tuned (`strnas train --init-from`).
+    pub fn network(&self, vs: &VarStore, space: &Space, arch: &Arch) -> Result<(VarStore, StrNet)> {
+        let wf = inherit(vs, space, &space.ops_of(arch)?, arch)?;
         let mut fvs = VarStore::new(self.device);
-        let net = StrNet::new(&fvs.root(), &arch);
-        crate::nn::weights::load_model(&mut fvs, &arch, &wf, Path::new("supernet"))?;
+        let net = StrNet::new(&fvs.root(), arch);
+        crate::nn::weights::load_model(&mut fvs, arch, &wf, Path::new("supernet"))?;
         recalibrate_bn(&fvs, &self.recal, |x| {
             let _ = net.forward_t(x, None, true);
         });
-        let scores = crate::eval::tch_eval::score(&net, &self.codec, &self.pre, self.valid.clone(), self.batch_size, self.device, 1, |_, _| {})?;
+        Ok((fvs, net))
+    }
+
+    /// `net`'s scores on the validation data.
+    pub fn evaluate(&self, net: &StrNet) -> Result<Inherited> {
+        let scores = crate::eval::tch_eval::score(net, &self.codec, &self.pre, self.valid.clone(), self.batch_size, self.device, 1, |_, _| {})?;
         let mut total = crate::eval::metrics::Score::default();
         scores.iter().for_each(|s| total.merge(s));
         Ok(Inherited { accuracy: total.accuracy(), norm_ed: total.norm_ed() })

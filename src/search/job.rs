@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::inherit::Scorer;
 use super::mechanics::{self, arch_loss, expected_latency, finish_arch_step, softmax, LatencyLoss};
-use super::run::{candidate_of, warm_start, write_arch, SearchConfig, Strategy, ARCH, CHECKPOINT};
+use super::run::{candidate_of, warm_start, write_arch, SearchConfig, Strategy, ARCH, ARCH_WEIGHTS, CHECKPOINT};
 use super::supernet::{gates, Route, SuperNet};
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
@@ -116,14 +116,17 @@ impl Supernet {
         self.alphas.iter().map(|a| softmax(&mechanics::logits_of(a))).collect()
     }
 
-    /// The searched architecture: the candidate of highest probability at every edge; with a latency term and
-    /// its table, the most probable architecture within the target (a hard limit on the table's prediction,
-    /// [`mechanics::most_probable_within`]). Returns the choice and whether the argmax had to move.
-    pub fn searched(&self, cfg: &SearchConfig, costs: Option<&EdgeCosts>, target: f64) -> (Vec<usize>, bool) {
+    /// The searched architecture: at every edge the candidate of highest probability where it holds at least
+    /// `--min-odds` times the probability of the space spec's op (`incumbent`), else that op
+    /// ([`mechanics::preferred`]); with a latency term and its table, the most probable architecture within
+    /// the target from there (a hard limit on the table's prediction, [`mechanics::most_probable_within`]).
+    /// Returns the choice and whether the latency limit moved it.
+    pub fn searched(&self, cfg: &SearchConfig, costs: Option<&EdgeCosts>, target: f64, incumbent: &[usize]) -> (Vec<usize>, bool) {
         let probs = self.probs();
+        let start = mechanics::preferred(&probs, incumbent, cfg.hyper.min_odds);
         match costs.filter(|_| cfg.hyper.latency != LatencyLoss::Off) {
-            Some(c) => mechanics::most_probable_within(&probs, c, target),
-            None => (probs.iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0)).collect(), false),
+            Some(c) => mechanics::most_probable_within(&probs, start, c, target),
+            None => (start, false),
         }
     }
 
@@ -186,7 +189,7 @@ impl SupernetJob<'_> {
     /// the space spec's own (evolution, which has no argmax).
     fn validated_choice(&self) -> Result<Vec<usize>> {
         match self.cfg.strategy {
-            Strategy::Proxyless => Ok(self.net.searched(self.cfg, self.costs, self.target).0),
+            Strategy::Proxyless => Ok(self.net.searched(self.cfg, self.costs, self.target, &self.space.choice_of(&self.space.base)?).0),
             Strategy::Evolution(_) => self.space.choice_of(&self.space.base),
         }
     }
@@ -247,8 +250,15 @@ impl Job for SupernetJob<'_> {
         let arch = self.space.with_ops(&ops, &cfg.searched_name(self.space))?;
         let expected_ms = self.costs.map(|c| self.net.expected_ms(c));
         let path_ms = self.costs.map(|c| predicted_ms(c, &choice));
+        let proxyless = cfg.strategy == Strategy::Proxyless;
         let acc = match &self.scorer {
-            Some(s) => Some(s.score(&self.net.vs, self.space, &choice)?.accuracy),
+            Some(s) => {
+                let (fvs, net) = s.network(&self.net.vs, self.space, &arch)?;
+                if proxyless {
+                    crate::nn::weights::save_weights(&fvs, &arch, &cfg.train.out.join(ARCH_WEIGHTS), &[("iteration", iteration.to_string())])?;
+                }
+                Some(s.evaluate(&net)?.accuracy)
+            }
             None => None,
         };
         if acc > self.best {
@@ -259,11 +269,11 @@ impl Job for SupernetJob<'_> {
         self.loss_sum = (0.0, 0);
         let rec = serde_json::json!({ "iteration": iteration, "loss": mean_loss, "arch_steps": self.net.arch_steps, "valid_accuracy": acc, "expected_ms": expected_ms, "argmax_ms": path_ms, "params": params, "ops": ops.iter().map(|o| o.to_string()).collect::<Vec<_>>() });
         crate::io::append_line(&cfg.train.out.join("metrics.jsonl"), &rec.to_string())?;
-        if cfg.strategy == Strategy::Proxyless {
+        if proxyless {
             write_arch(&cfg.train.out.join(ARCH), &arch, &self.space.base.name, &cfg.hyper, iteration)?;
         }
         self.net.save(&checkpoint_path(cfg), iteration)?;
-        let which = if cfg.strategy == Strategy::Proxyless { "argmax" } else { "space spec's path" };
+        let which = if proxyless { "searched" } else { "space spec's path" };
         let ms = |v: Option<f64>| v.map_or("-".into(), |e| format!("{e:.3} ms"));
         let suffix = format!(" | {which} val acc {} | E[lat] {} | {which} lat {}", acc.map_or("-".into(), |a| format!("{a:.1}%")), ms(expected_ms), ms(path_ms));
         let line = format!("[{iteration}/{}] loss {mean_loss:.4}, {} arch steps{suffix}, {params} params", cfg.train.iters, self.net.arch_steps);

@@ -222,13 +222,31 @@ pub fn finish_arch_step(alphas: &[Tensor], pairs: &[Pair], gates: &[Tensor], los
     }
 }
 
-/// The most probable architecture whose predicted latency is within `limit_ms`: the argmax of `probs` when it
-/// fits, else the argmax moved greedily, one cell at a time, to a cheaper candidate, each time the move that
-/// gives up the least log-probability per millisecond saved, until it fits. When even the cheapest candidate
-/// at every cell exceeds the limit, that cheapest architecture is returned (the caller reports the excess).
-/// Returns the choice (a candidate index per edge) and whether the argmax had to move.
-pub fn most_probable_within(probs: &[Vec<f64>], costs: &EdgeCosts, limit_ms: f64) -> (Vec<usize>, bool) {
-    let mut choice: Vec<usize> = probs.iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0)).collect();
+/// Each edge's searched candidate before the latency limit: the argmax of `probs`, except where the argmax
+/// holds less than `min_odds` times the probability of the incumbent (`incumbent[e]`, the space spec's op);
+/// there the incumbent stays. Near-uniform probabilities (a short search) then return the space spec rather
+/// than an argmax that follows noise; `min_odds` 1 is the plain argmax.
+pub fn preferred(probs: &[Vec<f64>], incumbent: &[usize], min_odds: f64) -> Vec<usize> {
+    probs
+        .iter()
+        .zip(incumbent)
+        .map(|(p, &inc)| {
+            let best = p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |x| x.0);
+            match p.get(inc) {
+                Some(&pi) if p[best] < min_odds * pi => inc,
+                _ => best,
+            }
+        })
+        .collect()
+}
+
+/// The most probable architecture whose predicted latency is within `limit_ms`, starting from `start` (one
+/// candidate per edge, [`preferred`]): `start` when it fits, else `start` moved greedily, one cell at a time,
+/// to a cheaper candidate, each time the move that gives up the least log-probability per millisecond saved,
+/// until it fits. When even the cheapest candidate at every cell exceeds the limit, that cheapest
+/// architecture is returned (the caller reports the excess). Returns the choice and whether `start` moved.
+pub fn most_probable_within(probs: &[Vec<f64>], start: Vec<usize>, costs: &EdgeCosts, limit_ms: f64) -> (Vec<usize>, bool) {
+    let mut choice = start;
     let mut moved = false;
     while crate::latency::sample::predicted_ms(costs, &choice) > limit_ms {
         let ln = |p: f64| p.max(1e-300).ln();
@@ -261,12 +279,27 @@ mod tests {
     #[test]
     fn most_probable_within_keeps_a_fitting_argmax_and_moves_the_cheapest_loss_first() {
         let probs = vec![vec![0.1, 0.2, 0.7], vec![0.05, 0.15, 0.8]];
+        let argmax = || preferred(&probs, &[0, 0], 1.0);
         // The argmax (4 + 4 = 8 ms) fits a limit of 8.
-        assert_eq!(most_probable_within(&probs, &costs(), 8.0), (vec![2, 2], false));
+        assert_eq!(most_probable_within(&probs, argmax(), &costs(), 8.0), (vec![2, 2], false));
         // Limit 6: one 4 -> 2 move (2 ms saved) suffices; edge 0 gives up ln(0.7/0.2) = 1.25 against edge 1's
         // ln(0.8/0.15) = 1.67, so edge 0 moves.
-        assert_eq!(most_probable_within(&probs, &costs(), 6.0), (vec![1, 2], true));
+        assert_eq!(most_probable_within(&probs, argmax(), &costs(), 6.0), (vec![1, 2], true));
         // Below what every cell's cheapest candidate costs (2 ms): the cheapest architecture.
-        assert_eq!(most_probable_within(&probs, &costs(), 1.0), (vec![0, 0], true));
+        assert_eq!(most_probable_within(&probs, argmax(), &costs(), 1.0), (vec![0, 0], true));
+    }
+
+    #[test]
+    fn preferred_keeps_the_incumbent_unless_the_argmax_has_the_odds() {
+        // Edge 0: argmax 2 at 0.40 against the incumbent's 0.30 (odds 1.33); edge 1: argmax 2 at 0.60 against
+        // 0.20 (odds 3); edge 2: the incumbent is the argmax.
+        let probs = vec![vec![0.3, 0.3, 0.4], vec![0.2, 0.2, 0.6], vec![0.5, 0.25, 0.25]];
+        let inc = [0, 0, 0];
+        assert_eq!(preferred(&probs, &inc, 1.0), vec![2, 2, 0]);
+        assert_eq!(preferred(&probs, &inc, 1.5), vec![0, 2, 0]);
+        assert_eq!(preferred(&probs, &inc, 2.9), vec![0, 2, 0]);
+        assert_eq!(preferred(&probs, &inc, 3.1), vec![0, 0, 0]);
+        // Uniform probabilities keep every incumbent at any odds above 1.
+        assert_eq!(preferred(&[vec![1.0 / 3.0; 3]], &[1], 1.01), vec![1]);
     }
 }

@@ -49,6 +49,14 @@ pub struct Hyper {
     pub ce_weight: f64,
     /// Every n-th sample of each training source is held out for the architecture steps.
     pub held_out_every: usize,
+    /// A cell's searched op replaces the space spec's op only where its probability is at least this many
+    /// times the space spec's op's (1: the plain argmax). Selects the result; it never enters training.
+    #[serde(default = "plain_argmax")]
+    pub min_odds: f64,
+}
+
+fn plain_argmax() -> f64 {
+    1.0
 }
 
 impl Hyper {
@@ -65,6 +73,7 @@ impl Hyper {
             latency: LatencyLoss::Add { lambda: 0.1 },
             ce_weight: 1.0,
             held_out_every: 10,
+            min_odds: 1.5,
         };
         Ok(match name {
             "str-nas1" => base,
@@ -134,6 +143,8 @@ pub struct SearchReport {
     pub probs: Vec<(String, Vec<String>, Vec<f64>)>,
     /// The searched op per edge (`arch.yaml`'s; proxyless only).
     pub searched: Vec<String>,
+    /// The space spec's op per edge (proxyless only): a searched op that differs is a change the search made.
+    pub space_ops: Vec<String>,
     pub arch: PathBuf,
     pub expected_ms: Option<f64>,
     /// The searched network's predicted latency (the table's prediction for `arch`): what the searched spec will
@@ -150,6 +161,9 @@ pub struct SearchReport {
 }
 
 pub const ARCH: &str = "arch.yaml";
+/// The searched network's weights inherited from the supernet, BatchNorm recalibrated (proxyless, with
+/// `--valid-data`): where `strnas train ARCH --init-from` fine-tunes it from.
+pub const ARCH_WEIGHTS: &str = "arch.safetensors";
 pub const CHECKPOINT: &str = "supernet.safetensors";
 
 /// Maps a position of the training (or held-out) part of a source of `n` samples to the source's index.
@@ -294,7 +308,7 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
     let wall = Instant::now();
     let end = run_loop::run(&Cadence::of(&cfg.train), start, wloader, &mut job, progress, &mut |p, line| log(out, p, line))?;
     let SupernetJob { net, scorer, best, .. } = job;
-    let report = SearchReport { start_iteration: start, final_iteration: end.iteration, arch_steps: net.arch_steps, probs: vec![], searched: vec![], arch: out.join(ARCH), expected_ms: None, argmax_ms: None, target_ms: target, best_accuracy: best, evolution: None, stop: end.stop };
+    let report = SearchReport { start_iteration: start, final_iteration: end.iteration, arch_steps: net.arch_steps, probs: vec![], searched: vec![], space_ops: vec![], arch: out.join(ARCH), expected_ms: None, argmax_ms: None, target_ms: target, best_accuracy: best, evolution: None, stop: end.stop };
     match (cfg.strategy, &costs) {
         (Strategy::Evolution(settings), Some(costs)) => {
             let scorer = scorer.context("the evolution needs --valid-data")?;
@@ -310,14 +324,16 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
             })
         }
         _ => {
-            let (argmax, moved) = net.searched(cfg, costs.as_ref(), target);
+            let incumbent = space.choice_of(&space.base)?;
+            let (argmax, moved) = net.searched(cfg, costs.as_ref(), target, &incumbent);
             if moved {
                 let (ms, name) = (costs.as_ref().map_or(0.0, |c| predicted_ms(c, &argmax)), out.join(ARCH));
                 log(out, progress, &format!("the argmax exceeded the {target:.3} ms target: {} holds the most probable architecture within it ({ms:.3} ms predicted)", name.display()))?;
             }
             let probs = space.edges.iter().zip(net.probs()).map(|(e, p)| (e.path.clone(), e.candidates.iter().map(|c| c.to_string()).collect(), p)).collect();
-            let searched = space.ops_at(&argmax).iter().map(|o| o.to_string()).collect();
-            Ok(SearchReport { probs, searched, expected_ms: costs.as_ref().map(|c| net.expected_ms(c)), argmax_ms: costs.as_ref().map(|c| predicted_ms(c, &argmax)), ..report })
+            let names = |c: &[usize]| space.ops_at(c).iter().map(|o| o.to_string()).collect();
+            let (searched, space_ops) = (names(&argmax), names(&incumbent));
+            Ok(SearchReport { probs, searched, space_ops, expected_ms: costs.as_ref().map(|c| net.expected_ms(c)), argmax_ms: costs.as_ref().map(|c| predicted_ms(c, &argmax)), ..report })
         }
     }
 }
@@ -379,7 +395,10 @@ fn latency_of(cfg: &SearchConfig, space: &Space) -> Result<(Option<EdgeCosts>, f
 }
 
 /// Writes `config.json` (the resolved settings); on `--resume`, refuses settings that differ from the
-/// recorded ones (only `iters` may grow).
+/// recorded ones (only `iters` may grow, and `min_odds`, which selects the result from the logits, may change).
+/// Settings a resumed run may change: they neither train nor step the logits.
+const RESELECTABLE: [&str; 2] = ["iters", "min_odds"];
+
 fn record_config(cfg: &SearchConfig, space: &Space, target: f64) -> Result<()> {
     let t = &cfg.train;
     let mut config = serde_json::to_value(&cfg.hyper)?;
@@ -410,7 +429,7 @@ fn record_config(cfg: &SearchConfig, space: &Space, target: f64) -> Result<()> {
     config["edges"] = space.edges.iter().map(|e| serde_json::json!({ "path": e.path, "candidates": e.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>() })).collect::<Vec<_>>().into();
     if t.resume {
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.out.join("config.json")).context("--resume: reading config.json")?)?;
-        let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| k.as_str() != "iters" && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
+        let diff: Vec<String> = config.as_object().into_iter().flatten().filter(|(k, v)| !RESELECTABLE.contains(&k.as_str()) && saved.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: was {}, now {v}", saved.get(k.as_str()).cloned().unwrap_or_default())).collect();
         if !diff.is_empty() {
             bail!("--resume with different settings: {}", diff.join("; "));
         }

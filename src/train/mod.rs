@@ -88,6 +88,10 @@ pub struct TrainConfig {
     pub allow_changes: bool,
     /// Background loading threads.
     pub workers: usize,
+    /// Start from these weights of the spec (a `strnas train` run's `model.safetensors`, or a search's
+    /// `arch.safetensors`: the searched network's inherited weights) instead of a fresh initialisation, with a
+    /// fresh optimizer and schedule; ignored when resuming (the checkpoint holds the weights).
+    pub init_from: Option<PathBuf>,
     /// Stop after this much wall time (validating and checkpointing first); `--resume` continues later.
     pub max_time: Option<std::time::Duration>,
 }
@@ -230,10 +234,14 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainRepo
     let trainer = Trainer::new(cfg, run, &state, data.valid.clone())?;
 
     log(&cfg.out, progress, &format!(
-        "{} {}: {} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, lr schedule {}, seed {}, device {:?}",
+        "{} {}: {}{} from iteration {start} to {}, batch {} ({} sources: {}), {} validation samples, optimizer {:?}, lr schedule {}, seed {}, device {:?}",
         trainer.arch.name,
         if resumed { "resumed" } else { "started" },
         cfg.spec.display(),
+        match (&cfg.init_from, resumed) {
+            (Some(w), false) => format!(" with the weights of {}", w.display()),
+            _ => String::new(),
+        },
         cfg.iters,
         stream.batch_size(),
         data.sources.len(),

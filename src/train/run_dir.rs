@@ -92,6 +92,8 @@ pub(super) struct RunDir {
     pub resumed: Option<(WeightFile, RunState)>,
     /// With `--resume --allow-changes`: the settings that changed (for the log).
     pub changes: Vec<String>,
+    /// With `--init-from` on a new run: the weights to start from, checked against the spec.
+    pub init: Option<WeightFile>,
 }
 
 impl RunDir {
@@ -125,9 +127,18 @@ impl RunDir {
             }
             None
         };
+        // Checked before the run directory is written: a wrong file leaves nothing behind.
+        let init = match (&cfg.init_from, cfg.resume) {
+            (Some(w), false) => {
+                let wf = WeightFile::read(w).with_context(|| format!("--init-from {}", w.display()))?;
+                wf.check_against(&arch).map_err(|m| anyhow!("--init-from {}: {m}", w.display()))?;
+                Some(wf)
+            }
+            _ => None,
+        };
         std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
         crate::io::write_atomic(&cfg.out.join(MODEL_SPEC), spec_text.as_bytes())?;
-        Ok(RunDir { spec_text, arch, checkpoint, resumed, changes })
+        Ok(RunDir { spec_text, arch, checkpoint, resumed, changes, init })
     }
 
     /// The state the run continues from: the checkpoint's when resuming (with the settings now in force,

@@ -142,6 +142,8 @@ impl<'a> Trainer<'a> {
         if let Some((wf, s)) = &run.resumed {
             checkpoint::load_model(&mut vs, &run.arch, wf, &run.checkpoint)?;
             opt.load_state(wf, s.optimizer_steps).with_context(|| format!("{}", run.checkpoint.display()))?;
+        } else if let (Some(wf), Some(w)) = (&run.init, &cfg.init_from) {
+            checkpoint::load_model(&mut vs, &run.arch, wf, w).with_context(|| format!("--init-from {}", w.display()))?;
         }
         Ok(Trainer {
             cfg,
