@@ -461,7 +461,8 @@ fn started_line(cfg: &SearchConfig, space: &Space, start: u64, has_table: bool, 
 pub(super) fn write_arch(path: &Path, arch: &Arch, base: &str, hyper: &Hyper, iteration: u64) -> Result<()> {
     let mut spec = arch.spec.clone();
     spec.description = Some(format!("searched by strnas search (preset {}, iteration {iteration}) in the space of {base}", hyper.preset));
-    let text = crate::spec::emit::to_yaml(&spec, &[format!("Written by `strnas search` at iteration {iteration}: the argmax op of every searched cell.")]);
+    let note = format!("Written by `strnas search` at iteration {iteration}: at every searched cell the argmax op where it holds --min-odds {} times the probability of the space spec's op, else that op.", hyper.min_odds);
+    let text = crate::spec::emit::to_yaml(&spec, &[note]);
     crate::spec::resolve(&crate::spec::parse(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     crate::io::write_atomic(path, text.as_bytes())
 }
