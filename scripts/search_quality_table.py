@@ -96,6 +96,10 @@ def main(out, skeleton):
                 print(f"- {s} supernet: Kendall tau {c['kendall_tau']:.3f}, Spearman rho {c['spearman_rho']:.3f} over {c['models']} specs{extra}")
             else:
                 print(f"- {s} supernet: rank correlation undefined{extra}")
+            rep = load(p).get("stand_alone_repeatability")
+            if rep and k == 0:
+                print(f"- stand-alone repeatability (seed 1 vs seed 2 of the same specs): Kendall tau {rep['kendall_tau']:.3f}, "
+                      f"Spearman rho {rep['spearman_rho']:.3f} over {rep['models']} specs: no supernet can be expected to rank better")
 
 
 if __name__ == "__main__":

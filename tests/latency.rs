@@ -129,13 +129,13 @@ fn build_predict_and_check_run_on_onnxruntime() {
     let out = tmp.path().join("t.json");
     let space = root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml");
     let fast = ["--min-time", "0", "--min-iters", "2", "--warmup", "1", "--rounds", "2"];
-    let mut args = vec!["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "2", "-o", out.to_str().unwrap()];
+    let mut args = vec!["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "2", "--fit-specs", space.to_str().unwrap(), "-o", out.to_str().unwrap()];
     args.extend(fast);
     let o = strnas(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = Table::read(&out).unwrap();
     assert_eq!(t.settings.runtime, Runtime::Ort);
-    assert_eq!((t.settings.threads, t.settings.batch, t.correction.models), (1, 1, 2));
+    assert_eq!((t.settings.threads, t.settings.batch, t.correction.models, t.fitted.len()), (1, 1, 3, 3));
     assert_eq!(t.entries.len(), distinct_blocks(&Space::around(strnas::spec::load(&space).unwrap())).len());
     assert!(t.entries.values().all(|e| e.stats.runs >= 2 * 3 && e.ms >= 0.0 && e.ratio > 0.0), "2 rounds of at least 3 runs");
     assert!(t.calibration_ms > 0.0);
@@ -144,11 +144,21 @@ fn build_predict_and_check_run_on_onnxruntime() {
     assert!(text(&o).contains("tiny-limited-7x7-ex6-ctc"), "{}", text(&o));
     let o = strnas(&["latency", "predict", root().join("arch_specs/tiny/tiny-crnn-ctc.yaml").to_str().unwrap(), "--table", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let mut args = vec!["latency", "check", "--table", out.to_str().unwrap(), "--random", "2"];
+    // The space spec was fitted on, the random architectures (another seed stream) were not.
+    let json = tmp.path().join("check.json");
+    let mut args = vec!["latency", "check", space.to_str().unwrap(), "--table", out.to_str().unwrap(), "--random", "2", "--json", json.to_str().unwrap()];
     args.extend(fast);
     let o = strnas(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("corrected vs calibrated") && text(&o).contains("random-1"), "{}", text(&o));
+    for line in ["held-out: corrected vs calibrated", "held-out: corrected vs plain medians", "all: plain sum vs plain medians", "random-1", "op kind"] {
+        assert!(text(&o).contains(line), "{line}: {}", text(&o));
+    }
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let held: Vec<(String, bool)> = c["rows"].as_array().unwrap().iter().map(|r| (r["model"].as_str().unwrap().to_string(), r["held_out"].as_bool().unwrap())).collect();
+    assert_eq!(held, [("tiny-limited-3x3-ex3-ctc".to_string(), false), ("random-0".into(), true), ("random-1".into(), true)]);
+    assert_eq!((c["held_out"]["corrected_vs_medians"]["models"].as_u64(), c["all"]["plain_vs_calibrated"]["models"].as_u64()), (Some(2), Some(3)));
+    // Every model was timed in every round, interleaved.
+    assert!(c["rows"].as_array().unwrap().iter().all(|r| r["raw"]["runs"].as_u64().unwrap() >= 2 * 3), "{c}");
 }
 
 #[test]

@@ -240,6 +240,14 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
         std::fs::write(&f, serde_json::json!({ "model": name, "datasets": [], "total": { "name": "total", "accuracy": 10.0 * i as f64 } }).to_string()).unwrap();
         stand.push(f.to_str().unwrap().to_string());
     }
+    // A second seed of each: 0, 20, 10, 30 against the first seed's 0, 10, 20, 30 (one discordant pair of 6).
+    for (i, p) in specs.iter().chain(std::iter::once(&space_spec)).enumerate() {
+        let name = strnas::spec::load(p).unwrap().name;
+        let f = tmp.path().join(format!("eval{i}-seed2.json"));
+        let acc = [0.0, 20.0, 10.0, 30.0][i];
+        std::fs::write(&f, serde_json::json!({ "model": name, "datasets": [], "total": { "name": "total", "accuracy": acc } }).to_string()).unwrap();
+        stand.push(f.to_str().unwrap().to_string());
+    }
     let rank_json = tmp.path().join("rank.json");
     let mut args = vec!["rank", whole.to_str().unwrap(), random.to_str().unwrap(), space_spec.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--data", valid.to_str().unwrap(), "--recal-images", "8", "--batch-size", "4", "--json", rank_json.to_str().unwrap(), "--stand-alone"];
     args.extend(stand.iter().map(String::as_str));
@@ -253,6 +261,10 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
     // The skeleton's inherited accuracy is the fitness the evolution gave it.
     let skeleton_fitness = scored[0]["fitness"].as_f64().unwrap();
     assert!((x[3] - skeleton_fitness).abs() < 1e-9, "{} vs {skeleton_fitness}", x[3]);
+    assert_eq!(y, [0.0, 15.0, 15.0, 30.0], "the mean of both seeds");
+    // Kendall tau of seed 1 against seed 2: (5 - 1) / 6.
+    assert!((doc["stand_alone_repeatability"]["kendall_tau"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-12, "{doc}");
+    assert!(text(&o).contains("stand-alone repeatability"), "{}", text(&o));
     match strnas::eval::rank::correlation(&x, &y) {
         Some(c) => assert_eq!(doc["correlation"]["kendall_tau"].as_f64().unwrap(), c.kendall_tau),
         None => assert!(doc["correlation"].is_null() && text(&o).contains("undefined")),

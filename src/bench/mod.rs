@@ -274,6 +274,11 @@ impl Calibration {
     pub fn measure(&mut self, engine: &mut dyn Engine, budget: &Budget, rounds: usize) -> Result<(Vec<f64>, Calibrated)> {
         alternate(self.engine.as_mut(), engine, budget, rounds)
     }
+
+    /// Times many engines (inputs prepared) interleaved in the same rounds ([`interleave`]).
+    pub fn measure_all(&mut self, engines: &mut [&mut dyn Engine], budget: &Budget, rounds: usize) -> Result<Vec<(Vec<f64>, Calibrated)>> {
+        interleave(self.engine.as_mut(), engines, budget, rounds)
+    }
 }
 
 /// Times `engine` against `reference` (both with inputs prepared) in `rounds` rounds, each a block of each,
@@ -282,22 +287,37 @@ impl Calibration {
 /// round was measured up to ~5% slower on the 2-core VM, a bias that must not land on one side. The one A/B
 /// mechanism of the bench: the calibration workload and the gate's reference graphs are both a `reference`.
 pub fn alternate(reference: &mut dyn Engine, engine: &mut dyn Engine, budget: &Budget, rounds: usize) -> Result<(Vec<f64>, Calibrated)> {
+    let mut out = interleave(reference, &mut [engine], budget, rounds)?;
+    Ok(out.pop().expect("one engine"))
+}
+
+/// [`alternate`] for many engines in one process: every round visits every engine in turn, each visit a
+/// block of the reference and a block of the engine (which runs first alternates with round and engine
+/// index), so drift of the machine's speed lands on all engines alike and their plain medians compare.
+/// Returns per engine its samples (all rounds) and its ratio to the reference.
+pub fn interleave(reference: &mut dyn Engine, engines: &mut [&mut dyn Engine], budget: &Budget, rounds: usize) -> Result<Vec<(Vec<f64>, Calibrated)>> {
     let block = budget.split(rounds);
-    crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || engine.run())?;
-    crate::measure::measure(&Budget { min_iters: 0, min_time_s: 0.0, ..*budget }, || reference.run())?;
-    let (mut all, mut pairs) = (vec![], vec![]);
-    for round in 0..rounds.max(1) {
-        let (rm, mm) = if round % 2 == 0 {
-            let rm = crate::measure::measure(&block, || reference.run())?;
-            (rm, crate::measure::measure(&block, || engine.run())?)
-        } else {
-            let mm = crate::measure::measure(&block, || engine.run())?;
-            (crate::measure::measure(&block, || reference.run())?, mm)
-        };
-        pairs.push((crate::measure::median(&mm), crate::measure::median(&rm)));
-        all.extend(mm);
+    let warm = Budget { min_iters: 0, min_time_s: 0.0, ..*budget };
+    for e in engines.iter_mut() {
+        crate::measure::measure(&warm, || e.run())?;
     }
-    Ok((all, Calibrated::from_rounds(&pairs)))
+    crate::measure::measure(&warm, || reference.run())?;
+    let mut all: Vec<Vec<f64>> = vec![vec![]; engines.len()];
+    let mut pairs: Vec<Vec<(f64, f64)>> = vec![vec![]; engines.len()];
+    for round in 0..rounds.max(1) {
+        for (i, e) in engines.iter_mut().enumerate() {
+            let (rm, mm) = if (round + i) % 2 == 0 {
+                let rm = crate::measure::measure(&block, || reference.run())?;
+                (rm, crate::measure::measure(&block, || e.run())?)
+            } else {
+                let mm = crate::measure::measure(&block, || e.run())?;
+                (crate::measure::measure(&block, || reference.run())?, mm)
+            };
+            pairs[i].push((crate::measure::median(&mm), crate::measure::median(&rm)));
+            all[i].extend(mm);
+        }
+    }
+    Ok(all.into_iter().zip(pairs).map(|(s, p)| (s, Calibrated::from_rounds(&p))).collect())
 }
 
 fn size_entry(m: &BenchModel, plan: &Plan) -> ModelEntry {
@@ -772,4 +792,54 @@ fn measure_batch(
     }
     gr.rows.push(row);
     Ok(Ok(meas))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::runtime::HostTensor;
+
+    /// Records which engine ran, in order.
+    struct Recorder {
+        id: char,
+        log: Rc<RefCell<String>>,
+        info: EngineInfo,
+    }
+
+    impl Engine for Recorder {
+        fn info(&self) -> &EngineInfo {
+            &self.info
+        }
+        fn prepare(&mut self, _: &[InputData]) -> Result<()> {
+            Ok(())
+        }
+        fn run(&mut self) -> Result<()> {
+            self.log.borrow_mut().push(self.id);
+            Ok(())
+        }
+        fn run_and_fetch(&mut self, _: &[&str]) -> Result<Vec<HostTensor>> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn interleave_visits_every_engine_every_round_and_alternates_who_runs_first() {
+        let log = Rc::new(RefCell::new(String::new()));
+        let info = EngineInfo { runtime: Runtime::Ort, version: String::new(), device: Device::Cpu, provider: String::new(), threads: 1, engine_build: String::new() };
+        let mk = |id| Recorder { id, log: log.clone(), info: info.clone() };
+        let (mut r, mut a, mut b) = (mk('r'), mk('a'), mk('b'));
+        // Blocks of exactly 3 runs (split's minimum), one warm-up each; max_iters caps nothing here.
+        let budget = Budget { warmup: 1, min_iters: 3, min_time_s: 0.0, max_iters: 1000 };
+        let out = interleave(&mut r, &mut [&mut a, &mut b], &budget, 2).unwrap();
+        // Warm-ups (a, b, r), then round 0: r a | b r, round 1: a r | r b; each block = warm-up 1 + 3 runs.
+        let block = |c: char| std::iter::repeat(c).take(4).collect::<String>();
+        let expect: String = ["a", "b", "r"].concat()
+            + &[block('r'), block('a'), block('b'), block('r'), block('a'), block('r'), block('r'), block('b')].concat();
+        assert_eq!(*log.borrow(), expect);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|(samples, c)| samples.len() == 6 && c.rounds == 2), "3 runs x 2 rounds per engine");
+    }
 }

@@ -79,15 +79,22 @@ fn run_space(run: &Path, space: Option<&Path>) -> Result<Space> {
     Ok(space)
 }
 
-/// Mean stand-alone accuracy per model name over `files`.
-fn stand_alone(files: &[PathBuf]) -> Result<BTreeMap<String, (f64, usize)>> {
-    let mut by_model: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+/// Stand-alone accuracies per model name over `files`, in the order given (e.g. seed 1, seed 2).
+fn stand_alone(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut by_model: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for f in files {
         let r = crate::eval::EvalResult::read(f).with_context(|| format!("--stand-alone {}", f.display()))?;
-        let e = by_model.entry(r.model).or_default();
-        *e = (e.0 + r.total.accuracy, e.1 + 1);
+        by_model.entry(r.model).or_default().push(r.total.accuracy);
     }
-    Ok(by_model.into_iter().map(|(k, (s, n))| (k, (s / n as f64, n))).collect())
+    Ok(by_model)
+}
+
+/// How well the stand-alone ranking agrees with itself: the correlation between the first and the second
+/// result of every model that has two (two seeds of the same recipe). No supernet can be judged to rank
+/// better than this against a reference that noisy.
+fn repeatability(stand: &BTreeMap<String, Vec<f64>>, models: &[String]) -> Option<crate::eval::rank::RankCorrelation> {
+    let (a, b): (Vec<f64>, Vec<f64>) = models.iter().filter_map(|m| stand.get(m).filter(|v| v.len() >= 2).map(|v| (v[0], v[1]))).unzip();
+    crate::eval::rank::correlation(&a, &b)
 }
 
 pub fn run(a: RankArgs) -> Result<i32> {
@@ -123,7 +130,7 @@ pub fn run(a: RankArgs) -> Result<i32> {
     let (mut xs, mut ys) = (vec![], vec![]);
     for (arch, choice) in archs.iter().zip(&choices) {
         let s = scorer.score(&vs, &space, choice)?;
-        let alone = stand.get(&arch.name).copied();
+        let alone = stand.get(&arch.name).map(|v| (v.iter().sum::<f64>() / v.len() as f64, v.len()));
         if let Some((acc, _)) = alone {
             xs.push(s.accuracy);
             ys.push(acc);
@@ -138,8 +145,16 @@ pub fn run(a: RankArgs) -> Result<i32> {
         (Some(c), false) => println!("rank correlation over {} specs: Kendall tau {:.3}, Spearman rho {:.3}", c.models, c.kendall_tau, c.spearman_rho),
         (None, false) => println!("rank correlation: undefined ({} specs with a stand-alone result; at least 2 with distinct accuracies are needed)", xs.len()),
     }
+    let names: Vec<String> = archs.iter().map(|a| a.name.clone()).collect();
+    let repeat = repeatability(&stand, &names);
+    if let Some(c) = &repeat {
+        println!(
+            "stand-alone repeatability (first vs second result of {} specs): Kendall tau {:.3}, Spearman rho {:.3}: the ceiling of any ranking against this reference",
+            c.models, c.kendall_tau, c.spearman_rho
+        );
+    }
     if let Some(path) = &a.json {
-        let doc = serde_json::json!({ "run": a.run.display().to_string(), "space": space.base.name, "recal_images": a.recal_images, "specs": rows, "correlation": corr });
+        let doc = serde_json::json!({ "run": a.run.display().to_string(), "space": space.base.name, "recal_images": a.recal_images, "specs": rows, "correlation": corr, "stand_alone_repeatability": repeat });
         let text = serde_json::to_string_pretty(&doc)?;
         if path == Path::new("-") {
             println!("{text}");

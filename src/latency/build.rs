@@ -81,15 +81,40 @@ fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed,
     time_engine(&key, engine.as_mut(), &inputs, o, cal)
 }
 
-/// Times a whole model (random weights) on images at the table's batch: exported on onnxruntime or tract,
-/// the eager network on tch.
-pub fn time_model(arch: &Arch, o: &Options, cal: &mut Calibration) -> Result<Timed> {
+/// A whole model loaded for timing (random weights, inputs bound): exported on onnxruntime or tract, the
+/// eager network on tch.
+fn open_model(arch: &Arch, o: &Options) -> Result<Box<dyn runtime::Engine>> {
     let weights = crate::weights::random_init(arch, o.seed);
     let bytes = strnas_onnx::to_bytes(&crate::export::export(arch, &weights)?)?;
     let input = random_input("image", Port::Image(arch.input), o.batch, 3);
     let model = ModelRef { source: &arch.name, onnx: &bytes, network: Some((arch, &weights)) };
     let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
-    Ok(time_engine(&arch.name, engine.as_mut(), &[input], o, cal)?.0)
+    engine.prepare(&[input]).with_context(|| format!("{}: binding inputs", arch.name))?;
+    Ok(engine)
+}
+
+/// Times a whole model on images at the table's batch.
+pub fn time_model(arch: &Arch, o: &Options, cal: &mut Calibration) -> Result<Timed> {
+    let mut engine = open_model(arch, o)?;
+    let (samples, calibrated) = cal.measure(engine.as_mut(), &o.budget, o.rounds).with_context(|| format!("{}: running", arch.name))?;
+    Ok(Timed { stats: Stats::from_ms(&samples), calibrated })
+}
+
+/// Times whole models interleaved in the same rounds ([`crate::bench::interleave`]): their plain medians
+/// share the machine's drift and compare with one another, as a user timing them side by side would see.
+pub fn time_models(archs: &[&Arch], o: &Options, cal: &mut Calibration, progress: &mut dyn Progress) -> Result<Vec<Timed>> {
+    progress.start(archs.len() as u64, "models loaded");
+    let mut engines = vec![];
+    for a in archs {
+        progress.message(&a.name);
+        engines.push(open_model(a, o)?);
+        progress.advance(1);
+    }
+    progress.finish();
+    progress.note(&format!("timing {} models interleaved, {} rounds", archs.len(), o.rounds));
+    let mut refs: Vec<&mut dyn runtime::Engine> = engines.iter_mut().map(|e| e.as_mut() as &mut dyn runtime::Engine).collect();
+    let timed = cal.measure_all(&mut refs, &o.budget, o.rounds).context("timing the models interleaved")?;
+    Ok(timed.into_iter().map(|(samples, calibrated)| Timed { stats: Stats::from_ms(&samples), calibrated }).collect())
 }
 
 /// The dispatch cost: an Identity graph on the input image.
@@ -219,6 +244,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
         calibration_ms: cal_ms,
         dispatch_ms: dispatch_ratio * cal_ms,
         correction: Default::default(),
+        fitted: vec![],
         build_seconds: 0.0,
         entries,
     };
@@ -227,7 +253,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
     for m in &models {
         stop_point(&saved)?;
         progress.message(&m.name);
-        let predicted = table.predict(m)?.sum_ms;
+        let prediction = table.predict(m)?;
         let ratio = match saved.models.get(&m.name) {
             Some(r) => *r,
             None => {
@@ -237,7 +263,8 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
                 r
             }
         };
-        points.push((predicted, ratio * cal_ms));
+        points.push((prediction.sum_ms, ratio * cal_ms));
+        table.fitted.push(table::FitPoint { model: m.name.clone(), signature: table::signature(&prediction), sum_ms: prediction.sum_ms, measured_ms: ratio * cal_ms });
         progress.advance(1);
     }
     progress.finish();
@@ -252,6 +279,8 @@ pub struct CheckRow {
     pub model: String,
     /// `spec` (shipped) or `random`.
     pub origin: String,
+    /// Not among the whole models the table's correction was fitted on ([`Table::fitted`]).
+    pub held_out: bool,
     /// Sum of entries (plus one dispatch), and after the correction.
     pub sum_ms: f64,
     pub predicted_ms: f64,
@@ -259,50 +288,122 @@ pub struct CheckRow {
     pub measured_ms: f64,
     /// Relative noise of the calibrated ratio.
     pub noise: f64,
-    /// Raw timings of this run (absolute ms, whatever the machine's speed right now).
+    /// Raw timings of this run (absolute ms, whatever the machine's speed right now), interleaved with every
+    /// other model of the check.
     pub raw: Stats,
     /// The calibration workload's time in this run, against the table's.
     pub calibration_ms: f64,
+    /// The prediction per block: (path, key, ms).
+    pub blocks: Vec<(String, String, f64)>,
+}
+
+/// Prediction accuracy against both references, for plain summation and with the correction.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    /// Against the calibrated measurement (drift of the machine's speed since the build removed).
+    pub plain_vs_calibrated: Accuracy,
+    pub corrected_vs_calibrated: Accuracy,
+    /// Against the plain medians a user times (interleaved in one process, no calibration).
+    pub plain_vs_medians: Accuracy,
+    pub corrected_vs_medians: Accuracy,
+}
+
+impl Scores {
+    pub fn of(rows: &[&CheckRow]) -> Scores {
+        let pairs = |f: &dyn Fn(&CheckRow) -> (f64, f64)| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+        Scores {
+            plain_vs_calibrated: table::accuracy(&pairs(&|r| (r.sum_ms, r.measured_ms))),
+            corrected_vs_calibrated: table::accuracy(&pairs(&|r| (r.predicted_ms, r.measured_ms))),
+            plain_vs_medians: table::accuracy(&pairs(&|r| (r.sum_ms, r.raw.median_ms))),
+            corrected_vs_medians: table::accuracy(&pairs(&|r| (r.predicted_ms, r.raw.median_ms))),
+        }
+    }
+
+    /// (name, accuracy) in reading order.
+    pub fn named(&self) -> [(&'static str, &Accuracy); 4] {
+        [
+            ("plain sum vs calibrated", &self.plain_vs_calibrated),
+            ("corrected vs calibrated", &self.corrected_vs_calibrated),
+            ("plain sum vs plain medians", &self.plain_vs_medians),
+            ("corrected vs plain medians", &self.corrected_vs_medians),
+        ]
+    }
 }
 
 /// The outcome of `latency check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub rows: Vec<CheckRow>,
-    /// Without the correction (plain summation) and with it.
-    pub plain: Accuracy,
-    pub corrected: Accuracy,
-    /// The corrected prediction against raw medians (no calibration): what an uncalibrated timer would see.
-    pub corrected_raw: Accuracy,
+    /// Over the models the correction was not fitted on (the figure of merit), and over every model.
+    pub held_out: Scores,
+    pub all: Scores,
+    /// Median calibration time in this run over the table's: how much slower (> 1) the machine runs now.
+    pub drift: f64,
+    /// Where the table is wrong, per op kind ([`super::kinds::diagnose`]).
+    pub kinds: Vec<super::kinds::KindError>,
 }
 
-/// Measures every model whole under the table's settings and compares with the predictions.
+/// Measures every model whole under the table's settings, interleaved in one process, and compares with
+/// the predictions.
 pub fn check(table: &Table, models: &[(Arch, &str)], o: &Options, progress: &mut dyn Progress) -> Result<Check> {
     let mut cal = calibration(o)?;
-    progress.start(models.len() as u64, "models");
-    let mut rows = vec![];
-    for (arch, origin) in models {
-        progress.message(&arch.name);
-        let p = table.predict(arch)?;
-        let t = time_model(arch, o, &mut cal)?;
-        rows.push(CheckRow {
+    let predictions = models.iter().map(|(a, _)| table.predict(a)).collect::<Result<Vec<_>>>()?;
+    let archs: Vec<&Arch> = models.iter().map(|m| &m.0).collect();
+    let timed = time_models(&archs, o, &mut cal, progress)?;
+    let fitted: std::collections::BTreeSet<&str> = table.fitted.iter().map(|f| f.signature.as_str()).collect();
+    let rows: Vec<CheckRow> = models
+        .iter()
+        .zip(predictions)
+        .zip(timed)
+        .map(|(((arch, origin), p), t)| CheckRow {
             model: arch.name.clone(),
             origin: origin.to_string(),
+            held_out: !fitted.contains(table::signature(&p).as_str()),
             sum_ms: p.sum_ms,
             predicted_ms: p.total_ms,
             measured_ms: t.calibrated.ratio * table.calibration_ms,
             noise: t.calibrated.noise,
             raw: t.stats,
             calibration_ms: t.calibrated.calibration_ms,
-        });
-        progress.advance(1);
+            blocks: p.blocks,
+        })
+        .collect();
+    let all: Vec<&CheckRow> = rows.iter().collect();
+    let held: Vec<&CheckRow> = rows.iter().filter(|r| r.held_out).collect();
+    let drift = crate::measure::median(&rows.iter().map(|r| r.calibration_ms).collect::<Vec<_>>()) / table.calibration_ms;
+    Ok(Check { held_out: Scores::of(&held), all: Scores::of(&all), drift, kinds: super::kinds::diagnose(table, &rows), rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(predicted: f64, sum: f64, calibrated: f64, median: f64) -> CheckRow {
+        CheckRow {
+            model: String::new(),
+            origin: "random".into(),
+            held_out: true,
+            sum_ms: sum,
+            predicted_ms: predicted,
+            measured_ms: calibrated,
+            noise: 0.0,
+            raw: Stats { median_ms: median, ..Default::default() },
+            calibration_ms: 1.0,
+            blocks: vec![],
+        }
     }
-    progress.finish();
-    let pairs = |f: fn(&CheckRow) -> (f64, f64)| rows.iter().map(f).collect::<Vec<_>>();
-    Ok(Check {
-        plain: table::accuracy(&pairs(|r| (r.sum_ms, r.measured_ms))),
-        corrected: table::accuracy(&pairs(|r| (r.predicted_ms, r.measured_ms))),
-        corrected_raw: table::accuracy(&pairs(|r| (r.predicted_ms, r.raw.median_ms))),
-        rows,
-    })
+
+    #[test]
+    fn scores_compare_each_prediction_with_both_references() {
+        // corrected vs calibrated: +10%, -4%; vs medians: +4.76% (11/10.5), -20%.
+        // plain vs calibrated: -10%, +6%; vs medians: -14.29% (9/10.5), -11.67% (5.3/6).
+        let rows = [row(11.0, 9.0, 10.0, 10.5), row(4.8, 5.3, 5.0, 6.0)];
+        let s = Scores::of(&rows.iter().collect::<Vec<_>>());
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(s.corrected_vs_calibrated.mape_pct, 7.0) && close(s.corrected_vs_calibrated.within_10_pct, 100.0), "{s:?}");
+        assert!(close(s.corrected_vs_calibrated.within_5_pct, 50.0), "{s:?}");
+        assert!(close(s.corrected_vs_medians.mape_pct, (100.0 * 0.5 / 10.5 + 20.0) / 2.0) && close(s.corrected_vs_medians.within_10_pct, 50.0), "{s:?}");
+        assert!(close(s.plain_vs_calibrated.mape_pct, 8.0) && close(s.plain_vs_calibrated.within_5_pct, 0.0), "{s:?}");
+        assert!(close(s.plain_vs_medians.mape_pct, (100.0 * 1.5 / 10.5 + 100.0 * 0.7 / 6.0) / 2.0) && close(s.plain_vs_medians.within_10_pct, 0.0), "{s:?}");
+    }
 }

@@ -19,11 +19,12 @@
 //! `bench::machine`; must not depend on `cli`.
 
 pub mod build;
+pub mod kinds;
 pub mod partial;
 pub mod sample;
 pub mod space;
 pub mod table;
 
-pub use build::{build, check, Check, CheckRow, Options};
+pub use build::{build, check, Check, CheckRow, Options, Scores};
 pub use space::{skeleton_hash, Space};
 pub use table::{accuracy, Accuracy, EdgeCosts, Prediction, Table};

@@ -69,6 +69,28 @@ impl Default for Correction {
     }
 }
 
+/// A whole model measured while building, one point of the correction's fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitPoint {
+    pub model: String,
+    /// [`signature`] of its blocks: the same architecture under any name.
+    pub signature: String,
+    /// Sum of entries (plus one dispatch) and the calibrated measurement, ms.
+    pub sum_ms: f64,
+    pub measured_ms: f64,
+}
+
+/// Identifies an architecture by the cost keys of its blocks in forward order.
+pub fn signature(p: &Prediction) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (_, key, _) in &p.blocks {
+        h.update(key.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The space a table covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceInfo {
@@ -95,6 +117,9 @@ pub struct Table {
     /// Time to run an empty graph (Identity on the input image), in ms; entries are net of it.
     pub dispatch_ms: f64,
     pub correction: Correction,
+    /// The whole models the correction was fitted on (a check's held-out statistics leave them out).
+    #[serde(default)]
+    pub fitted: Vec<FitPoint>,
     /// Seconds the build took.
     pub build_seconds: f64,
     pub entries: BTreeMap<String, Entry>,
@@ -155,6 +180,11 @@ impl Table {
         self.entries.get(key).map(|e| e.ms).ok_or_else(|| {
             anyhow::anyhow!("{path}: no entry for {key} in the table (built for the space of {}, skeleton {})", self.space.base, &self.space.skeleton_hash[..12])
         })
+    }
+
+    /// The correction's scale for blocks of `kind` ([`super::kinds::kind_of`]).
+    pub fn scale_of(&self, _kind: &str) -> f64 {
+        self.correction.scale
     }
 
     /// Applies the correction to a sum of entries (plus one dispatch).

@@ -71,6 +71,7 @@ pub fn constructed_table(space: &strnas::latency::Space) -> strnas::latency::Tab
         calibration_ms: 1.0,
         dispatch_ms: 0.5,
         correction: table::Correction { scale: 1.25, offset_ms: 0.125, models: 3 },
+        fitted: vec![],
         build_seconds: 0.0,
         entries,
     }
