@@ -173,6 +173,59 @@ fn eval_scores_times_and_rejects_mismatched_weights() {
     assert!(text(&o).contains("--device cuda"), "{}", text(&o));
 }
 
+/// `strnas eval MODEL.onnx`: a trained tiny model's export scores the words its tch network scores, on
+/// onnxruntime and on tract (every wrong prediction the same text; at most 0.5% of the samples may differ by a
+/// near-tie flipped in float arithmetic); a model without strnas metadata is refused, naming the missing key.
+#[test]
+fn an_exported_model_scores_what_its_network_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_synth(&data, 200, 5);
+    let run = tmp.path().join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let o = strnas(&["train", &s(&spec("tiny-crnn-ctc.yaml")), "--train-data", &s(&data), "--iters", "150", "--batch-size", "16", "--lr", "2e-3", "--out", &s(&run), "--threads", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let onnx = tmp.path().join("m.onnx");
+    let o = strnas(&["export", &s(&run.join("model.yaml")), "-o", &s(&onnx)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // (label, prediction) of every wrong prediction, and the pooled scores.
+    let eval = |model: &Path, extra: &[&str]| {
+        let json = tmp.path().join("e.json");
+        let mut args = vec!["eval".to_string(), s(model), "--data".into(), s(&data), "--no-timing".into(), "--show-errors".into(), "1000".into(), "--json".into(), s(&json)];
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let o = strnas(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let wrong: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(": gt ")).map(|l| l.split(" (confidence").next().unwrap().to_string()).collect();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        (wrong, v["total"]["samples"].as_u64().unwrap(), v["total"]["accuracy"].as_f64().unwrap(), v["params"].clone())
+    };
+    let (tch_wrong, n, tch_acc, params) = eval(&run.join("model.yaml"), &["--threads", "1"]);
+    assert_eq!(n, 200);
+    // Not a degenerate comparison: after 150 steps the network reads few words exactly but already writes
+    // many different texts (19 distinct in the run that set this bound).
+    let distinct: std::collections::BTreeSet<&str> = tch_wrong.iter().map(|w| w.split(" pred ").nth(1).unwrap()).collect();
+    assert!(distinct.len() >= 10, "{distinct:?}");
+    for rt in ["ort", "tract"] {
+        let (wrong, n2, acc, p) = eval(&onnx, &["--runtime", rt]);
+        assert_eq!((n2, &p), (n, &params), "{rt}");
+        let differ = wrong.iter().filter(|w| !tch_wrong.contains(w)).count() + tch_wrong.iter().filter(|w| !wrong.contains(w)).count();
+        assert!(differ as f64 <= 0.005 * n as f64, "{rt}: {differ} predictions differ from tch's\n{wrong:?}\n{tch_wrong:?}");
+        assert!((acc - tch_acc).abs() <= 0.5 + 1e-9, "{rt}: {acc} vs {tch_acc}");
+    }
+    // A model without strnas metadata: refused, the missing key named.
+    let mut proto = strnas_onnx::from_bytes(&std::fs::read(&onnx).unwrap()).unwrap();
+    proto.metadata_props.clear();
+    let bare = tmp.path().join("bare.onnx");
+    std::fs::write(&bare, strnas_onnx::to_bytes(&proto).unwrap()).unwrap();
+    let o = strnas(&["eval", &s(&bare), "--data", &s(&data)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("bare.onnx") && text(&o).contains("not a strnas model") && text(&o).contains("is missing"), "{}", text(&o));
+    // An exported model carries its weights.
+    let o = strnas(&["eval", &s(&onnx), "--weights", &s(&run.join("model.safetensors")), "--data", &s(&data)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--weights"), "{}", text(&o));
+}
+
 /// The attention loss of a fixed batch equals cross-entropy computed here by hand from the network's own
 /// logits, with the decoder inputs and targets built here from the labels ([GO] c1..cn [s] fed in; c1..cn [s]
 /// expected; padding ignored; as deep-text-recognition-benchmark's `train.py`). The same computation with the

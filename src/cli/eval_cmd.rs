@@ -1,27 +1,33 @@
-//! `strnas eval` (libtorch builds only): parses the arguments, runs [`crate::eval::evaluate()`] with a
-//! progress bar and prints its tables, wrong predictions and `--json`.
+//! `strnas eval`: parses the arguments, runs [`crate::eval::evaluate()`] on a spec's trained weights (libtorch
+//! builds) or [`crate::eval::evaluate_onnx()`] on an exported model (every build), with a progress bar, and
+//! prints its tables, wrong predictions and `--json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tch::Device;
 
 use super::progress::Bars;
-use super::train_cmd::parse_device;
-use crate::eval::{evaluate, EvalConfig, EvalResult, Evaluation};
+use crate::eval::{onnx_eval::is_onnx, EvalResult, Evaluation, OnnxEvalConfig};
 use crate::exit;
 use crate::report::{millions, Table};
+use crate::runtime::Runtime;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Scores follow the STR benchmark protocol: labels lowercased (unless the spec is \
-    case-sensitive) and filtered by length and charset; accuracy = exact match; norm_ED = 1 - ED / max(len); \
-    the total pools every sample.\n\nTime per image is reported twice: synchronised batch-1 latency after \
-    warm-up, and batched throughput (forward time of a --batch-size batch / its size).")]
+#[command(after_help = "MODEL is a spec (YAML) with trained weights, scored by its tch network (libtorch builds), or \
+    an exported model (.onnx), scored by onnxruntime or tract (--runtime): the artifact that ships, its \
+    preprocessing, charset and decoding read from its strnas metadata.\n\nScores follow the STR benchmark \
+    protocol: labels lowercased (unless the model is case-sensitive) and filtered by length and charset; \
+    accuracy = exact match; norm_ED = 1 - ED / max(len); the total pools every sample.\n\nFor a spec, time per \
+    image is reported twice: synchronised batch-1 latency after warm-up, and batched throughput (forward time \
+    of a --batch-size batch / its size). Time an .onnx model with `strnas bench`.\n\nExamples:\n  strnas eval \
+    runs/tiny/model.yaml --data data/heldout /data/svt\n  strnas eval model.onnx --runtime tract --data \
+    data/heldout --json eval.json")]
 pub struct EvalArgs {
-    /// Architecture spec (YAML)
+    /// Architecture spec (YAML) with trained weights, or an exported model (.onnx)
+    #[arg(value_name = "MODEL")]
     spec: PathBuf,
-    /// Weights (default: the spec's sibling <stem>.safetensors)
+    /// Weights of a spec (default: the spec's sibling <stem>.safetensors)
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Evaluation datasets: LMDB datasets, image folders with gt.txt (`path<TAB>label` lines, e.g. a folder of SVT
@@ -31,9 +37,13 @@ pub struct EvalArgs {
     /// Batch size for scoring and for the throughput figure
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: Device,
+    /// Runtime of an .onnx model
+    #[arg(long, default_value = "ort", value_parser = super::export_cmd::onnx_runtime())]
+    runtime: Runtime,
+    /// cpu, cuda or cuda:N (a spec's tch network)
+    #[cfg(feature = "torch")]
+    #[arg(long, default_value = "cpu", value_parser = super::train_cmd::parse_device)]
+    device: tch::Device,
     /// Write the results as JSON (`-` for stdout)
     #[arg(long)]
     json: Option<PathBuf>,
@@ -43,27 +53,35 @@ pub struct EvalArgs {
     /// Show this many wrong predictions per dataset
     #[arg(long, default_value_t = 0)]
     show_errors: usize,
-    /// libtorch intra-op threads (default: libtorch's choice)
+    /// Intra-op threads (a spec: libtorch's, default its choice; an .onnx model: the runtime's, default 1)
     #[arg(long)]
     threads: Option<i32>,
 }
 
 /// Runs the evaluation with a progress bar, prints the wrong predictions asked for, the per-dataset table and
 /// the paper-style summary row, and writes `--json`.
-pub fn run_eval(a: EvalArgs) -> Result<i32> {
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
+pub fn run_eval(a: EvalArgs, ort_lib: Option<&Path>) -> Result<i32> {
+    if a.threads.is_some_and(|t| t < 1) {
+        anyhow::bail!("--threads must be at least 1");
     }
-    let cfg = EvalConfig {
-        spec: a.spec.clone(),
-        weights: a.weights.clone(),
-        data: a.data.clone(),
-        batch_size: a.batch_size,
-        device: a.device,
-        timing: !a.no_timing,
-        show_errors: a.show_errors,
+    let evaluation = if is_onnx(&a.spec) {
+        if a.weights.is_some() {
+            anyhow::bail!("--weights: {} carries its weights (it is an exported model)", a.spec.display());
+        }
+        let cfg = OnnxEvalConfig {
+            model: a.spec.clone(),
+            runtime: a.runtime,
+            data: a.data.clone(),
+            batch_size: a.batch_size,
+            threads: a.threads.map_or(1, |t| t as usize),
+            show_errors: a.show_errors,
+            ort_lib: ort_lib.map(Path::to_path_buf),
+        };
+        crate::eval::evaluate_onnx(&cfg, &mut Bars::new())?
+    } else {
+        eval_spec(&a)?
     };
-    let Evaluation { result: out, misreads, unreadable } = evaluate(&cfg, &mut Bars::new())?;
+    let Evaluation { result: out, misreads, unreadable } = evaluation;
     for line in &unreadable {
         eprintln!("warning: {line}");
     }
@@ -79,10 +97,39 @@ pub fn run_eval(a: EvalArgs) -> Result<i32> {
             tm.device, tm.threads, tm.batch1.runs, tm.batch1.p90_ms, tm.batch_size, tm.batch_size
         );
     }
+    if is_onnx(&a.spec) {
+        println!("scored by {} on {}{}", a.spec.display(), a.runtime.name(), if a.no_timing { "" } else { "; time it with `strnas bench`" });
+    }
     if let Some(p) = &a.json {
         crate::io::write_output(p, &out.to_json()?).context("--json")?;
     }
     Ok(exit::OK)
+}
+
+/// A spec's trained weights, scored (and timed) by its tch network.
+#[cfg(feature = "torch")]
+fn eval_spec(a: &EvalArgs) -> Result<Evaluation> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let cfg = crate::eval::EvalConfig {
+        spec: a.spec.clone(),
+        weights: a.weights.clone(),
+        data: a.data.clone(),
+        batch_size: a.batch_size,
+        device: a.device,
+        timing: !a.no_timing,
+        show_errors: a.show_errors,
+    };
+    crate::eval::evaluate(&cfg, &mut Bars::new())
+}
+
+#[cfg(not(feature = "torch"))]
+fn eval_spec(a: &EvalArgs) -> Result<Evaluation> {
+    anyhow::bail!(
+        "{}: evaluating a spec runs its tch network, and this strnas was built without libtorch; export it (`strnas export`) and evaluate the .onnx model",
+        a.spec.display()
+    )
 }
 
 /// One row per dataset and the total: samples, filtered, unreadable, accuracy, norm_ED.

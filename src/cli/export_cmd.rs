@@ -116,7 +116,7 @@ pub fn run_verify(a: VerifyArgs, ort_lib: Option<&Path>) -> Result<i32> {
 }
 
 /// `--runtime` of `strnas infer`: the runtimes that run an ONNX file alone (`ort`, `tract`).
-fn onnx_runtime() -> impl clap::builder::TypedValueParser<Value = Runtime> {
+pub(super) fn onnx_runtime() -> impl clap::builder::TypedValueParser<Value = Runtime> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["ort", "tract"]).map(|s| if s == "tract" { Runtime::Tract } else { Runtime::Ort })
 }

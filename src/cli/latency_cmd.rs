@@ -102,7 +102,8 @@ pub struct PredictArgs {
     timing it sees). Reported: MAPE, RMSPE and the share within +-10% and +-5% (nn-Meter's figures of merit), \
     for plain summation and with the table's correction, over held-out models (not among those the correction \
     was fitted on) and over all; and per op kind, what one table millisecond of that kind is worth in whole \
-    models (least squares over the checked models): where the table is wrong.\n\nExit codes: 0 ok, 1 fewer than --min-within-10 % of corrected predictions within +-10%, 2 error.")]
+    models (least squares over the checked models): where the table is wrong.\n\nExit codes: 0 ok, 1 fewer than --min-within-10 % of held-out corrected predictions within +-10% of the \
+    calibrated time, 2 error.")]
 pub struct CheckArgs {
     /// Specs (files or folders) to check
     specs: Vec<PathBuf>,
@@ -112,7 +113,8 @@ pub struct CheckArgs {
     /// Random architectures of the space to check too
     #[arg(long, default_value_t = 0)]
     random: usize,
-    /// Required share (percent, e.g. 90%) of corrected predictions within +-10% (default: report only)
+    /// Required share (percent, e.g. 90%) of held-out corrected predictions within +-10% of the calibrated
+    /// time (default: report only)
     #[arg(long, value_parser = crate::bench::gate::parse_fraction)]
     min_within_10: Option<f64>,
     #[command(flatten)]

@@ -8,7 +8,6 @@
 mod bench_cmd;
 mod dataset;
 mod doctor;
-#[cfg(feature = "torch")]
 mod eval_cmd;
 mod export_cmd;
 mod latency_cmd;
@@ -70,8 +69,8 @@ pub enum Command {
     /// Train the network of a spec on LMDB data (libtorch), resumable
     #[cfg(feature = "torch")]
     Train(train_cmd::TrainArgs),
-    /// Score trained weights on LMDB datasets with the STR benchmark protocol, and time them
-    #[cfg(feature = "torch")]
+    /// Score trained weights (a spec, libtorch) or an exported model (.onnx, onnxruntime or tract) on datasets
+    /// with the STR benchmark protocol
     Eval(eval_cmd::EvalArgs),
     /// Write the ONNX model of a spec and its weights (onnxruntime and tract run it)
     Export(export_cmd::ExportArgs),
@@ -115,8 +114,7 @@ pub fn main() -> i32 {
         Command::Rank(a) => rank_cmd::run(a),
         #[cfg(feature = "torch")]
         Command::Train(a) => train_cmd::run_train(a),
-        #[cfg(feature = "torch")]
-        Command::Eval(a) => eval_cmd::run_eval(a),
+        Command::Eval(a) => eval_cmd::run_eval(a, cli.ort_lib.as_deref()),
         Command::Export(a) => export_cmd::run_export(a),
         Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
         Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use tch::Device;
 
-use super::metrics::Score;
-use super::result::{DatasetResult, EvalResult, Timing};
+use super::outcome::{dataset_results, Evaluation, Misread};
+use super::result::{EvalResult, Timing};
 use super::tch_eval;
 use crate::data::image::Preprocess;
 use crate::data::labels::LabelCodec;
@@ -32,28 +32,6 @@ pub struct EvalConfig {
     pub timing: bool,
     /// Collect up to this many wrong predictions per dataset.
     pub show_errors: usize,
-}
-
-/// A wrong prediction.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Misread {
-    /// The dataset's name.
-    pub dataset: String,
-    /// Ground truth (normalised as scored).
-    pub label: String,
-    pub prediction: String,
-    /// The reference's confidence score of the prediction.
-    pub confidence: f32,
-}
-
-/// An evaluation: the result `--json` writes, and the wrong predictions asked for.
-#[derive(Debug, Clone)]
-pub struct Evaluation {
-    pub result: EvalResult,
-    /// Up to `show_errors` per dataset, datasets in order.
-    pub misreads: Vec<Misread>,
-    /// One line per dataset with images that could not be read or decoded (left out of the scores).
-    pub unreadable: Vec<String>,
 }
 
 /// Evaluates as configured. Checks the device, loads the spec and weights, scores every sample (progress:
@@ -87,24 +65,19 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn Progress) -> Result<Evaluat
     let timing = if !cfg.timing || total_n == 0 { None } else { Some(time_first_sample(&net, &pre, &datasets, batch_size, cfg.device)?) };
 
     let summary = crate::ops::summarize(&crate::ops::inventory(&arch));
-    let mut total = Score::default();
-    scores.iter().for_each(|s| total.merge(s));
+    let (per_dataset, total) = dataset_results(&datasets, &scores);
     let result = EvalResult {
         model: arch.name.clone(),
         spec: cfg.spec.display().to_string(),
         weights: weights.display().to_string(),
         params: Some(summary.params),
         flops: Some(summary.flops),
-        datasets: datasets.iter().zip(&scores).map(|(d, s)| dataset_result(d.name(), d.path().display().to_string(), s, d.filtered, d.bad_images().len())).collect(),
-        total: dataset_result("total".into(), String::new(), &total, datasets.iter().map(|d| d.filtered).sum(), datasets.iter().map(|d| d.bad_images().len()).sum()),
+        datasets: per_dataset,
+        total,
         timing,
     };
     let unreadable = crate::data::loader::bad_image_report(&datasets, "left out of the scores");
     Ok(Evaluation { result, misreads, unreadable })
-}
-
-fn dataset_result(name: String, path: String, s: &Score, filtered: usize, unreadable: usize) -> DatasetResult {
-    DatasetResult { name, path, samples: s.samples, filtered, unreadable, accuracy: s.accuracy(), norm_ed: s.norm_ed() }
 }
 
 /// Times the network on the first sample of the first non-empty dataset: 10 warm-up runs, then at least

@@ -7,7 +7,9 @@
 //! correction's common scale says the table over- (a_k small) or under-states (a_k large) that kind, the
 //! non-additivity nn-Meter (Zhang et al. 2021) finds between kernels measured alone and in a model. Kinds
 //! whose sum does not vary over the points (the fixed blocks of a space) cannot be told from the offset and
-//! keep the common scale. The same fit, shrunk towards the common scale, is the table's per-kind correction.
+//! keep the common scale. Used as a diagnostic only: cross-validated on 30 + 4 models per runtime and scale, no
+//! per-kind correction predicted held-out models better than the common scale (`scripts/latency_kind_models.py`,
+//! docs/results.md), so the table keeps one.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +19,8 @@ use super::table::{Correction, Table};
 
 /// The kind of a block: the expansion class of a searchable cell in its part (`rectifier/e3`,
 /// `extractor/e6`; `e1` for the first cells), `identity` for a skipped cell, `fixed` for every other block
-/// (stems, TPS head, BiLSTM, prediction head). Coarse on purpose: finer kinds (kernel x expansion x part, 21
-/// on the tiny attention space) over-fit 30 models and predicted held-out models worse (docs/latency.md).
+/// (stems, TPS head, BiLSTM, prediction head). Coarse on purpose: finer kinds (part x kernel x expansion, 20
+/// on the tiny attention space) over-fit 34 models (`scripts/latency_kind_models.py`).
 pub fn kind_of(path: &str, key: &str) -> String {
     let part = path.split('.').next().unwrap_or(path);
     let searchable = path.contains(".cells.") || path.ends_with(".first");
