@@ -44,7 +44,8 @@ def solve(a, b):
 
 
 def fit(xs, ys, ridge):
-    """Scales per column (prior 1 for columns without spread) and offset, shrunk towards the common scale."""
+    """Scales per column (0 for columns without spread: they fold into the offset) and offset, shrunk towards the
+    common scale."""
     n, k = len(xs), len(xs[0])
     mx = [sum(x[j] for x in xs) / n for j in range(k)]
     my = sum(ys) / n
@@ -76,6 +77,8 @@ def stats(pairs):
 def main(paths):
     for path in paths:
         rows = json.load(open(path))["rows"]
+        if len(rows) < 4:
+            sys.exit(f"{path}: {len(rows)} models; cross-validation needs at least 4")
         print(f"{path}: {len(rows)} models")
         print(f"{'kinds':28s} {'n':>3s} {'shrink':>6s} | {'vs calibrated: MAPE  +-10%  +-5%':34s} | vs plain medians: MAPE  +-10%  +-5%")
         table_cal = stats([(r["predicted_ms"], r["measured_ms"]) for r in rows])

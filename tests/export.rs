@@ -160,6 +160,29 @@ fn regenerate(arch: &strnas::spec::Arch) {
     out.write(&golden("micro-attn.expected.safetensors")).unwrap();
 }
 
+/// `strnas eval MODEL.onnx` in every build, the libtorch-free one included: a tiny model's export (random
+/// weights) scored on synthetic words under onnxruntime and under tract, with its contract from the metadata.
+#[test]
+fn an_exported_model_is_evaluated_by_both_runtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::make_synth(&data, 30, 4);
+    let arch = strnas::spec::load(&root().join("arch_specs/tiny/tiny-crnn-ctc.yaml")).unwrap();
+    let onnx = write_model(&arch, &strnas::weights::random_init(&arch, 1), tmp.path());
+    let mut scores = vec![];
+    for rt in ["ort", "tract"] {
+        let json = tmp.path().join(format!("{rt}.json"));
+        let o = strnas(&["eval", onnx.to_str().unwrap(), "--runtime", rt, "--data", data.to_str().unwrap(), "--batch-size", "8", "--json", json.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains(&format!("on {rt}")), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!((v["model"].as_str(), v["total"]["samples"].as_u64()), (Some("tiny-crnn-ctc"), Some(30)), "{v}");
+        assert_eq!(v["params"].as_u64(), Some(strnas::ops::summarize(&strnas::ops::inventory(&arch)).params), "from the metadata");
+        scores.push(v["total"]["norm_ed"].as_f64().unwrap());
+    }
+    assert!((scores[0] - scores[1]).abs() < 0.05, "ort and tract read the same model alike: {scores:?}");
+}
+
 #[test]
 fn export_cli_names_missing_weights_and_mismatches() {
     let tmp = tempfile::tempdir().unwrap();

@@ -178,6 +178,10 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
     assert_eq!(serde_json::from_value::<Vec<usize>>(scored[0]["choice"].clone()).unwrap(), space.choice_of(&space.base).unwrap());
     let searched = strnas::spec::load(&whole.join("arch.yaml")).unwrap();
     assert!(table.predict(&searched).unwrap().total_ms <= limit + 1e-9);
+    // done.json counts the cells where the fittest differs from the space spec.
+    let (a, b) = (space.choice_of(&searched).unwrap(), space.choice_of(&space.base).unwrap());
+    let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("done.json")).unwrap()).unwrap();
+    assert_eq!(done["changed_cells"].as_u64(), Some(a.iter().zip(&b).filter(|(x, y)| x != y).count() as u64), "{done}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("evolution.json")).unwrap()).unwrap();
     let best = summary["best"]["fitness"].as_f64().unwrap();
     assert!(scored.iter().all(|c| c["fitness"].as_f64().unwrap() <= best));

@@ -208,8 +208,10 @@ fn an_exported_model_scores_what_its_network_scores() {
     for rt in ["ort", "tract"] {
         let (wrong, n2, acc, p) = eval(&onnx, &["--runtime", rt]);
         assert_eq!((n2, &p), (n, &params), "{rt}");
+        // A sample read differently counts once on each side when both readings are wrong: 0.5% of the samples
+        // may differ, each at most twice.
         let differ = wrong.iter().filter(|w| !tch_wrong.contains(w)).count() + tch_wrong.iter().filter(|w| !wrong.contains(w)).count();
-        assert!(differ as f64 <= 0.005 * n as f64, "{rt}: {differ} predictions differ from tch's\n{wrong:?}\n{tch_wrong:?}");
+        assert!(differ as f64 <= 2.0 * (0.005 * n as f64).max(1.0), "{rt}: {differ} predictions differ from tch's\n{wrong:?}\n{tch_wrong:?}");
         assert!((acc - tch_acc).abs() <= 0.5 + 1e-9, "{rt}: {acc} vs {tch_acc}");
     }
     // A model without strnas metadata: refused, the missing key named.
@@ -220,6 +222,10 @@ fn an_exported_model_scores_what_its_network_scores() {
     let o = strnas(&["eval", &s(&bare), "--data", &s(&data)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("bare.onnx") && text(&o).contains("not a strnas model") && text(&o).contains("is missing"), "{}", text(&o));
+    // Flags of the other kind of model are refused, not ignored.
+    let o = strnas(&["eval", &s(&run.join("model.yaml")), "--runtime", "tract", "--data", &s(&data)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--runtime applies to an exported model"), "{}", text(&o));
     // An exported model carries its weights.
     let o = strnas(&["eval", &s(&onnx), "--weights", &s(&run.join("model.safetensors")), "--data", &s(&data)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -37,9 +37,9 @@ pub struct EvalArgs {
     /// Batch size for scoring and for the throughput figure
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Runtime of an .onnx model
-    #[arg(long, default_value = "ort", value_parser = super::export_cmd::onnx_runtime())]
-    runtime: Runtime,
+    /// Runtime of an .onnx model [default: ort]
+    #[arg(long, value_parser = super::export_cmd::onnx_runtime())]
+    runtime: Option<Runtime>,
     /// cpu, cuda or cuda:N (a spec's tch network)
     #[cfg(feature = "torch")]
     #[arg(long, default_value = "cpu", value_parser = super::train_cmd::parse_device)]
@@ -64,13 +64,18 @@ pub fn run_eval(a: EvalArgs, ort_lib: Option<&Path>) -> Result<i32> {
     if a.threads.is_some_and(|t| t < 1) {
         anyhow::bail!("--threads must be at least 1");
     }
+    let runtime = a.runtime.unwrap_or(Runtime::Ort);
     let evaluation = if is_onnx(&a.spec) {
         if a.weights.is_some() {
             anyhow::bail!("--weights: {} carries its weights (it is an exported model)", a.spec.display());
         }
+        #[cfg(feature = "torch")]
+        if a.device != tch::Device::Cpu {
+            anyhow::bail!("--device: an .onnx model is scored on the CPU by --runtime ort|tract (the device applies to a spec's tch network)");
+        }
         let cfg = OnnxEvalConfig {
             model: a.spec.clone(),
-            runtime: a.runtime,
+            runtime,
             data: a.data.clone(),
             batch_size: a.batch_size,
             threads: a.threads.map_or(1, |t| t as usize),
@@ -79,6 +84,9 @@ pub fn run_eval(a: EvalArgs, ort_lib: Option<&Path>) -> Result<i32> {
         };
         crate::eval::evaluate_onnx(&cfg, &mut Bars::new())?
     } else {
+        if a.runtime.is_some() {
+            anyhow::bail!("--runtime applies to an exported model (.onnx); {} is scored by its tch network", a.spec.display());
+        }
         eval_spec(&a)?
     };
     let Evaluation { result: out, misreads, unreadable } = evaluation;
@@ -98,7 +106,7 @@ pub fn run_eval(a: EvalArgs, ort_lib: Option<&Path>) -> Result<i32> {
         );
     }
     if is_onnx(&a.spec) {
-        println!("scored by {} on {}{}", a.spec.display(), a.runtime.name(), if a.no_timing { "" } else { "; time it with `strnas bench`" });
+        println!("scored by {} on {}{}", a.spec.display(), runtime.name(), if a.no_timing { "" } else { "; time it with `strnas bench`" });
     }
     if let Some(p) = &a.json {
         crate::io::write_output(p, &out.to_json()?).context("--json")?;

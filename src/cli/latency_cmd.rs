@@ -297,7 +297,7 @@ fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
         bail!("nothing to check: give specs of the table's space or --random N");
     }
     let c = latency::check(&table, &models, &o, &mut super::progress::Bars::new())?;
-    let mut t = TextTable::new(["model", "origin", "fitted", "sum ms", "predicted ms", "calibrated ms", "noise %", "error %", "median ms", "error %"]);
+    let mut t = TextTable::new(["model", "origin", "fitted", "sum ms", "predicted ms", "calibrated ms", "noise %", "error % (calibrated)", "median ms", "error % (median)"]);
     for r in &c.rows {
         let (m, raw) = (r.measured_ms, r.raw.median_ms);
         t.row([
@@ -316,37 +316,49 @@ fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
     print!("{}", t.render());
     println!();
     let mut acc = TextTable::new(["prediction vs measurement", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %"]);
-    for (set, scores) in [("held-out", &c.held_out), ("all", &c.all)] {
+    if table.fitted.is_empty() && table.correction.models > 0 {
+        println!("note: this table predates the record of the models its correction was fitted on: no held-out set (rebuild it)");
+    }
+    for (set, scores) in [("held-out", c.held_out.as_ref()), ("all", Some(&c.all))].into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
         for (name, x) in scores.named().into_iter().filter(|(_, x)| x.models > 0) {
             acc.row([format!("{set}: {name}"), x.models.to_string(), format!("{:.2}", x.mape_pct), format!("{:.2}", x.rmspe_pct), format!("{:.1}", x.within_10_pct), format!("{:.1}", x.within_5_pct)]);
         }
     }
     print!("{}", acc.render());
     println!();
-    let mut k = TextTable::new(["op kind", "blocks", "table ms / model", "table scale", "fitted scale", "table says"]);
-    for e in &c.kinds {
-        let (fitted, says) = match (e.fitted_scale, e.fitted_error) {
+    let common = c.kinds.common_scale;
+    let mut k = TextTable::new(["op kind", "blocks", "table ms / model", "table scale", "fitted scale", "table overstates it by", "against the common scale"]);
+    for e in &c.kinds.kinds {
+        let (fitted, over, against) = match (e.fitted_scale, e.fitted_error) {
             (Some(f), err) => {
-                let off = 100.0 * (e.table_scale / f - 1.0);
-                let sig = err.is_some_and(|err| (f - e.table_scale).abs() > 2.0 * err);
-                (format!("{f:.3}{}", err.map_or(String::new(), |e| format!(" +-{e:.3}"))), format!("{off:+.0}%{}", if sig { "" } else { " (within 2 s.e.)" }))
+                let against = match (common, err) {
+                    (Some(cs), Some(se)) if se.is_finite() => if (f - cs).abs() > 2.0 * se { "differs (> 2 s.e.)" } else { "within 2 s.e." },
+                    _ => "(no s.e.)",
+                };
+                (format!("{f:.3}{}", err.map_or(String::new(), |e| format!(" +-{e:.3}"))), format!("{:+.0}%", 100.0 * (1.0 - f / e.table_scale)), against.to_string())
             }
-            (None, _) => ("-".to_string(), "(hardly varies: in the offset)".to_string()),
+            (None, _) => ("-".to_string(), "-".to_string(), e.unfitted.clone().unwrap_or_else(|| "hardly varies: in the offset".into())),
         };
-        k.row([e.kind.clone(), e.blocks.to_string(), format!("{:.3}", e.mean_ms), format!("{:.3}", e.table_scale), fitted, says]);
+        k.row([e.kind.clone(), e.blocks.to_string(), format!("{:.3}", e.mean_ms), format!("{:.3}", e.table_scale), fitted, over, against]);
     }
     print!("{}", k.render());
+    if let Some(cs) = common {
+        println!("common scale fitted on these models: {cs:.3} (the table's: {:.3})", table.correction.scale);
+    }
     println!(
         "calibrated ms = ratio to the calibration workload x its time at build ({:.3} ms; {:.3}x that now); median ms = this run's plain median, every model interleaved in the same rounds",
         table.calibration_ms, c.drift
     );
-    println!("held-out = not among the {} models the table's correction was fitted on; fitted scale = least squares of the calibrated times on the table's ms per op kind (+- one standard error); table says = how much the table over- (+) or understates that kind", table.fitted.len());
+    println!("held-out = not among the {} models the table's correction was fitted on; fitted scale = least squares of the calibrated times on the table's ms per op kind (+- one standard error); overstates = 1 - fitted / table scale", table.fitted.len());
     println!("measured on {} {} ({}), {} thread(s), batch {}, {} build", s.runtime.name(), s.runtime_version, s.provider, s.threads, s.batch, crate::bench::build_profile());
     if let Some(p) = &a.json {
         crate::io::write_output(p, &serde_json::to_string_pretty(&c)?).context("--json")?;
     }
     // The figure of merit is over held-out models; a check of fitted models only is judged on them all.
-    let (set, judged) = if c.held_out.corrected_vs_calibrated.models > 0 { ("held-out", &c.held_out) } else { ("fitted", &c.all) };
+    let (set, judged) = match &c.held_out {
+        Some(h) => ("held-out", h),
+        None => ("checked", &c.all),
+    };
     match a.min_within_10 {
         Some(min) if judged.corrected_vs_calibrated.within_10_pct < 100.0 * min => {
             eprintln!("check FAILED: {:.1}% of {set} models within +-10% < required {:.1}%", judged.corrected_vs_calibrated.within_10_pct, 100.0 * min);

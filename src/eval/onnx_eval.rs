@@ -39,7 +39,9 @@ pub struct OnnxEvalConfig {
 /// Scores every sample of the data with the model on its runtime (progress: one phase, "images"). Errors name
 /// the model (missing metadata key, a runtime that cannot run it) or the dataset at fault.
 pub fn evaluate_onnx(cfg: &OnnxEvalConfig, progress: &mut dyn Progress) -> Result<Evaluation> {
-    let meta = ModelMetadata::from_file(&cfg.model).with_context(|| format!("{}: not a strnas model (export it with `strnas export`)", cfg.model.display()))?;
+    let bytes = std::fs::read(&cfg.model).with_context(|| format!("reading {}", cfg.model.display()))?;
+    let proto = strnas_onnx::from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", cfg.model.display()))?;
+    let meta = ModelMetadata::read(&proto, &cfg.model.display().to_string()).context("not a strnas model (export one with `strnas export`)")?;
     let contract = Contract::from_metadata(&meta);
     let (pre, codec) = (contract.preprocess, contract.codec.clone());
     let datasets = Arc::new(open_all(&cfg.data, &meta.charset, meta.batch_max_length as usize)?);

@@ -334,13 +334,14 @@ impl Scores {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub rows: Vec<CheckRow>,
-    /// Over the models the correction was not fitted on (the figure of merit), and over every model.
-    pub held_out: Scores,
+    /// Over the models the correction was not fitted on (the figure of merit; `None` when no checked model is
+    /// held out, or the table predates the record of its fitted models), and over every model.
+    pub held_out: Option<Scores>,
     pub all: Scores,
     /// Median calibration time in this run over the table's: how much slower (> 1) the machine runs now.
     pub drift: f64,
     /// Where the table is wrong, per op kind ([`super::kinds::diagnose`]).
-    pub kinds: Vec<super::kinds::KindError>,
+    pub kinds: super::kinds::Diagnosis,
 }
 
 /// Measures every model whole under the table's settings, interleaved in one process, and compares with
@@ -370,8 +371,10 @@ pub fn check(table: &Table, models: &[(Arch, &str)], o: &Options, progress: &mut
         .collect();
     let all: Vec<&CheckRow> = rows.iter().collect();
     let held: Vec<&CheckRow> = rows.iter().filter(|r| r.held_out).collect();
+    let known = !table.fitted.is_empty() || table.correction.models == 0;
+    let held_out = (known && !held.is_empty()).then(|| Scores::of(&held));
     let drift = crate::measure::median(&rows.iter().map(|r| r.calibration_ms).collect::<Vec<_>>()) / table.calibration_ms;
-    Ok(Check { held_out: Scores::of(&held), all: Scores::of(&all), drift, kinds: super::kinds::diagnose(table, &rows), rows })
+    Ok(Check { held_out, all: Scores::of(&all), drift, kinds: super::kinds::diagnose(table, &rows), rows })
 }
 
 #[cfg(test)]

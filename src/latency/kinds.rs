@@ -51,6 +51,8 @@ pub struct KindFit {
     /// Standard error of each fitted `a_k` (unshrunk fits with more points than parameters plus one).
     pub errors: BTreeMap<String, f64>,
     pub offset_ms: f64,
+    /// Kinds that vary over the points but were not fitted, and why (too few points, collinear kinds).
+    pub unfitted: Option<(Vec<String>, String)>,
 }
 
 /// A point of the fit: the table's ms per kind of one model, and its measured time.
@@ -74,8 +76,13 @@ pub fn fit(points: &[Point], prior: &Correction, ridge: f64) -> KindFit {
     let means: Vec<f64> = kinds.iter().map(|k| mean(&|p| x(p, k))).collect();
     let spread: Vec<f64> = kinds.iter().zip(&means).map(|(k, m)| points.iter().map(|p| (x(p, k) - m).powi(2)).sum::<f64>()).collect();
     let floor = 0.005 * mean(&|p| p.1).abs();
-    let free: Vec<usize> = (0..kinds.len()).filter(|&i| (spread[i] / n as f64).sqrt() > floor).collect();
-    let free = if n >= free.len() + 2 { free } else { vec![] };
+    let varying: Vec<usize> = (0..kinds.len()).filter(|&i| (spread[i] / n as f64).sqrt() > floor).collect();
+    let names = |idx: &[usize]| idx.iter().map(|&i| kinds[i].clone()).collect::<Vec<_>>();
+    if n < varying.len() + 2 {
+        let why = format!("too few models ({n} for {} varying kinds)", varying.len());
+        return KindFit { offset_ms: mean(&|p| p.1 - prior.scale * kinds.iter().map(|k| x(p, k)).sum::<f64>()), unfitted: Some((names(&varying), why)), ..Default::default() };
+    }
+    let free = varying;
     // Centered normal equations in the free scales' deviations d_k = a_k - prior: the offset follows.
     let resid = |p: &Point| p.1 - prior.scale * kinds.iter().map(|k| x(p, k)).sum::<f64>();
     let my = mean(&|p| resid(p));
@@ -91,15 +98,15 @@ pub fn fit(points: &[Point], prior: &Correction, ridge: f64) -> KindFit {
         rhs[r] = points.iter().map(|p| dev(p, i) * (resid(p) - my)).sum();
     }
     let Some(d) = solve(&gram, &rhs) else {
-        return KindFit { offset_ms: my, ..Default::default() };
+        return KindFit { offset_ms: my, unfitted: Some((names(&free), "collinear kinds".into())), ..Default::default() };
     };
     let mut out = KindFit { offset_ms: my, ..Default::default() };
     for (r, &i) in free.iter().enumerate() {
         out.scales.insert(kinds[i].clone(), prior.scale + d[r]);
         out.offset_ms -= d[r] * means[i];
     }
-    // Standard errors: residual variance times the diagonal of the inverse Gram matrix.
-    if n > m + 1 {
+    // Standard errors of the unshrunk fit: residual variance times the diagonal of the inverse Gram matrix.
+    if n > m + 1 && ridge == 0.0 {
         let ssr: f64 = points.iter().map(|p| (resid(p) - my - free.iter().enumerate().map(|(r, &i)| d[r] * dev(p, i)).sum::<f64>()).powi(2)).sum();
         let sigma2 = ssr / (n - m - 1) as f64;
         for (r, &i) in free.iter().enumerate() {
@@ -116,9 +123,10 @@ pub fn fit(points: &[Point], prior: &Correction, ridge: f64) -> KindFit {
 fn solve(a: &[Vec<f64>], b: &[f64]) -> Option<Vec<f64>> {
     let m = a.len();
     let mut a: Vec<Vec<f64>> = a.iter().zip(b).map(|(row, &v)| row.iter().copied().chain([v]).collect()).collect();
+    let tol = 1e-12 * a.iter().enumerate().map(|(i, r)| r[i].abs()).fold(0.0, f64::max);
     for c in 0..m {
         let p = (c..m).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].abs() < 1e-300 {
+        if a[p][c].abs() <= tol.max(f64::MIN_POSITIVE) {
             return None;
         }
         a.swap(c, p);
@@ -144,21 +152,40 @@ pub struct KindError {
     /// The table's correction scale for this kind.
     pub table_scale: f64,
     /// Fitted worth of one table ms of this kind in whole models, with its standard error; `None` where the
-    /// kind's sum hardly varies over the checked models (it cannot be told from the offset).
+    /// kind's sum hardly varies over the checked models (it cannot be told from the offset) or `unfitted` says.
     pub fitted_scale: Option<f64>,
     pub fitted_error: Option<f64>,
+    /// Why a kind that varies has no fitted scale.
+    pub unfitted: Option<String>,
+}
+
+/// Per-kind errors and the one scale that fits the same models best: a kind is wrong in the table's
+/// proportions only where its own scale differs from that common one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    pub kinds: Vec<KindError>,
+    /// One scale for every searchable block, fitted on the checked models (`None` when it cannot be).
+    pub common_scale: Option<f64>,
 }
 
 /// Per-kind errors of `table` on checked models (their blocks and calibrated measurements), fitted without
-/// shrinkage.
-pub fn diagnose(table: &Table, rows: &[super::build::CheckRow]) -> Vec<KindError> {
+/// shrinkage, and the common scale of the same models.
+pub fn diagnose(table: &Table, rows: &[super::build::CheckRow]) -> Diagnosis {
     let points: Vec<Point> = rows.iter().map(|r| (sums(&r.blocks), r.measured_ms)).collect();
     let f = fit(&points, &table.correction, 0.0);
+    let merged: Vec<Point> = points
+        .iter()
+        .map(|(k, y)| {
+            let searchable: f64 = k.iter().filter(|(n, _)| n.as_str() != "fixed").map(|(_, v)| v).sum();
+            ([("searchable".to_string(), searchable), ("fixed".to_string(), k.get("fixed").copied().unwrap_or(0.0))].into_iter().collect(), *y)
+        })
+        .collect();
+    let common_scale = fit(&merged, &table.correction, 0.0).scales.get("searchable").copied();
     let mut out: BTreeMap<String, KindError> = BTreeMap::new();
     for r in rows {
         for (path, key, ms) in &r.blocks {
             let k = kind_of(path, key);
-            let e = out.entry(k.clone()).or_insert(KindError { table_scale: table.scale_of(&k), kind: k, blocks: 0, mean_ms: 0.0, fitted_scale: None, fitted_error: None });
+            let e = out.entry(k.clone()).or_insert(KindError { table_scale: table.scale_of(&k), kind: k, blocks: 0, mean_ms: 0.0, fitted_scale: None, fitted_error: None, unfitted: None });
             e.blocks += 1;
             e.mean_ms += ms / rows.len().max(1) as f64;
         }
@@ -166,8 +193,9 @@ pub fn diagnose(table: &Table, rows: &[super::build::CheckRow]) -> Vec<KindError
     for e in out.values_mut() {
         e.fitted_scale = f.scales.get(&e.kind).copied();
         e.fitted_error = f.errors.get(&e.kind).copied();
+        e.unfitted = f.unfitted.as_ref().filter(|(kinds, _)| kinds.contains(&e.kind)).map(|(_, why)| why.clone());
     }
-    out.into_values().collect()
+    Diagnosis { kinds: out.into_values().collect(), common_scale }
 }
 
 #[cfg(test)]
@@ -195,9 +223,22 @@ mod tests {
         for (k, t) in [("x/e3", 1.0), ("x/e6", 0.8)] {
             assert!(s.scales[k] > t && s.scales[k] < 1.2, "{k}: {s:?}");
         }
-        // Too few points for the free scales: the offset alone.
+        // Too few points for the free scales: the offset alone, and the reason.
         let f = fit(&pts[..3], &prior, 0.0);
         assert!(f.scales.is_empty(), "{f:?}");
+        assert_eq!(f.unfitted, Some((vec!["x/e3".to_string(), "x/e6".to_string()], "too few models (3 for 2 varying kinds)".to_string())));
+    }
+
+    #[test]
+    fn standard_error_of_a_single_kind_is_the_regression_slopes() {
+        // One varying kind: simple regression of y on x. x = 1..4, y = 2, 3, 5, 5: slope 1.1 (Sxy 5.5 / Sxx 5),
+        // intercept 1.0, residuals -0.1, -0.2, 0.7, -0.4 (SSR 0.70), s.e. = sqrt(0.70 / 2 / 5) = sqrt(0.07).
+        let pts: Vec<Point> = [(1.0, 2.0), (2.0, 3.0), (3.0, 5.0), (4.0, 5.0)].iter().map(|&(x, y)| ([("k".to_string(), x)].into_iter().collect(), y)).collect();
+        let f = fit(&pts, &Correction { scale: 1.0, offset_ms: 0.0, models: 0 }, 0.0);
+        assert!((f.scales["k"] - 1.1).abs() < 1e-12 && (f.offset_ms - 1.0).abs() < 1e-12, "{f:?}");
+        assert!((f.errors["k"] - 0.07f64.sqrt()).abs() < 1e-12, "{f:?}");
+        // Shrunk fits report no standard error.
+        assert!(fit(&pts, &Correction { scale: 1.0, offset_ms: 0.0, models: 0 }, 1.0).errors.is_empty());
     }
 
     #[test]

@@ -318,8 +318,10 @@ pub fn search(cfg: &SearchConfig, progress: &mut dyn Progress) -> Result<SearchR
                 let phase = super::one_shot::Phase { out, space: &space, name: &cfg.searched_name(&space), costs, limit_ms: target, settings, seed: cfg.train.seed, iteration: end.iteration, deadline };
                 evolution = super::one_shot::run(&phase, &net.vs, &scorer, progress, &mut |p, line| log(out, p, line))?;
             }
+            let names = |c: &[usize]| space.ops_at(c).iter().map(|o| o.to_string()).collect::<Vec<String>>();
+            let space_ops = names(&space.choice_of(&space.base)?);
             Ok(match evolution {
-                Some(o) => SearchReport { argmax_ms: Some(o.best.latency_ms), best_accuracy: Some(o.best.fitness), evolution: Some(o), ..report },
+                Some(o) => SearchReport { argmax_ms: Some(o.best.latency_ms), best_accuracy: Some(o.best.fitness), searched: o.best_ops.clone(), space_ops, evolution: Some(o), ..report },
                 None => SearchReport { best_accuracy: best, ..report },
             })
         }
