@@ -4,7 +4,8 @@
 then each search method against the random mean, in points and in Yang et al.'s relative improvement
 (RI = 100 x (acc_method - acc_random) / acc_random), and the supernets' rank correlations.
 
-    python3 scripts/search_quality_table.py ROOT SKELETON_NAME     (ROOT: the sweep's root)
+    python3 scripts/search_quality_table.py ROOT SKELETON_NAME [SEEDS]   (ROOT: the sweep's root; SEEDS e.g. 1 or 1,2:
+                                                                        only those seeds' runs, so every model counts alike)
 """
 import glob
 import json
@@ -19,11 +20,13 @@ def load(path):
         return json.load(f)
 
 
-def main(out, skeleton):
+def main(out, skeleton, only=None):
     runs = {}
     for path in sorted(glob.glob(os.path.join(out, "runs", "*-seed*", "eval.json"))):
         m = re.match(r"(.*)-seed(\d+)$", os.path.basename(os.path.dirname(path)))
         name, seed = m.group(1), int(m.group(2))
+        if only and seed not in only:
+            continue
         e = load(path)
         sets = {d["name"]: d["accuracy"] for d in e["datasets"]}
         runs.setdefault(name, {})[seed] = sets
@@ -103,6 +106,6 @@ def main(out, skeleton):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], {int(x) for x in sys.argv[3].split(",")} if len(sys.argv) == 4 else None)
