@@ -249,7 +249,6 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
         entries,
     };
     progress.start(models.len() as u64, "models");
-    let mut points = vec![];
     for m in &models {
         stop_point(&saved)?;
         progress.message(&m.name);
@@ -263,12 +262,11 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
                 r
             }
         };
-        points.push((prediction.sum_ms, ratio * cal_ms));
         table.fitted.push(table::FitPoint { model: m.name.clone(), signature: table::signature(&prediction), sum_ms: prediction.sum_ms, measured_ms: ratio * cal_ms });
         progress.advance(1);
     }
     progress.finish();
-    table.correction = table::fit(&points);
+    table.correction = table::fit(&table.fitted.iter().map(|f| (f.sum_ms, f.measured_ms)).collect::<Vec<_>>());
     table.build_seconds = start.elapsed().as_secs_f64();
     Ok(table)
 }

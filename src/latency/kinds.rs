@@ -78,14 +78,14 @@ pub fn fit(points: &[Point], prior: &Correction, ridge: f64) -> KindFit {
     let floor = 0.005 * mean(&|p| p.1).abs();
     let varying: Vec<usize> = (0..kinds.len()).filter(|&i| (spread[i] / n as f64).sqrt() > floor).collect();
     let names = |idx: &[usize]| idx.iter().map(|&i| kinds[i].clone()).collect::<Vec<_>>();
-    if n < varying.len() + 2 {
-        let why = format!("too few models ({n} for {} varying kinds)", varying.len());
-        return KindFit { offset_ms: mean(&|p| p.1 - prior.scale * kinds.iter().map(|k| x(p, k)).sum::<f64>()), unfitted: Some((names(&varying), why)), ..Default::default() };
-    }
-    let free = varying;
     // Centered normal equations in the free scales' deviations d_k = a_k - prior: the offset follows.
     let resid = |p: &Point| p.1 - prior.scale * kinds.iter().map(|k| x(p, k)).sum::<f64>();
     let my = mean(&|p| resid(p));
+    if n < varying.len() + 2 {
+        let why = format!("too few models ({n} for {} varying kinds)", varying.len());
+        return KindFit { offset_ms: my, unfitted: Some((names(&varying), why)), ..Default::default() };
+    }
+    let free = varying;
     let dev = |p: &Point, i: usize| x(p, &kinds[i]) - means[i];
     let m = free.len();
     let mut gram = vec![vec![0.0; m]; m];
