@@ -4,8 +4,13 @@
 then each search method against the random mean, in points and in Yang et al.'s relative improvement
 (RI = 100 x (acc_method - acc_random) / acc_random), and the supernets' rank correlations.
 
-    python3 scripts/search_quality_table.py ROOT SKELETON_NAME [SEEDS]   (ROOT: the sweep's root; SEEDS e.g. 1 or 1,2:
-                                                                        only those seeds' runs, so every model counts alike)
+    python3 scripts/search_quality_table.py ROOT SKELETON_NAME [SEEDS] [ARM]
+        ROOT: the sweep's root; SEEDS e.g. 1 or 1,2 (only those seeds' runs, so every model counts alike; "all" for
+        every seed); ARM: runs (retrained from scratch, the default) or tuned (inherited from the one-shot
+        supernet, then fine-tuned).
+
+The seed spread of each arm (the largest difference between two seeds of one spec, and Kendall's tau of seed 1
+against seed 2 over the specs) says how large a difference the arm can resolve.
 """
 import glob
 import json
@@ -20,9 +25,29 @@ def load(path):
         return json.load(f)
 
 
-def main(out, skeleton, only=None):
+def kendall_tau_b(x, y):
+    """Kendall's tau-b (ties in either list reduce the denominator), as `strnas rank` computes it."""
+    conc = disc = tx = ty = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif (dx > 0) == (dy > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + tx) * (conc + disc + ty)) ** 0.5
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def main(out, skeleton, only=None, arm="runs"):
     runs = {}
-    for path in sorted(glob.glob(os.path.join(out, "runs", "*-seed*", "eval.json"))):
+    for path in sorted(glob.glob(os.path.join(out, arm, "*-seed*", "eval.json"))):
         m = re.match(r"(.*)-seed(\d+)$", os.path.basename(os.path.dirname(path)))
         name, seed = m.group(1), int(m.group(2))
         if only and seed not in only:
@@ -70,6 +95,13 @@ def main(out, skeleton, only=None):
 
     rand = [mean[n] for n in names if kind(n) == "random"]
     print()
+    both = [n for n in names if 1 in runs[n] and 2 in runs[n] and "heldout" in runs[n][1] and "heldout" in runs[n][2]]
+    if len(both) >= 2:
+        spread = max(abs(runs[n][1]["heldout"] - runs[n][2]["heldout"]) for n in both)
+        tau = kendall_tau_b([runs[n][1]["heldout"] for n in both], [runs[n][2]["heldout"] for n in both])
+        print(f"Seed spread ({arm}): the same spec moves by up to {spread:.2f} points between seeds 1 and 2; "
+              f"Kendall tau of seed 1 against seed 2 over {len(both)} specs {tau:.3f}.")
+        print()
     if rand:
         rm = statistics.mean(rand)
         sd = statistics.stdev(rand) if len(rand) > 1 else 0.0
@@ -85,6 +117,14 @@ def main(out, skeleton, only=None):
                 print(f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | {r[0]:.3f} |" if r else
                       f"| {kind(n)} | {mean[n]:.2f} | {mean[n] - rm:+.2f} | {ri:+.1f} | {mean[n] - sk:+.2f} | - |")
     print()
+    inherit = os.path.join(out, "inherit-evolution.json")
+    if arm == "tuned" and os.path.exists(inherit):
+        start = {r["model"]: r["inherited_accuracy"] for r in load(inherit)["specs"]}
+        common = [n for n in names if n in start]
+        if len(common) >= 2:
+            tau = kendall_tau_b([start[n] for n in common], [mean[n] for n in common])
+            print(f"- inherited accuracy (validation, the fine-tune's start) against fine-tuned held-out mean: "
+                  f"Kendall tau {tau:.3f} over {len(common)} specs")
     for k, s in enumerate(("proxyless", "evolution")):
         p = os.path.join(out, f"rank-{s}.json")
         # The sweep's record of the search job (stage "search": index 0 proxyless, 1 evolution).
@@ -106,6 +146,10 @@ def main(out, skeleton, only=None):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) not in (3, 4, 5):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], {int(x) for x in sys.argv[3].split(",")} if len(sys.argv) == 4 else None)
+    seeds = sys.argv[3] if len(sys.argv) >= 4 else "all"
+    arm = sys.argv[4] if len(sys.argv) == 5 else "runs"
+    if arm not in ("runs", "tuned"):
+        sys.exit(f"ARM: expected runs or tuned, found {arm!r}\n{__doc__}")
+    main(sys.argv[1], sys.argv[2], None if seeds == "all" else {int(x) for x in seeds.split(",")}, arm)

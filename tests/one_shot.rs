@@ -253,7 +253,8 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
         stand.push(f.to_str().unwrap().to_string());
     }
     let rank_json = tmp.path().join("rank.json");
-    let mut args = vec!["rank", whole.to_str().unwrap(), random.to_str().unwrap(), space_spec.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--data", valid.to_str().unwrap(), "--recal-images", "8", "--batch-size", "4", "--json", rank_json.to_str().unwrap(), "--stand-alone"];
+    let inherited = tmp.path().join("inherited");
+    let mut args = vec!["rank", whole.to_str().unwrap(), random.to_str().unwrap(), space_spec.to_str().unwrap(), "--train-data", data.to_str().unwrap(), "--data", valid.to_str().unwrap(), "--recal-images", "8", "--batch-size", "4", "--json", rank_json.to_str().unwrap(), "--weights-out", inherited.to_str().unwrap(), "--stand-alone"];
     args.extend(stand.iter().map(String::as_str));
     let o = strnas(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -266,6 +267,20 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
     let skeleton_fitness = scored[0]["fitness"].as_f64().unwrap();
     assert!((x[3] - skeleton_fitness).abs() < 1e-9, "{} vs {skeleton_fitness}", x[3]);
     assert_eq!(y, [0.0, 15.0, 15.0, 30.0], "the mean of both seeds");
+    // --weights-out: each spec's inherited, recalibrated weights, named after it; the skeleton's, evaluated as a
+    // fixed network of its spec, score what the supernet scored for it.
+    for p in specs.iter().chain(std::iter::once(&space_spec)) {
+        let name = strnas::spec::load(p).unwrap().name;
+        assert!(inherited.join(format!("{name}.safetensors")).is_file(), "{name}");
+    }
+    let skeleton_name = strnas::spec::load(&space_spec).unwrap().name;
+    let eval_json = tmp.path().join("inherited-eval.json");
+    let w = inherited.join(format!("{skeleton_name}.safetensors"));
+    let ev = strnas(&["eval", space_spec.to_str().unwrap(), "--weights", w.to_str().unwrap(), "--data", valid.to_str().unwrap(), "--batch-size", "4", "--no-timing", "--json", eval_json.to_str().unwrap()]);
+    assert_eq!(ev.status.code(), Some(0), "{}", text(&ev));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert!((e["total"]["norm_ed"].as_f64().unwrap() - rows[3]["inherited_norm_ed"].as_f64().unwrap()).abs() < 1e-9, "{e} vs {}", rows[3]);
+    assert!((e["total"]["accuracy"].as_f64().unwrap() - x[3]).abs() < 1e-9, "{e} vs {}", rows[3]);
     // Kendall tau of seed 1 against seed 2: (5 - 1) / 6.
     assert!((doc["stand_alone_repeatability"]["kendall_tau"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-12, "{doc}");
     assert!(text(&o).contains("stand-alone repeatability"), "{}", text(&o));

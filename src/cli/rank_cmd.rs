@@ -25,7 +25,9 @@ use crate::search::inherit::{load_supernet, Scorer};
     on --data.\n\nWith --stand-alone (the `strnas eval --json` results of the same specs trained on their own; \
     several results of one model, e.g. two seeds, are averaged), the rank correlation between inherited and \
     stand-alone accuracy is printed and written: the measure of whether the supernet's ranking can be trusted \
-    (Yu et al. 2020).\n\nExample:\n  strnas rank runs/search runs/random arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml \
+    (Yu et al. 2020).\n\nWith --weights-out, every spec's inherited, recalibrated weights are written for \
+    `strnas train SPEC --init-from`: fine-tuning every candidate from the same supernet is the protocol's second \
+    arm (weight sharing's promise: candidates that start trained, Cai et al. 2020, Once-for-All).\n\nExample:\n  strnas rank runs/search runs/random arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml \
     --train-data data/train --data data/valid --stand-alone runs/eval/*.json --json rank.json")]
 pub struct RankArgs {
     /// The search run directory
@@ -48,6 +50,10 @@ pub struct RankArgs {
     /// `strnas eval --json` results of the specs trained stand-alone (matched by model name)
     #[arg(long, num_args = 1..)]
     stand_alone: Vec<PathBuf>,
+    /// Also write each spec's inherited weights, BatchNorm recalibrated, as DIR/<model>.safetensors: the
+    /// start of `strnas train SPEC --init-from DIR/<model>.safetensors` (inherit, then fine-tune, as OFA deploys)
+    #[arg(long, value_name = "DIR")]
+    weights_out: Option<PathBuf>,
     /// Write the scores and correlations as JSON (`-` for stdout)
     #[arg(long)]
     json: Option<PathBuf>,
@@ -128,8 +134,18 @@ pub fn run(a: RankArgs) -> Result<i32> {
     let mut t = crate::report::Table::new(["spec", "inherited acc %", "norm_ED", "stand-alone acc %"]);
     let mut rows = vec![];
     let (mut xs, mut ys) = (vec![], vec![]);
+    if let Some(dir) = &a.weights_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("--weights-out {}", dir.display()))?;
+    }
     for (arch, choice) in archs.iter().zip(&choices) {
-        let s = scorer.score(&vs, &space, choice)?;
+        // The spec as the space builds it, under the spec's name: the weights file names the model it is for.
+        let inherited = space.with_ops(&space.ops_at(choice), &arch.name)?;
+        let (fvs, net) = scorer.network(&vs, &space, &inherited)?;
+        let s = scorer.evaluate(&net)?;
+        if let Some(dir) = &a.weights_out {
+            let path = dir.join(format!("{}.safetensors", arch.name));
+            crate::nn::weights::save_weights(&fvs, &inherited, &path, &[("inherited_from", a.run.display().to_string()), ("recal_images", a.recal_images.to_string())])?;
+        }
         let alone = stand.get(&arch.name).map(|v| (v.iter().sum::<f64>() / v.len() as f64, v.len()));
         if let Some((acc, _)) = alone {
             xs.push(s.accuracy);
