@@ -446,3 +446,56 @@ fn grid_sample_as_gathers_equals_grid_sample_on_both_runtimes() {
         }
     }
 }
+
+/// `strnas export --quantize int8` in every build: a tiny CTC model and the tiny TPS + attention model (random
+/// weights) calibrated on synthetic words, written in QDQ form with its calibration in the metadata, smaller than
+/// the float export, passing the full ONNX checker (where installed), scored by both runtimes, and judged by
+/// `verify` on words alone; the flags that need each other are refused without each other.
+#[test]
+fn an_int8_export_records_its_calibration_and_runs_on_both_runtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("calib");
+    common::make_synth(&data, 24, 5);
+    let mut files = vec![];
+    for (name, method) in [("tiny-crnn-ctc", "minmax"), ("tiny-limited-3x3-ex3-attn", "percentile")] {
+        let spec = tmp.path().join(format!("{name}.yaml"));
+        std::fs::copy(root().join(format!("arch_specs/tiny/{name}.yaml")), &spec).unwrap();
+        let arch = strnas::spec::load(&spec).unwrap();
+        strnas::weights::random_init(&arch, 3).write(&spec.with_extension("safetensors")).unwrap();
+        let o = strnas(&["export", spec.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let o = strnas(&["export", spec.to_str().unwrap(), "--quantize", "int8", "--calib", data.to_str().unwrap(), "--calib-count", "16", "--calib-method", method]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("16 calibration images"), "{}", text(&o));
+        let q = spec.with_extension("int8.onnx");
+        let (fsize, qsize) = (std::fs::metadata(spec.with_extension("onnx")).unwrap().len(), std::fs::metadata(&q).unwrap().len());
+        assert!(qsize < fsize, "{name}: int8 {qsize} B vs float {fsize} B");
+        let proto = strnas_onnx::from_bytes(&std::fs::read(&q).unwrap()).unwrap();
+        let meta = strnas::export::metadata::ModelMetadata::read(&proto, "q").unwrap();
+        let quant = meta.quantization.expect("quantization recorded");
+        assert!(quant.calibration.starts_with(method) && quant.calibration.ends_with("over 16 images of calib"), "{quant:?}");
+        let ops = strnas_onnx::inspect(&proto).op_counts;
+        assert!(ops.get("QuantizeLinear").copied().unwrap_or(0) > 0 && ops.get("DequantizeLinear").copied().unwrap_or(0) > 0, "{ops:?}");
+        for rt in ["ort", "tract"] {
+            let o = strnas(&["eval", q.to_str().unwrap(), "--runtime", rt, "--data", data.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(0), "{name} on {rt}: {}", text(&o));
+        }
+        // Random weights read nothing, so agreement may go either way; the comparison runs on words only.
+        let o = strnas(&["verify", q.to_str().unwrap(), "--spec", spec.to_str().unwrap()]);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", text(&o));
+        assert!(text(&o).contains("words") && !text(&o).contains("random"), "{}", text(&o));
+        files.push(q);
+    }
+    let spec = tmp.path().join("tiny-crnn-ctc.yaml");
+    let o = strnas(&["export", spec.to_str().unwrap(), "--quantize", "int8"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("needs --calib"), "{}", text(&o));
+    let o = strnas(&["export", spec.to_str().unwrap(), "--calib", data.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--calib is for --quantize int8"), "{}", text(&o));
+    if let Some(python) = std::env::var_os("STRNAS_ONNX_PYTHON") {
+        let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    onnx.checker.check_model(onnx.load(p), full_check=True)\nprint('ok')\n";
+        let o = std::process::Command::new(python).arg("-c").arg(script).args(&files).output().unwrap();
+        assert!(o.status.success(), "onnx checker failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+}

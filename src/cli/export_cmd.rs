@@ -15,7 +15,14 @@ use crate::weights::WeightFile;
 #[derive(Args, Debug)]
 #[command(after_help = "Weights default to the spec's sibling: RUN/model.yaml -> RUN/model.safetensors (what `strnas \
     train` writes). Without weights, `--init random` exports randomly initialised weights (latency does not depend on \
-    the weights).\n\nExample:\n  strnas export runs/demo/run/model.yaml            # -> runs/demo/run/model.onnx")]
+    the weights).\n\nINT8 (--quantize int8, post-training static quantization in onnxruntime's QDQ form): Conv, Gemm and \
+    MatMul get int8 weights (symmetric, per output channel) and uint8 activations (per tensor) whose ranges are \
+    observed by running the float model under onnxruntime on --calib-count images of --calib (evenly spaced over \
+    the data; minmax, or percentile to clip outliers). The TPS sampler, LSTMs, softmax and the attention \
+    decoder's control ops stay float. Score the result with `strnas eval MODEL.int8.onnx --runtime ort --data ...` \
+    against the float export: the deployed artifact, not the network.\n\nExamples:\n  strnas export \
+    runs/demo/run/model.yaml            # -> runs/demo/run/model.onnx\n  strnas export runs/demo/run/model.yaml \
+    --quantize int8 --calib data/valid   # -> runs/demo/run/model.int8.onnx")]
 pub struct ExportArgs {
     /// Architecture spec (YAML)
     spec: PathBuf,
@@ -28,9 +35,28 @@ pub struct ExportArgs {
     /// Seed for --init random
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output file (default: the spec's path with .onnx)
+    /// Output file (default: the spec's path with .onnx, or .int8.onnx with --quantize int8)
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Quantize: int8 (static QDQ; needs --calib)
+    #[arg(long, value_parser = ["int8"])]
+    quantize: Option<String>,
+    /// Calibration data for --quantize (LMDB or image folders; comma-separated); never the test data
+    #[arg(long, value_delimiter = ',')]
+    calib: Vec<PathBuf>,
+    /// Calibration images (evenly spaced over --calib)
+    #[arg(long, default_value_t = 256)]
+    calib_count: usize,
+    /// How activation ranges are chosen from the calibration images
+    #[arg(long, value_enum, default_value = "minmax")]
+    calib_method: crate::export::calibrate::Method,
+    /// For --calib-method percentile: the upper percentile kept (the lower one is 100 minus it)
+    #[arg(long, default_value_t = 99.99)]
+    calib_percentile: f64,
+    /// Weight levels for --quantize: 7 bits (onnxruntime's reduce_range: exact on x86 CPUs without VNNI, whose
+    /// uint8 x int8 kernels saturate on full-range weights) or 8 (CPUs with VNNI, ARM)
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(7..=8))]
+    weight_bits: u32,
 }
 
 /// Loads weights as `export`/`verify` take them: explicit, sibling, or random.
@@ -50,13 +76,35 @@ pub fn resolve_weights(spec: &Path, arch: &crate::spec::Arch, weights: Option<&P
     Ok((wf, path.display().to_string()))
 }
 
-pub fn run_export(a: ExportArgs) -> Result<i32> {
+pub fn run_export(a: ExportArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let arch = crate::spec::load(&a.spec).map_err(|e| anyhow!("{e}"))?;
+    if a.quantize.is_none() && !a.calib.is_empty() {
+        bail!("--calib is for --quantize int8 (a float export needs no calibration)");
+    }
+    if a.quantize.is_some() && a.calib.is_empty() {
+        bail!("--quantize int8 needs --calib DATA: images whose activations set the quantization ranges (e.g. the validation set)");
+    }
     let (weights, origin) = resolve_weights(&a.spec, &arch, a.weights.as_deref(), a.init.as_ref().map(|_| a.seed))?;
     let t = Instant::now();
-    let model = crate::export::export(&arch, &weights)?;
+    let (model, ext) = match a.quantize {
+        None => (crate::export::export(&arch, &weights)?, "onnx"),
+        Some(_) => {
+            let cfg = crate::export::calibrate::CalibConfig {
+                data: a.calib.clone(),
+                count: a.calib_count,
+                method: a.calib_method,
+                percentile: a.calib_percentile,
+                weight_bits: a.weight_bits,
+                ort_lib: ort_lib.map(Path::to_path_buf),
+            };
+            let q = crate::export::int8::export_int8(&arch, &weights, &cfg)?;
+            let list = |m: &std::collections::BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ");
+            println!("int8: {} calibration images ({}); quantized {}; left float: {}", q.images, cfg.method.name(), list(&q.quantized), list(&q.float));
+            (q.model, "int8.onnx")
+        }
+    };
     let bytes = strnas_onnx::to_bytes(&model)?;
-    let out = a.output.unwrap_or_else(|| a.spec.with_extension("onnx"));
+    let out = a.output.unwrap_or_else(|| a.spec.with_extension(ext));
     crate::io::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     let nodes = model.graph.node.len();
     println!(
@@ -73,7 +121,10 @@ pub fn run_export(a: ExportArgs) -> Result<i32> {
 #[derive(Args, Debug)]
 #[command(after_help = "Runs the model on random inputs and on rendered word images under every available runtime \
     and compares logits with the reference (tch when built with libtorch, else onnxruntime). Exit 1 on a \
-    mismatch beyond 1e-4 x the reference logits' largest magnitude, or when decoded strings differ.")]
+    mismatch beyond 1e-4 x the reference logits' largest magnitude, or when decoded strings differ.\n\nA quantized \
+    model (`strnas export --quantize int8`) is compared with the float reference on 64 rendered words: at least \
+    --min-agreement of them must decode to the same text, and its logits must lie within 0.25 x the reference \
+    logits' largest magnitude (--tolerance to set another). Score it on real data with `strnas eval MODEL.onnx`.")]
 pub struct VerifyArgs {
     /// Exported model
     model: PathBuf,
@@ -89,20 +140,27 @@ pub struct VerifyArgs {
     /// Write the comparison as JSON (`-` for stdout)
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Relative tolerance
-    #[arg(long, default_value_t = 1e-4)]
-    tolerance: f64,
+    /// Relative logit tolerance [default: 1e-4; 0.25 for a quantized model]
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// A quantized model: the share of words that must decode as the float reference decodes them
+    #[arg(long, default_value_t = 0.9)]
+    min_agreement: f64,
 }
 
 /// Runs `strnas verify`: the comparison of [`crate::verify`], printed as a table (and JSON with `--json`).
 pub fn run_verify(a: VerifyArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let arch = crate::spec::load(&a.spec).map_err(|e| anyhow!("{e}"))?;
     let (weights, _) = resolve_weights(&a.spec, &arch, a.weights.as_deref(), a.random_init)?;
-    let req = crate::verify::Request { model: &a.model, arch: &arch, weights: &weights, tolerance: a.tolerance, ort_lib };
+    if !(0.0..=1.0).contains(&a.min_agreement) {
+        bail!("--min-agreement must lie in [0, 1], got {}", a.min_agreement);
+    }
+    let req = crate::verify::Request { model: &a.model, arch: &arch, weights: &weights, tolerance: a.tolerance, min_agreement: a.min_agreement, ort_lib };
     let report = crate::verify::verify(&req)?;
     let mut t = crate::report::Table::new(["runtime", "input", "max |diff|", "tolerance", "texts agree", "ok"]);
     for r in &report.comparisons {
-        t.row([r.runtime.clone(), r.input.clone(), format!("{:.3e}", r.max_abs_diff), format!("{:.1e}", r.tolerance), r.texts_agree.to_string(), if r.ok { "ok".into() } else { "MISMATCH".into() }]);
+        let agree = if r.texts_agree { "true".to_string() } else { format!("{:.1}%", 100.0 * r.agreement) };
+        t.row([r.runtime.clone(), r.input.clone(), format!("{:.3e}", r.max_abs_diff), format!("{:.1e}", r.tolerance), agree, if r.ok { "ok".into() } else { "MISMATCH".into() }]);
     }
     print!("{}", t.render());
     for e in &report.errors {

@@ -115,7 +115,7 @@ pub fn main() -> i32 {
         #[cfg(feature = "torch")]
         Command::Train(a) => train_cmd::run_train(a),
         Command::Eval(a) => eval_cmd::run_eval(a, cli.ort_lib.as_deref()),
-        Command::Export(a) => export_cmd::run_export(a),
+        Command::Export(a) => export_cmd::run_export(a, cli.ort_lib.as_deref()),
         Command::Verify(a) => export_cmd::run_verify(a, cli.ort_lib.as_deref()),
         Command::Infer(a) => export_cmd::run_infer(a, cli.ort_lib.as_deref()),
         Command::Bench(a) => bench_cmd::run(a, cli.ort_lib.as_deref()),

@@ -46,6 +46,17 @@ pub struct ModelMetadata {
     pub normalization: String,
     /// The weight file's `format` tag (`unknown` when it has none).
     pub weights: String,
+    /// Set on quantized exports only (keys `quantization`, `quantization_calibration`).
+    pub quantization: Option<Quantization>,
+}
+
+/// How a quantized export was quantized, as its metadata records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantization {
+    /// The scheme, e.g. `int8-qdq: weights int8 symmetric per output channel, activations uint8 per tensor`.
+    pub scheme: String,
+    /// The calibration: method, images and data, e.g. `minmax over 256 images of valid`.
+    pub calibration: String,
 }
 
 impl ModelMetadata {
@@ -71,12 +82,22 @@ impl ModelMetadata {
             keep_ratio_pad: arch.keep_ratio_pad,
             normalization: NORMALIZATION.to_string(),
             weights: weights.metadata.get("format").cloned().unwrap_or_else(|| "unknown".into()),
+            quantization: None,
         }
     }
 
     /// The `metadata_props` entries, in the order every strnas export writes them (the exported bytes depend
-    /// on it).
+    /// on it); the quantization keys last, on quantized exports only.
     pub fn to_props(&self) -> Vec<(&'static str, String)> {
+        let mut props = self.float_props();
+        if let Some(q) = &self.quantization {
+            props.push(("quantization", q.scheme.clone()));
+            props.push(("quantization_calibration", q.calibration.clone()));
+        }
+        props
+    }
+
+    fn float_props(&self) -> Vec<(&'static str, String)> {
         vec![
             ("strnas_version", self.strnas_version.clone()),
             ("model", self.model.clone()),
@@ -124,6 +145,10 @@ impl ModelMetadata {
             keep_ratio_pad: p.bool("keep_ratio_pad")?,
             normalization: p.get("normalization")?.to_string(),
             weights: p.get("weights")?.to_string(),
+            quantization: match p.props.get("quantization") {
+                Some(scheme) => Some(Quantization { scheme: scheme.to_string(), calibration: p.get("quantization_calibration")?.to_string() }),
+                None => None,
+            },
         })
     }
 
@@ -182,6 +207,11 @@ mod tests {
         let written: Vec<(String, String)> = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         assert_eq!(written, props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>());
         assert_eq!(ModelMetadata::read(&proto, "m.onnx").unwrap().to_props(), props);
+        let mut q = m.clone();
+        q.quantization = Some(Quantization { scheme: "int8-qdq".into(), calibration: "minmax over 2 images of valid".into() });
+        let mut qproto = proto.clone();
+        strnas_onnx::set_metadata(&mut qproto, &q.to_props());
+        assert_eq!(ModelMetadata::read(&qproto, "q.onnx").unwrap().quantization, q.quantization);
         proto.metadata_props.retain(|e| e.key != "input_width");
         let e = ModelMetadata::read(&proto, "m.onnx").unwrap_err().to_string();
         assert_eq!(e, "m.onnx: metadata key input_width is missing (not exported by strnas?)");

@@ -1,15 +1,18 @@
 //! Spec + weights -> ONNX, without libtorch (the ONNX operator specification, opset 17).
 //!
 //! Owns: the assembly of a whole model's graph (inputs, the blocks of [`crate::ops::network`] in order,
-//! outputs, metadata) and of a single block on its own ([`export_block`], what latency tables measure). Each
-//! block's nodes are defined with its description in `ops` (BatchNorm folded into convs, ReLU6 as Clip, the
-//! TPS as GridSample, each BiLSTM as one ONNX LSTM, the attention decoder unrolled). May depend on: `spec`,
-//! `ops`, `weights` and the `strnas-onnx` graph builder.
+//! outputs, metadata) and of a single block on its own ([`export_block`], what latency tables measure), and the
+//! INT8 form of a model ([`int8`]). Each block's nodes are defined with its description in `ops` (BatchNorm
+//! folded into convs, ReLU6 as Clip, the TPS as GridSample, each BiLSTM as one ONNX LSTM, the attention
+//! decoder unrolled). May depend on: `spec`, `ops`, `weights` and the `strnas-onnx` graph builder;
+//! [`calibrate`] alone also on `runtime` and `data` (it runs the float model on calibration images).
 //!
 //! Inputs: `image` `[batch, C, H, W]` normalised to [-1, 1]. Outputs: `logits` `[batch, steps, classes]`
 //! and `indices` `[batch, steps]` (int64, the per-step argmax). Nodes are named after their spec path
 //! (`extractor.cells.3.dw`); initializers are never graph inputs.
 
+pub mod calibrate;
+pub mod int8;
 pub mod metadata;
 
 use anyhow::{anyhow, bail, Context, Result};

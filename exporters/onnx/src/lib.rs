@@ -5,9 +5,11 @@
 //! verifies a model's structure (declared opset, unique names, topological order, every input defined, no
 //! initializer listed as a graph input); [`weightless`] strips and refills a model's weights (reference graphs);
 //! [`lower`] rewrites ops into forms one runtime runs faster (computing the same outputs).
+//! [`quantize`] writes a model's post-training static INT8 form (onnxruntime's QDQ format) from calibrated ranges.
 //! The strnas network-to-graph translation builds on this.
 
 pub mod lower;
+pub mod quantize;
 pub mod weightless;
 
 use std::collections::HashSet;
@@ -225,6 +227,19 @@ impl GraphBuilder {
         }
         m
     }
+}
+
+/// Replaces `model`'s metadata_props with `props`, in order.
+pub fn set_metadata(model: &mut ModelProto, props: &[(&str, String)]) {
+    model.metadata_props = props
+        .iter()
+        .map(|(k, v)| {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.to_string();
+            e.value = v.clone();
+            e
+        })
+        .collect();
 }
 
 /// A graph input or output as declared: name, ONNX element type code and dimensions (an unnamed dynamic

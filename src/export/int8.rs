@@ -1,0 +1,59 @@
+//! INT8 export: the float export of a spec, its activation ranges calibrated ([`super::calibrate`]), rewritten
+//! into onnxruntime's QDQ form ([`strnas_onnx::quantize`]: Conv, Gemm and MatMul with int8 weights per output
+//! channel and uint8 activations per tensor; the TPS sampler, LSTMs, softmax and the attention decoder's control
+//! ops stay float), with the quantization recorded in its metadata.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use strnas_onnx::ModelProto;
+
+use super::calibrate::{calibrate, describe, CalibConfig, Method};
+use super::metadata::{ModelMetadata, Quantization};
+use crate::data::image::Preprocess;
+use crate::spec::Arch;
+use crate::weights::WeightFile;
+
+/// The `quantization` metadata value of an INT8 export with `weight_bits`-bit weights.
+pub fn scheme(weight_bits: u32) -> String {
+    format!("int8-qdq: weights {weight_bits}-bit symmetric per output channel (int8), activations uint8 asymmetric per tensor (Conv, Gemm, MatMul)")
+}
+
+/// A quantized model and what was quantized.
+pub struct Int8Export {
+    pub model: ModelProto,
+    /// Nodes run on int8 weights, per op type.
+    pub quantized: BTreeMap<String, usize>,
+    /// Compute nodes left float, per op type.
+    pub float: BTreeMap<String, usize>,
+    /// Calibration images used.
+    pub images: usize,
+}
+
+/// The INT8 model of `arch` with `weights`, calibrated on `cfg`'s images under onnxruntime.
+pub fn export_int8(arch: &Arch, weights: &WeightFile, cfg: &CalibConfig) -> Result<Int8Export> {
+    if cfg.count == 0 {
+        bail!("--calib-count must be positive");
+    }
+    if cfg.method == Method::Percentile && !(50.0..=100.0).contains(&cfg.percentile) {
+        bail!("--calib-percentile must lie in [50, 100], got {}", cfg.percentile);
+    }
+    let float = super::export(arch, weights)?;
+    let tensors = strnas_onnx::quantize::calibration_tensors(&float);
+    let chw = [arch.input.c as usize, arch.input.h as usize, arch.input.w as usize];
+    let (ranges, images) = calibrate(&float, &tensors, Preprocess::from_arch(arch), chw, cfg)?;
+    let q = strnas_onnx::quantize::quantize_int8(&float, &ranges, cfg.weight_bits)?;
+    let mut meta = ModelMetadata::new(arch, weights);
+    let method = match cfg.method {
+        Method::Minmax => "minmax".to_string(),
+        Method::Percentile => format!("percentile {}", cfg.percentile),
+    };
+    meta.quantization = Some(Quantization { scheme: scheme(cfg.weight_bits), calibration: format!("{method} over {images} images of {}", describe(&cfg.data)) });
+    let mut model = q.model;
+    strnas_onnx::set_metadata(&mut model, &meta.to_props());
+    let problems = strnas_onnx::check_structure(&model);
+    if !problems.is_empty() {
+        bail!("internal error: the quantized graph is malformed: {}", problems.join("; "));
+    }
+    Ok(Int8Export { model, quantized: q.quantized, float: q.float, images })
+}
