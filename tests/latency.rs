@@ -227,3 +227,41 @@ fn tch_blocks_compute_what_their_exported_graphs_compute() {
     let e = format!("{:#}", open_tch_block(with_weights, &Default::default(), "y", Device::Cpu, 1).err().expect("missing weights are an error"));
     assert!(e.contains("no weights for"), "{e}");
 }
+
+/// `latency build --quantize int8`: blocks and whole models timed in their INT8 (QDQ) form, calibrated on the
+/// timing inputs; the table records the weight bits, `predict` and `check` say so and `check` times the INT8
+/// models; tch, which runs no ONNX, is refused.
+#[test]
+fn an_int8_table_times_the_quantized_graphs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("int8.json");
+    let space = root().join("arch_specs/tiny/tiny-crnn-ctc.yaml");
+    let budget = ["--min-time", "0", "--min-iters", "2", "--warmup", "1", "--rounds", "1"];
+    let mut args = vec!["latency", "build", space.to_str().unwrap(), "--runtime", "ort", "--fit-random", "1", "--quantize", "int8", "-o", out.to_str().unwrap()];
+    args.extend(budget);
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("int8 (7-bit weights)"), "{}", text(&o));
+    let t = Table::read(&out).unwrap();
+    assert_eq!(t.settings.int8_weight_bits, Some(7));
+    let o = strnas(&["latency", "predict", space.to_str().unwrap(), "--table", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("int8 (7-bit weights)"), "{}", text(&o));
+    let mut args = vec!["latency", "check", "--table", out.to_str().unwrap(), "--random", "1"];
+    args.extend(budget);
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // What is timed: a block's QDQ form, with integer weights, that onnxruntime runs.
+    let arch = strnas::spec::load(&space).unwrap();
+    let node = strnas::ops::network(&arch).into_iter().find(|n| n.path.starts_with("extractor.cells.")).unwrap();
+    let w = strnas::weights::random_tensors(&node.tensors(), 0);
+    let model = strnas::export::export_block(&node, &w).unwrap();
+    let shape: Vec<usize> = node.layer.input().onnx_dims(strnas_onnx::Dim::Fixed(1)).into_iter().map(|d| if let strnas_onnx::Dim::Fixed(v) = d { v as usize } else { 1 }).collect();
+    let n = shape.iter().product();
+    let x = strnas::runtime::HostTensor::f32(strnas::export::BLOCK_INPUT, shape, (0..n).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect());
+    let q = strnas::export::int8::quantize_for_timing(&model, &[x], 7, None).unwrap();
+    assert!(strnas_onnx::inspect(&q).op_counts.get("QuantizeLinear").copied().unwrap_or(0) > 0, "{}", node.path);
+    let o = strnas(&["latency", "build", space.to_str().unwrap(), "--runtime", "tch", "--quantize", "int8", "-o", tmp.path().join("x.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--runtime ort or tract"), "{}", text(&o));
+}

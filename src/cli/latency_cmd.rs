@@ -74,6 +74,12 @@ pub struct BuildArgs {
     /// Specs (files or folders) measured whole to fit the correction; those outside the space are skipped
     #[arg(long, value_delimiter = ',')]
     fit_specs: Vec<PathBuf>,
+    /// Time the INT8 deployment (`strnas export --quantize int8`'s QDQ form; --runtime ort or tract) instead of float
+    #[arg(long, value_parser = ["int8"])]
+    quantize: Option<String>,
+    /// Weight bits of --quantize int8 (7: reduce range, as export's default; 8)
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(7..=8))]
+    weight_bits: u32,
     #[command(flatten)]
     measure: MeasureArgs,
     /// Output table (JSON)
@@ -142,9 +148,13 @@ pub(super) fn specs_under(paths: &[PathBuf]) -> Result<Vec<Arch>> {
     files.iter().map(|p| load(p)).collect()
 }
 
-fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize, batch: usize, fit_random: usize, ort_lib: Option<&'a Path>) -> Result<latency::Options<'a>> {
+/// How blocks and models are timed. `int8_weight_bits`: the INT8 deployment (ONNX runtimes only).
+fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize, batch: usize, fit_random: usize, int8_weight_bits: Option<u32>, ort_lib: Option<&'a Path>) -> Result<latency::Options<'a>> {
     if batch == 0 || threads == 0 {
         bail!("--batch and --threads must be at least 1");
+    }
+    if int8_weight_bits.is_some() && runtime == Runtime::Tch {
+        bail!("--quantize int8 times the exported INT8 model: use --runtime ort or tract");
     }
     if !(m.min_time.is_finite() && m.min_time >= 0.0) {
         bail!("--min-time must be a non-negative number of seconds");
@@ -158,6 +168,7 @@ fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize
         fit_random,
         rounds: m.rounds.max(1),
         seed: m.seed,
+        int8_weight_bits,
         ort_lib,
     })
 }
@@ -171,7 +182,7 @@ fn warn_debug() {
 fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let base = load(&a.space)?;
     let space = Space::around(base);
-    let o = options(&a.measure, a.runtime, a.device, a.threads, a.batch, a.fit_random, ort_lib)?;
+    let o = options(&a.measure, a.runtime, a.device, a.threads, a.batch, a.fit_random, a.quantize.as_ref().map(|_| a.weight_bits), ort_lib)?;
     warn_debug();
     let mut fit = vec![];
     for arch in specs_under(&a.fit_specs)? {
@@ -197,11 +208,12 @@ fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let _ = std::fs::remove_file(&resume);
     let c = table.correction;
     println!(
-        "{}: {} entries on {} {} ({}, {} thread(s), batch {}, {} build) in {:.0} s; dispatch {:.3} ms; correction {:.3} x sum {:+.3} ms (fitted on {} models)",
+        "{}: {} entries on {} {} ({}, {}, {} thread(s), batch {}, {} build) in {:.0} s; dispatch {:.3} ms; correction {:.3} x sum {:+.3} ms (fitted on {} models)",
         a.output.display(),
         table.entries.len(),
         table.settings.runtime.name(),
         table.settings.runtime_version,
+        latency::build::precision(table.settings.int8_weight_bits),
         table.settings.provider,
         table.settings.threads,
         table.settings.batch,
@@ -245,10 +257,11 @@ fn run_predict(a: PredictArgs) -> Result<i32> {
     }
     print!("{}", t.render());
     println!(
-        "table: {} {} ({}), {} thread(s), batch {}, {} build; part columns are net of dispatch ({:.3} ms), predicted = {:.3} x sum {:+.3} ms",
+        "table: {} {} ({}, {}), {} thread(s), batch {}, {} build; part columns are net of dispatch ({:.3} ms), predicted = {:.3} x sum {:+.3} ms",
         table.settings.runtime.name(),
         table.settings.runtime_version,
         table.settings.device,
+        latency::build::precision(table.settings.int8_weight_bits),
         table.settings.threads,
         table.settings.batch,
         table.settings.build,
@@ -268,7 +281,7 @@ fn run_predict(a: PredictArgs) -> Result<i32> {
 fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let table = Table::read(&a.table)?;
     let s = &table.settings;
-    let o = options(&a.measure, s.runtime, s.device, s.threads, s.batch, 0, ort_lib)?;
+    let o = options(&a.measure, s.runtime, s.device, s.threads, s.batch, 0, s.int8_weight_bits, ort_lib)?;
     warn_debug();
     if s.build != crate::bench::build_profile() {
         eprintln!("note: the table was measured with a {} build, this is a {} build", s.build, crate::bench::build_profile());

@@ -130,21 +130,31 @@ pub fn calibrate(model: &ModelProto, tensors: &[String], pre: Preprocess, chw: [
     if picked.is_empty() {
         bail!("--calib: no usable images in {}", cfg.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
+    let mut feeds = vec![];
+    for chunk in picked.chunks(BATCH) {
+        let mut images = vec![0f32; chunk.len() * pre.len()];
+        for (k, &(d, i)) in chunk.iter().enumerate() {
+            datasets[d].load_into(i, &pre, &mut images[k * pre.len()..(k + 1) * pre.len()]).with_context(|| format!("--calib {} sample {i}", datasets[d].path().display()))?;
+        }
+        feeds.push(vec![HostTensor::f32("image", vec![chunk.len(), chw[0], chw[1], chw[2]], images)]);
+    }
+    let ranges = observe(model, tensors, &feeds, cfg.method, cfg.percentile, cfg.ort_lib.as_deref())?;
+    Ok((ranges, picked.len()))
+}
+
+/// The ranges of `tensors` of `model` over `feeds` (each one run's inputs), run by onnxruntime on the CPU with
+/// those tensors exposed as outputs: one pass for minmax, two for percentile.
+pub fn observe(model: &ModelProto, tensors: &[String], feeds: &[Vec<HostTensor>], method: Method, percentile: f64, ort_lib: Option<&Path>) -> Result<BTreeMap<String, Range>> {
     let exposed = strnas_onnx::quantize::expose(model, tensors)?;
     let bytes = strnas_onnx::to_bytes(&exposed)?;
     let source = "the float model with its calibration tensors exposed";
-    let mut engine = crate::runtime::open(Runtime::Ort, Device::Cpu, &crate::runtime::ModelRef { source, onnx: &bytes, network: None }, 1, cfg.ort_lib.as_deref())?;
+    let mut engine = crate::runtime::open(Runtime::Ort, Device::Cpu, &crate::runtime::ModelRef { source, onnx: &bytes, network: None }, 1, ort_lib)?;
     let mut obs: Vec<Observer> = vec![Observer::default(); tensors.len()];
     let names: Vec<&str> = tensors.iter().map(String::as_str).collect();
-    let passes = if cfg.method == Method::Minmax { 1 } else { 2 };
+    let passes = if method == Method::Minmax { 1 } else { 2 };
     for pass in 0..passes {
-        for chunk in picked.chunks(BATCH) {
-            let mut images = vec![0f32; chunk.len() * pre.len()];
-            for (k, &(d, i)) in chunk.iter().enumerate() {
-                datasets[d].load_into(i, &pre, &mut images[k * pre.len()..(k + 1) * pre.len()]).with_context(|| format!("--calib {} sample {i}", datasets[d].path().display()))?;
-            }
-            let shape = vec![chunk.len(), chw[0], chw[1], chw[2]];
-            engine.prepare(&[HostTensor::f32("image", shape, images)])?;
+        for feed in feeds {
+            engine.prepare(feed)?;
             for (o, t) in obs.iter_mut().zip(engine.run_and_fetch(&names)?) {
                 let crate::runtime::Data::F32(v) = &t.data else { bail!("calibration tensor {} is not float32", t.name) };
                 if v.iter().any(|x| !x.is_finite()) {
@@ -158,8 +168,7 @@ pub fn calibrate(model: &ModelProto, tensors: &[String], pre: Preprocess, chw: [
             }
         }
     }
-    let ranges = tensors.iter().zip(&obs).map(|(t, o)| (t.clone(), o.range(cfg.method, cfg.percentile))).collect();
-    Ok((ranges, picked.len()))
+    Ok(tensors.iter().zip(&obs).map(|(t, o)| (t.clone(), o.range(method, percentile))).collect())
 }
 
 /// The calibration datasets, opened with the model's charset and label length (labels are not used, but a

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use strnas_onnx::ModelProto;
 
-use super::calibrate::{calibrate, describe, CalibConfig, Method};
+use super::calibrate::{calibrate, describe, observe, CalibConfig, Method};
 use super::metadata::{ModelMetadata, Quantization};
 use crate::data::image::Preprocess;
+use crate::runtime::HostTensor;
 use crate::spec::Arch;
 use crate::weights::WeightFile;
 
@@ -56,4 +57,13 @@ pub fn export_int8(arch: &Arch, weights: &WeightFile, cfg: &CalibConfig) -> Resu
         bail!("internal error: the quantized graph is malformed: {}", problems.join("; "));
     }
     Ok(Int8Export { model, quantized: q.quantized, float: q.float, images })
+}
+
+/// The QDQ form of any float strnas graph (a whole model or one block) with ranges observed on `inputs` (one run,
+/// minmax): what latency tables time for an INT8 deployment. The scales follow these inputs, but the kernels
+/// onnxruntime picks, and so the time, depend only on the graph's form.
+pub fn quantize_for_timing(model: &ModelProto, inputs: &[HostTensor], weight_bits: u32, ort_lib: Option<&std::path::Path>) -> Result<ModelProto> {
+    let tensors = strnas_onnx::quantize::calibration_tensors(model);
+    let ranges = observe(model, &tensors, &[inputs.to_vec()], Method::Minmax, 100.0, ort_lib)?;
+    Ok(strnas_onnx::quantize::quantize_int8(model, &ranges, weight_bits)?.model)
 }

@@ -37,7 +37,24 @@ pub struct Options<'a> {
     /// Random architectures measured whole to fit the correction (besides `fit_specs`).
     pub fit_random: usize,
     pub seed: u64,
+    /// Time the INT8 (QDQ) form with weights of this many bits ([`crate::export::int8`]) instead of float.
+    pub int8_weight_bits: Option<u32>,
     pub ort_lib: Option<&'a Path>,
+}
+
+impl Options<'_> {
+    /// `model` as it is timed: float, or its INT8 form calibrated on `inputs`.
+    fn deployed(&self, model: strnas_onnx::ModelProto, inputs: &[HostTensor]) -> Result<strnas_onnx::ModelProto> {
+        match self.int8_weight_bits {
+            None => Ok(model),
+            Some(bits) => crate::export::int8::quantize_for_timing(&model, inputs, bits, self.ort_lib),
+        }
+    }
+
+    /// `int8 (7-bit weights)` or `float`, for messages.
+    pub fn precision(&self) -> String {
+        precision(self.int8_weight_bits)
+    }
 }
 
 fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {
@@ -45,6 +62,11 @@ fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {
     let mut rng = crate::rng::Rng::new(seed);
     let n = shape.iter().product();
     HostTensor { name: name.into(), shape, data: Data::F32((0..n).map(|_| rng.range(-1.0, 1.0) as f32).collect()) }
+}
+
+/// `int8 (B-bit weights)` or `float`.
+pub fn precision(int8_weight_bits: Option<u32>) -> String {
+    int8_weight_bits.map_or_else(|| "float".into(), |b| format!("int8 ({b}-bit weights)"))
 }
 
 /// One calibrated measurement.
@@ -75,6 +97,7 @@ fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed,
         let output = model.graph.as_ref().and_then(|g| g.output.first()).map(|v| v.name.clone()).unwrap_or_default();
         runtime::open_tch_block(node, &w, &output, o.device, o.threads)?
     } else {
+        let model = o.deployed(model, &inputs).with_context(|| format!("quantizing {key}"))?;
         let bytes = strnas_onnx::to_bytes(&model)?;
         runtime::open(o.runtime, o.device, &ModelRef { source: &key, onnx: &bytes, network: None }, o.threads, o.ort_lib)?
     };
@@ -85,8 +108,9 @@ fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed,
 /// eager network on tch.
 fn open_model(arch: &Arch, o: &Options) -> Result<Box<dyn runtime::Engine>> {
     let weights = crate::weights::random_init(arch, o.seed);
-    let bytes = strnas_onnx::to_bytes(&crate::export::export(arch, &weights)?)?;
     let input = random_input("image", Port::Image(arch.input), o.batch, 3);
+    let model = o.deployed(crate::export::export(arch, &weights)?, std::slice::from_ref(&input)).with_context(|| format!("quantizing {}", arch.name))?;
+    let bytes = strnas_onnx::to_bytes(&model)?;
     let model = ModelRef { source: &arch.name, onnx: &bytes, network: Some((arch, &weights)) };
     let mut engine = runtime::open(o.runtime, o.device, &model, o.threads, o.ort_lib)?;
     engine.prepare(&[input]).with_context(|| format!("{}: binding inputs", arch.name))?;
@@ -161,10 +185,11 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
         models.push(space.random(&mut rng, &format!("fit-{i}"))?);
     }
     let settings = format!(
-        "strnas {} space {} runtime {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
+        "strnas {} space {} runtime {:?} quantization {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
         env!("CARGO_PKG_VERSION"),
         super::space::skeleton_hash(&space.base.spec),
         o.runtime,
+        o.int8_weight_bits,
         o.device,
         o.threads,
         o.batch,
@@ -234,6 +259,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
             batch: o.batch,
             build: crate::bench::build_profile().into(),
             rounds: o.rounds,
+            int8_weight_bits: o.int8_weight_bits,
         },
         space: SpaceInfo {
             base: space.base.name.clone(),

@@ -52,6 +52,9 @@ pub struct Settings {
     pub build: String,
     /// Rounds alternating with the calibration workload per measurement.
     pub rounds: usize,
+    /// The weight bits of a table of INT8 (QDQ) models (`latency build --quantize int8`); absent for float.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_weight_bits: Option<u32>,
 }
 
 /// `measured ~= scale * sum_of_entries + offset_ms`, fitted on whole models.

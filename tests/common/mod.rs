@@ -66,6 +66,7 @@ pub fn constructed_table(space: &strnas::latency::Space) -> strnas::latency::Tab
             batch: 1,
             build: "release".into(),
             rounds: 5,
+            int8_weight_bits: None,
         },
         space: table::SpaceInfo { base: space.base.name.clone(), path: String::new(), skeleton_hash: strnas::latency::skeleton_hash(&space.base.spec), edges: space.edges.len() },
         calibration_ms: 1.0,
