@@ -95,18 +95,28 @@ def main(out, skeleton, only=None, arm="runs"):
 
     rand = [mean[n] for n in names if kind(n) == "random"]
     print()
+    noise = {}
     both = [n for n in names if 1 in runs[n] and 2 in runs[n] and "heldout" in runs[n][1] and "heldout" in runs[n][2]]
     if len(both) >= 2:
         spread = max(abs(runs[n][1]["heldout"] - runs[n][2]["heldout"]) for n in both)
         tau = kendall_tau_b([runs[n][1]["heldout"] for n in both], [runs[n][2]["heldout"] for n in both])
+        # One run's noise from the seed pairs (each difference has variance 2 sd^2); a difference between two
+        # two-seed means then has standard error sd (sqrt(2 x sd^2 / 2)).
+        sd = (sum((runs[n][1]["heldout"] - runs[n][2]["heldout"]) ** 2 for n in both) / (2 * len(both))) ** 0.5
+        noise["se"] = sd
         print(f"Seed spread ({arm}): the same spec moves by up to {spread:.2f} points between seeds 1 and 2; "
-              f"Kendall tau of seed 1 against seed 2 over {len(both)} specs {tau:.3f}.")
+              f"Kendall tau of seed 1 against seed 2 over {len(both)} specs {tau:.3f}. One run's noise (from the seed "
+              f"pairs): sd {sd:.2f} points, so a difference between two-seed means has a standard error of {sd:.2f} points.")
         print()
     if rand:
         rm = statistics.mean(rand)
         sd = statistics.stdev(rand) if len(rand) > 1 else 0.0
         print(f"Random architectures ({len(rand)}): held-out mean {rm:.2f}% (sd {sd:.2f}, range {min(rand):.2f}-{max(rand):.2f}).")
         print()
+        if "se" in noise:
+            # The skeleton comparison is one two-seed mean against another.
+            print(f"Differences beyond 2 x {noise['se']:.2f} = {2 * noise['se']:.2f} points against the skeleton are resolved by this protocol.")
+            print()
         print("| method | held-out % | vs random mean (points) | RI % | vs skeleton (points) | ort x skeleton |")
         print("|---|---|---|---|---|---|")
         sk = mean.get(skeleton, float("nan"))
@@ -125,6 +135,8 @@ def main(out, skeleton, only=None, arm="runs"):
             tau = kendall_tau_b([start[n] for n in common], [mean[n] for n in common])
             print(f"- inherited accuracy (validation, the fine-tune's start) against fine-tuned held-out mean: "
                   f"Kendall tau {tau:.3f} over {len(common)} specs")
+    if arm == "tuned":
+        print("Against the retrained arm's stand-alone accuracy (`strnas rank`, rank-*.json):")
     for k, s in enumerate(("proxyless", "evolution")):
         p = os.path.join(out, f"rank-{s}.json")
         # The sweep's record of the search job (stage "search": index 0 proxyless, 1 evolution).

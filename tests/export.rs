@@ -487,6 +487,19 @@ fn an_int8_export_records_its_calibration_and_runs_on_both_runtimes() {
         files.push(q);
     }
     let spec = tmp.path().join("tiny-crnn-ctc.yaml");
+    // bench tells the artifacts apart: the quantized export by its metadata, a second file of the same name by
+    // its stem; --relative-to compares each with the float file.
+    let (float, q) = (spec.with_extension("onnx"), spec.with_extension("int8.onnx"));
+    let copy = tmp.path().join("copy.onnx");
+    std::fs::copy(&q, &copy).unwrap();
+    let json = tmp.path().join("bench.json");
+    let o = strnas(&["bench", float.to_str().unwrap(), q.to_str().unwrap(), copy.to_str().unwrap(), "--runtime", "ort", "--batch", "1", "--threads", "1", "--warmup", "0", "--min-iters", "2", "--min-time", "0", "--relative-to", float.to_str().unwrap(), "--rounds", "3", "--json", json.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = v["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tiny-crnn-ctc", "tiny-crnn-ctc-int8", "tiny-crnn-ctc-int8 (copy)"]);
+    let compared = v["results"].as_array().unwrap().iter().filter(|r| r["relative"]["model"] == "tiny-crnn-ctc").count();
+    assert_eq!(compared, 2, "both INT8 files timed A/B against the float one: {v}");
     let o = strnas(&["export", spec.to_str().unwrap(), "--quantize", "int8"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("needs --calib"), "{}", text(&o));

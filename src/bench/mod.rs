@@ -415,10 +415,18 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
             None
         }
     });
+    // Names already given to a model, and by which file: another file of the same name gets its stem added.
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
     for path in models {
         let label = path.display().to_string();
         let m = match BenchModel::load(path) {
-            Ok(m) => m,
+            Ok(mut m) => {
+                if named.get(&m.name).is_some_and(|src| *src != m.source) {
+                    m.name = format!("{} ({})", m.name, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+                }
+                named.entry(m.name.clone()).or_insert_with(|| m.source.clone());
+                m
+            }
             Err(e) => {
                 report.errors.push(Failure { model: label, runtime: None, error: format!("{e:#}") });
                 for _ in 0..plan.runtimes.len() * plan.batches.len() {
@@ -473,7 +481,7 @@ pub fn run(models: &[PathBuf], plan: &Plan, gate: Option<&GateInput>, progress: 
                 let outcome = measure_batch(&m, &entry, engine.as_mut(), calib.as_deref_mut(), plan, batch, gate, report.gate.as_mut());
                 match outcome {
                     Ok(Ok(mut meas)) => {
-                        if let Some(r) = reference.as_ref().filter(|r| r.name != m.name) {
+                        if let Some(r) = reference.as_ref().filter(|r| r.source != m.source) {
                             progress.message(&format!("{} · {} · batch {batch} vs {}", m.name, rt.name(), r.name));
                             match relative(r, &m, rt, batch, plan) {
                                 Ok(x) => meas.relative = x,

@@ -16,7 +16,8 @@ use crate::weights::WeightFile;
 
 /// A model ready to load on any runtime.
 pub struct BenchModel {
-    /// Display name: the strnas model name, else the file stem.
+    /// Display name: the strnas model name (with `-int8` for a quantized export), else the file stem; `bench`
+    /// adds the file stem when two models given share a name.
     pub name: String,
     /// The path given on the command line.
     pub source: String,
@@ -85,7 +86,11 @@ impl BenchModel {
             Some(m) => (Some(m.flops), "spec"),
             None => (None, "unknown"),
         };
-        let name = meta.map(|m| m.model).unwrap_or_else(|| stem.to_string());
+        let name = match meta {
+            Some(m) if m.quantization.is_some() => format!("{}-int8", m.model),
+            Some(m) => m.model,
+            None => stem.to_string(),
+        };
         Ok(BenchModel { name, source: source.to_string(), kind: "onnx", bytes, inspection, params, params_source, flops, flops_source, arch: None, weights: None })
     }
 
