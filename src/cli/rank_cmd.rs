@@ -138,9 +138,8 @@ pub fn run(a: RankArgs) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("--weights-out {}", dir.display()))?;
     }
     for (arch, choice) in archs.iter().zip(&choices) {
-        // The spec as the space builds it, under the spec's name: the weights file names the model it is for.
-        let inherited = space.with_ops(&space.ops_at(choice), &arch.name)?;
-        let (fvs, net) = scorer.network(&vs, &space, &inherited)?;
+        // Under the spec's name: the weights file names the model it is for.
+        let (inherited, fvs, net) = scorer.network_of(&vs, &space, choice, &arch.name)?;
         let s = scorer.evaluate(&net)?;
         if let Some(dir) = &a.weights_out {
             let path = dir.join(format!("{}.safetensors", arch.name));

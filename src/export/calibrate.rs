@@ -121,9 +121,9 @@ pub fn spaced(total: usize, count: usize) -> Vec<usize> {
     (0..count).map(|i| i * total / count).collect()
 }
 
-/// The ranges of `tensors` of `model` (float, exported by strnas) on the calibration images of `cfg`,
-/// preprocessed with `pre`. Returns the ranges and the number of images used.
-pub fn calibrate(model: &ModelProto, tensors: &[String], pre: Preprocess, chw: [usize; 3], cfg: &CalibConfig) -> Result<(BTreeMap<String, Range>, usize)> {
+/// The calibration images of `cfg` for `model` (float, exported by strnas), preprocessed with `pre`, as
+/// batches of the model's `image` input.
+pub fn feeds(model: &ModelProto, pre: Preprocess, chw: [usize; 3], cfg: &CalibConfig) -> Result<Vec<Vec<HostTensor>>> {
     let datasets = open(&cfg.data, model)?;
     let index: Vec<(usize, usize)> = datasets.iter().enumerate().flat_map(|(d, ds)| (0..ds.len()).map(move |i| (d, i))).collect();
     let picked: Vec<(usize, usize)> = spaced(index.len(), cfg.count).into_iter().map(|i| index[i]).collect();
@@ -138,8 +138,7 @@ pub fn calibrate(model: &ModelProto, tensors: &[String], pre: Preprocess, chw: [
         }
         feeds.push(vec![HostTensor::f32("image", vec![chunk.len(), chw[0], chw[1], chw[2]], images)]);
     }
-    let ranges = observe(model, tensors, &feeds, cfg.method, cfg.percentile, cfg.ort_lib.as_deref())?;
-    Ok((ranges, picked.len()))
+    Ok(feeds)
 }
 
 /// The ranges of `tensors` of `model` over `feeds` (each one run's inputs), run by onnxruntime on the CPU with

@@ -4,11 +4,13 @@
 //! ops stay float), with the quantization recorded in its metadata.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{bail, Result};
+use strnas_onnx::quantize::Quantized;
 use strnas_onnx::ModelProto;
 
-use super::calibrate::{calibrate, describe, observe, CalibConfig, Method};
+use super::calibrate::{describe, feeds, observe, CalibConfig, Method};
 use super::metadata::{ModelMetadata, Quantization};
 use crate::data::image::Preprocess;
 use crate::runtime::HostTensor;
@@ -40,10 +42,10 @@ pub fn export_int8(arch: &Arch, weights: &WeightFile, cfg: &CalibConfig) -> Resu
         bail!("--calib-percentile must lie in [50, 100], got {}", cfg.percentile);
     }
     let float = super::export(arch, weights)?;
-    let tensors = strnas_onnx::quantize::calibration_tensors(&float);
     let chw = [arch.input.c as usize, arch.input.h as usize, arch.input.w as usize];
-    let (ranges, images) = calibrate(&float, &tensors, Preprocess::from_arch(arch), chw, cfg)?;
-    let q = strnas_onnx::quantize::quantize_int8(&float, &ranges, cfg.weight_bits)?;
+    let feeds = feeds(&float, Preprocess::from_arch(arch), chw, cfg)?;
+    let images = feeds.iter().map(|f| f[0].shape[0]).sum();
+    let q = quantize(&float, &feeds, cfg.method, cfg.percentile, cfg.weight_bits, cfg.ort_lib.as_deref())?;
     let mut meta = ModelMetadata::new(arch, weights);
     let method = match cfg.method {
         Method::Minmax => "minmax".to_string(),
@@ -62,8 +64,13 @@ pub fn export_int8(arch: &Arch, weights: &WeightFile, cfg: &CalibConfig) -> Resu
 /// The QDQ form of any float strnas graph (a whole model or one block) with ranges observed on `inputs` (one run,
 /// minmax): what latency tables time for an INT8 deployment. The scales follow these inputs, but the kernels
 /// onnxruntime picks, and so the time, depend only on the graph's form.
-pub fn quantize_for_timing(model: &ModelProto, inputs: &[HostTensor], weight_bits: u32, ort_lib: Option<&std::path::Path>) -> Result<ModelProto> {
+pub fn quantize_for_timing(model: &ModelProto, inputs: &[HostTensor], weight_bits: u32, ort_lib: Option<&Path>) -> Result<ModelProto> {
+    Ok(quantize(model, &[inputs.to_vec()], Method::Minmax, 100.0, weight_bits, ort_lib)?.model)
+}
+
+/// The QDQ form of `model` with the ranges of its calibration tensors observed over `feeds`.
+fn quantize(model: &ModelProto, feeds: &[Vec<HostTensor>], method: Method, percentile: f64, weight_bits: u32, ort_lib: Option<&Path>) -> Result<Quantized> {
     let tensors = strnas_onnx::quantize::calibration_tensors(model);
-    let ranges = observe(model, &tensors, &[inputs.to_vec()], Method::Minmax, 100.0, ort_lib)?;
-    Ok(strnas_onnx::quantize::quantize_int8(model, &ranges, weight_bits)?.model)
+    let ranges = observe(model, &tensors, feeds, method, percentile, ort_lib)?;
+    strnas_onnx::quantize::quantize_int8(model, &ranges, weight_bits)
 }

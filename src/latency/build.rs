@@ -50,11 +50,6 @@ impl Options<'_> {
             Some(bits) => crate::export::int8::quantize_for_timing(&model, inputs, bits, self.ort_lib),
         }
     }
-
-    /// `int8 (7-bit weights)` or `float`, for messages.
-    pub fn precision(&self) -> String {
-        precision(self.int8_weight_bits)
-    }
 }
 
 fn random_input(name: &str, port: Port, batch: usize, seed: u64) -> HostTensor {

@@ -108,9 +108,16 @@ impl Scorer {
     /// The network of `choice` (a candidate index per edge) with the supernet `vs`'s weights, BatchNorm
     /// recalibrated, scored on the validation data.
     pub fn score(&self, vs: &VarStore, space: &Space, choice: &[usize]) -> Result<Inherited> {
-        let arch = space.with_ops(&space.ops_at(choice), &format!("{}-inherited", space.base.name))?;
-        let (_fvs, net) = self.network(vs, space, &arch)?;
+        let (_, _fvs, net) = self.network_of(vs, space, choice, &format!("{}-inherited", space.base.name))?;
         self.evaluate(&net)
+    }
+
+    /// The network of `choice` as the space builds it, named `name`, with the supernet's weights and BatchNorm
+    /// recalibrated ([`Self::network`]): its spec, weights and module.
+    pub fn network_of(&self, vs: &VarStore, space: &Space, choice: &[usize], name: &str) -> Result<(Arch, VarStore, StrNet)> {
+        let arch = space.with_ops(&space.ops_at(choice), name)?;
+        let (fvs, net) = self.network(vs, space, &arch)?;
+        Ok((arch, fvs, net))
     }
 
     /// `arch` (a network of `space`) with the supernet `vs`'s weights, BatchNorm recalibrated: the weights a
