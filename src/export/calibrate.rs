@@ -48,6 +48,8 @@ pub struct CalibConfig {
     pub percentile: f64,
     /// Bits of the weight levels: 7 (reduce range, exact on every x86 CPU) or 8.
     pub weight_bits: u32,
+    /// Store the LSTMs' weights as int8 too (weight-only: they still compute in float).
+    pub lstm_int8: bool,
     pub ort_lib: Option<PathBuf>,
 }
 

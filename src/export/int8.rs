@@ -17,9 +17,11 @@ use crate::runtime::HostTensor;
 use crate::spec::Arch;
 use crate::weights::WeightFile;
 
-/// The `quantization` metadata value of an INT8 export with `weight_bits`-bit weights.
-pub fn scheme(weight_bits: u32) -> String {
-    format!("int8-qdq: weights {weight_bits}-bit symmetric per output channel (int8), activations uint8 asymmetric per tensor (Conv, Gemm, MatMul)")
+/// The `quantization` metadata value of an INT8 export with `weight_bits`-bit weights (and LSTM weights stored
+/// int8 when `lstm_int8`).
+pub fn scheme(weight_bits: u32, lstm_int8: bool) -> String {
+    let lstm = if lstm_int8 { "; LSTM weights int8 per gate row, weight-only (computed in float)" } else { "" };
+    format!("int8-qdq: weights {weight_bits}-bit symmetric per output channel (int8), activations uint8 asymmetric per tensor (Conv, Gemm, MatMul){lstm}")
 }
 
 /// A quantized model and what was quantized.
@@ -51,14 +53,27 @@ pub fn export_int8(arch: &Arch, weights: &WeightFile, cfg: &CalibConfig) -> Resu
         Method::Minmax => "minmax".to_string(),
         Method::Percentile => format!("percentile {}", cfg.percentile),
     };
-    meta.quantization = Some(Quantization { scheme: scheme(cfg.weight_bits), calibration: format!("{method} over {images} images of {}", describe(&cfg.data)) });
+    meta.quantization =
+        Some(Quantization { scheme: scheme(cfg.weight_bits, cfg.lstm_int8), calibration: format!("{method} over {images} images of {}", describe(&cfg.data)) });
+    let (mut quantized, mut float) = (q.quantized, q.float);
     let mut model = q.model;
+    if cfg.lstm_int8 {
+        let (m, n) = strnas_onnx::quantize::quantize_lstm_weights(&model)?;
+        model = m;
+        if n > 0 {
+            quantized.insert("LSTM (int8 weights, float compute)".into(), n);
+            if let Some(left) = float.get_mut("LSTM") {
+                *left -= n.min(*left);
+            }
+            float.retain(|_, v| *v > 0);
+        }
+    }
     strnas_onnx::set_metadata(&mut model, &meta.to_props());
     let problems = strnas_onnx::check_structure(&model);
     if !problems.is_empty() {
         bail!("internal error: the quantized graph is malformed: {}", problems.join("; "));
     }
-    Ok(Int8Export { model, quantized: q.quantized, float: q.float, images })
+    Ok(Int8Export { model, quantized, float, images })
 }
 
 /// The QDQ form of any float strnas graph (a whole model or one block) with ranges observed on `inputs` (one run,

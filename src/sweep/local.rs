@@ -1,7 +1,8 @@
 //! The `local` executor: the sweep's jobs on this machine, `jobs` at a time, stages in the order their
 //! `needs` allow. Each job runs as `strnas sweep run-one` (the worker Slurm and Kubernetes run), so claims,
 //! resume and records are the same everywhere. A stop signal is passed on to the running jobs, which
-//! checkpoint; the root then resumes with the next `run`.
+//! checkpoint; the root then resumes with the next `run`. A stage that measures latency (`latency: true`) runs
+//! its jobs alone on the machine, as Slurm and Kubernetes give them nodes of their own.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -80,12 +81,19 @@ pub fn run(sweep: &Sweep, jobs: usize, only: &[String], say: &mut dyn FnMut(&str
         } else {
             let states = state::states(sweep)?;
             let busy: BTreeSet<usize> = running.iter().map(|(k, _)| *k).collect();
+            let startable: Vec<bool> = (0..sweep.jobs.len())
+                .map(|k| {
+                    let st = matches!(states[k], State::Ready | State::Stopped | State::Failed);
+                    selected(&sweep.jobs[k].stage) && st && !busy.contains(&k) && !tried.contains(&k)
+                })
+                .collect();
+            let latency_ready = (0..sweep.jobs.len()).any(|k| startable[k] && measures_latency(sweep, k));
             for (k, job) in sweep.jobs.iter().enumerate() {
                 if running.len() >= jobs.max(1) {
                     break;
                 }
-                let startable = matches!(states[k], State::Ready | State::Stopped) || (states[k] == State::Failed && !tried.contains(&k));
-                if selected(&job.stage) && startable && !busy.contains(&k) && !tried.contains(&k) {
+                let running_latency: Vec<bool> = running.iter().map(|(r, _)| measures_latency(sweep, *r)).collect();
+                if startable[k] && may_start(measures_latency(sweep, k), &running_latency, latency_ready) {
                     let child = Command::new(&exe)
                         .args(["sweep", "run-one"])
                         .arg(&sweep.root)
@@ -106,6 +114,24 @@ pub fn run(sweep: &Sweep, jobs: usize, only: &[String], say: &mut dyn FnMut(&str
     }
 }
 
+fn measures_latency(sweep: &Sweep, job: usize) -> bool {
+    sweep.stage(&sweep.jobs[job].stage).map(|s| s.latency).unwrap_or(false)
+}
+
+/// Whether a job may start beside the running ones (`running`: whether each measures latency). A job that
+/// measures latency runs alone: it starts only on an idle machine, nothing starts beside it, and while one is
+/// ready no other job starts, so the running ones drain and it is not starved.
+fn may_start(measures_latency: bool, running: &[bool], latency_ready: bool) -> bool {
+    if running.iter().any(|&l| l) {
+        return false;
+    }
+    if measures_latency {
+        running.is_empty()
+    } else {
+        !latency_ready
+    }
+}
+
 fn summarize(sweep: &Sweep, selected: &dyn Fn(&str) -> bool) -> Result<Summary> {
     let states = state::states(sweep)?;
     let mut s = Summary::default();
@@ -121,4 +147,24 @@ fn summarize(sweep: &Sweep, selected: &dyn Fn(&str) -> bool) -> Result<Summary> 
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_start;
+
+    #[test]
+    fn a_latency_job_runs_alone_and_is_not_starved() {
+        // Idle machine: either kind starts, but a ready latency job goes first.
+        assert!(may_start(true, &[], true));
+        assert!(!may_start(false, &[], true));
+        assert!(may_start(false, &[], false));
+        // Beside a training: the latency job waits, and no other job starts while it waits.
+        assert!(!may_start(true, &[false], true));
+        assert!(!may_start(false, &[false], true));
+        assert!(may_start(false, &[false], false));
+        // Beside a latency job: nothing starts.
+        assert!(!may_start(false, &[true], false));
+        assert!(!may_start(true, &[true], true));
+    }
 }
