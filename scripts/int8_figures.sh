@@ -22,10 +22,11 @@ M="$OUT/model.yaml"
 "$BIN" export "$M" -o "$OUT/float.onnx"
 for bits in 7 8; do
   for method in minmax percentile; do
-    "$BIN" export "$M" --quantize int8 --calib "$CALIB" --calib-method "$method" --weight-bits "$bits" -o "$OUT/int8-w$bits-$method.onnx"
+    "$BIN" export "$M" --quantize int8 --calib "$CALIB" --calib-method "$method" --weight-bits "$bits" --lstm-weights float \
+      -o "$OUT/int8-w$bits-$method.onnx"
   done
 done
-# The default variant with the BiLSTMs' weights stored int8 too (weight-only).
+# The default export: 7-bit minmax with the BiLSTMs' weights stored int8 too (weight-only).
 "$BIN" export "$M" --quantize int8 --calib "$CALIB" --lstm-weights int8 -o "$OUT/int8-w7-minmax-lstm8.onnx"
 MODELS=("$OUT/float.onnx" "$OUT"/int8-w7-minmax.onnx "$OUT"/int8-w7-percentile.onnx "$OUT"/int8-w8-minmax.onnx "$OUT"/int8-w8-percentile.onnx
   "$OUT"/int8-w7-minmax-lstm8.onnx)

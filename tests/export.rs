@@ -473,20 +473,23 @@ fn an_int8_export_records_its_calibration_and_runs_on_both_runtimes() {
         let proto = strnas_onnx::from_bytes(&std::fs::read(&q).unwrap()).unwrap();
         let meta = strnas::export::metadata::ModelMetadata::read(&proto, "q").unwrap();
         let quant = meta.quantization.expect("quantization recorded");
+        assert!(quant.scheme.contains("LSTM weights int8"), "{quant:?}");
         assert!(quant.calibration.starts_with(method) && quant.calibration.ends_with("over 16 images of calib"), "{quant:?}");
         let ops = strnas_onnx::inspect(&proto).op_counts;
         assert!(ops.get("QuantizeLinear").copied().unwrap_or(0) > 0 && ops.get("DequantizeLinear").copied().unwrap_or(0) > 0, "{ops:?}");
         let mut scored = vec![q.clone()];
+        // The BiLSTMs' weights are stored int8 too by default; with --lstm-weights float they stay float: a
+        // larger file, recorded, run by both runtimes.
+        assert!(text(&o).contains("2 LSTM (int8 weights, float compute)") && !text(&o).contains(" LSTM,"), "{}", text(&o));
         if name == "tiny-limited-3x3-ex3-attn" {
-            // The BiLSTMs' weights stored int8 as well: smaller again, recorded, still run by both runtimes.
-            let l = spec.with_extension("lstm8.onnx");
-            let o = strnas(&["export", spec.to_str().unwrap(), "--quantize", "int8", "--calib", data.to_str().unwrap(), "--calib-count", "16", "--lstm-weights", "int8", "-o", l.to_str().unwrap()]);
+            let l = spec.with_extension("lstm-float.onnx");
+            let o = strnas(&["export", spec.to_str().unwrap(), "--quantize", "int8", "--calib", data.to_str().unwrap(), "--calib-count", "16", "--lstm-weights", "float", "-o", l.to_str().unwrap()]);
             assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-            assert!(text(&o).contains("2 LSTM (int8 weights, float compute)") && !text(&o).contains("left float: 2 LSTM"), "{}", text(&o));
+            assert!(text(&o).contains("left float: ") && text(&o).contains("2 LSTM") && !text(&o).contains("int8 weights"), "{}", text(&o));
             let lsize = std::fs::metadata(&l).unwrap().len();
-            assert!(lsize < qsize, "LSTM int8 {lsize} B vs int8 {qsize} B");
+            assert!(lsize > qsize, "LSTM float {lsize} B vs all int8 {qsize} B");
             let meta = strnas::export::metadata::ModelMetadata::read(&strnas_onnx::from_bytes(&std::fs::read(&l).unwrap()).unwrap(), "l").unwrap();
-            assert!(meta.quantization.unwrap().scheme.contains("LSTM weights int8"));
+            assert!(!meta.quantization.unwrap().scheme.contains("LSTM"));
             scored.push(l.clone());
             files.push(l);
         }

@@ -57,11 +57,11 @@ pub struct ExportArgs {
     /// uint8 x int8 kernels saturate on full-range weights) or 8 (CPUs with VNNI, ARM)
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(7..=8))]
     weight_bits: u32,
-    /// The BiLSTMs' weights under --quantize int8: float, or int8 (8-bit per gate row, weight-only: stored int8,
-    /// dequantized once when the runtime loads the model, computed in float; the BiLSTMs hold about half of a
-    /// tiny model's bytes)
-    #[arg(long, value_parser = ["float", "int8"], default_value = "float")]
-    lstm_weights: String,
+    /// The BiLSTMs' weights under --quantize int8 [default: int8]: int8 (8-bit per gate row, weight-only: stored
+    /// int8, restored to float when the runtime loads the model, computed in float; the BiLSTMs hold about half
+    /// of a tiny model's bytes) or float
+    #[arg(long, value_parser = ["float", "int8"])]
+    lstm_weights: Option<String>,
 }
 
 /// Loads weights as `export`/`verify` take them: explicit, sibling, or random.
@@ -86,8 +86,8 @@ pub fn run_export(a: ExportArgs, ort_lib: Option<&Path>) -> Result<i32> {
     if a.quantize.is_none() && !a.calib.is_empty() {
         bail!("--calib is for --quantize int8 (a float export needs no calibration)");
     }
-    if a.quantize.is_none() && a.lstm_weights != "float" {
-        bail!("--lstm-weights {} is for --quantize int8 (a float export keeps every weight float)", a.lstm_weights);
+    if let (None, Some(l)) = (&a.quantize, &a.lstm_weights) {
+        bail!("--lstm-weights {l} is for --quantize int8 (a float export keeps every weight float)");
     }
     if a.quantize.is_some() && a.calib.is_empty() {
         bail!("--quantize int8 needs --calib DATA: images whose activations set the quantization ranges (e.g. the validation set)");
@@ -103,7 +103,7 @@ pub fn run_export(a: ExportArgs, ort_lib: Option<&Path>) -> Result<i32> {
                 method: a.calib_method,
                 percentile: a.calib_percentile,
                 weight_bits: a.weight_bits,
-                lstm_int8: a.lstm_weights == "int8",
+                lstm_int8: a.lstm_weights.as_deref() != Some("float"),
                 ort_lib: ort_lib.map(Path::to_path_buf),
             };
             let q = crate::export::int8::export_int8(&arch, &weights, &cfg)?;

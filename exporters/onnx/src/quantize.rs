@@ -220,10 +220,10 @@ pub fn quantize_int8(model: &ModelProto, ranges: &BTreeMap<String, Range>, weigh
 
 /// Weight-only INT8 storage of every `LSTM`'s input (W) and recurrence (R) weights: int8 symmetric per gate row
 /// (axis 1 of `[directions, 4 * hidden, ...]`, one scale per row shared by the directions) with 8-bit levels,
-/// behind a `DequantizeLinear` whose output the LSTM reads, so the LSTM still computes in float on weights
-/// within half a step of the originals. The file shrinks by about 3/4 of those weights' bytes; a runtime
-/// folds the constant `DequantizeLinear` when it loads the model. Biases, and a W or R that is not an
-/// initializer, stay float. Returns the model and the number of LSTMs rewritten.
+/// restored by `Cast` and `Mul` (see `Emitter::weight_only`), so the LSTM still computes in float on weights
+/// within half a step of the originals. The file shrinks by about 3/4 of those weights' bytes; the runtimes
+/// fold the restoring nodes when they load the model, so the LSTM runs as before. Biases, and a W or R that is
+/// not an initializer, stay float. Returns the model and the number of LSTMs rewritten.
 pub fn quantize_lstm_weights(model: &ModelProto) -> Result<(ModelProto, usize)> {
     let Some(src) = model.graph.as_ref() else { bail!("the model has no graph") };
     let inits = constant_initializers(src);
@@ -236,7 +236,7 @@ pub fn quantize_lstm_weights(model: &ModelProto) -> Result<(ModelProto, usize)> 
             let mut any = false;
             for (i, tag) in [(1, "w"), (2, "r")] {
                 if let Some(w) = node.input.get(i).filter(|w| weight(w, 3, &inits).is_some()) {
-                    n.input[i] = e.weight(src, &prefix, tag, w, 1)?;
+                    n.input[i] = e.weight_only(src, &prefix, tag, w, 1)?;
                     any = true;
                 }
             }
@@ -591,7 +591,7 @@ impl Emitter {
         Ok(self.inits.last().expect("just pushed").name.clone())
     }
 
-    fn node(&mut self, op: &str, name: String, inputs: [&str; 3], output: &str, axis: Option<i64>) -> Result<()> {
+    fn node(&mut self, op: &str, name: String, inputs: &[&str], output: &str, attr: Option<(&str, i64)>) -> Result<()> {
         if !self.node_names.insert(name.clone()) {
             bail!("the model already has a node named {name:?} that quantization writes");
         }
@@ -600,11 +600,11 @@ impl Emitter {
         n.name = name;
         n.input = inputs.iter().map(|s| s.to_string()).collect();
         n.output = vec![output.to_string()];
-        if let Some(axis) = axis {
+        if let Some((key, value)) = attr {
             let mut a = AttributeProto::new();
-            a.name = "axis".into();
+            a.name = key.into();
             a.type_ = AttributeType::INT.into();
-            a.i = axis;
+            a.i = value;
             n.attribute.push(a);
         }
         self.nodes.push(n);
@@ -617,8 +617,8 @@ impl Emitter {
         let scale = self.tensor(format!("{base}.scale"), &[], DataType::FLOAT, p.scale.to_le_bytes().to_vec())?;
         let zero = self.tensor(format!("{base}.zero_point"), &[], DataType::UINT8, vec![p.zero_point])?;
         let q = self.fresh(format!("{base}.quantized"))?;
-        self.node("QuantizeLinear", format!("{prefix}.{tag}.quantize"), [input, &scale, &zero], &q, None)?;
-        self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), [&q, &scale, &zero], output, None)
+        self.node("QuantizeLinear", format!("{prefix}.{tag}.quantize"), &[input, &scale, &zero], &q, None)?;
+        self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), &[&q, &scale, &zero], output, None)
     }
 
     /// The dequantized form of weight `w` (quantized along `axis` on first use, its DQ node `<prefix>.<tag>.dequantize`
@@ -634,10 +634,33 @@ impl Emitter {
         let sn = self.tensor(format!("{w}.scale"), &channels, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
         let zn = self.tensor(format!("{w}.zero_point"), &channels, DataType::INT8, vec![0; scales.len()])?;
         let dequantized = self.fresh(format!("{w}.dequantized"))?;
-        self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), [&qn, &sn, &zn], &dequantized, Some(axis as i64))?;
+        self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), &[&qn, &sn, &zn], &dequantized, Some(("axis", axis as i64)))?;
         self.replaced.insert(w.to_string());
         self.weights.insert(w.to_string(), QuantizedWeight { dequantized: dequantized.clone(), scales });
         Ok(dequantized)
+    }
+
+    /// Weight `w` stored as 8-bit symmetric int8 along `axis` and restored in the graph by `Cast` to float and
+    /// `Mul` by its per-channel scales (shaped to broadcast along `axis`): constant inputs only, which
+    /// onnxruntime and tract fold into a float constant when they load the model (onnxruntime does not fold a
+    /// `DequantizeLinear`, which it keeps for its QDQ fusions). Nodes `<prefix>.<tag>.cast` / `.rescale`;
+    /// returns the restored tensor's name.
+    fn weight_only(&mut self, g: &GraphProto, prefix: &str, tag: &str, w: &str, axis: usize) -> Result<String> {
+        if let Some(q) = self.weights.get(w) {
+            return Ok(q.dequantized.clone());
+        }
+        let t = g.initializer.iter().find(|t| t.name == w).ok_or_else(|| anyhow!("weight {w:?} is not an initializer"))?;
+        let (q, scales) = quantize_weights(&floats(t, "weight")?, &t.dims, axis, 8);
+        let shape: Vec<i64> = (0..t.dims.len()).map(|d| if d == axis { scales.len() as i64 } else { 1 }).collect();
+        let qn = self.tensor(format!("{w}.quantized"), &t.dims, DataType::INT8, q.iter().map(|&v| v as u8).collect())?;
+        let sn = self.tensor(format!("{w}.scale"), &shape, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
+        let as_float = self.fresh(format!("{w}.quantized.float"))?;
+        self.node("Cast", format!("{prefix}.{tag}.cast"), &[&qn], &as_float, Some(("to", DataType::FLOAT as i64)))?;
+        let restored = self.fresh(format!("{w}.dequantized"))?;
+        self.node("Mul", format!("{prefix}.{tag}.rescale"), &[&as_float, &sn], &restored, None)?;
+        self.replaced.insert(w.to_string());
+        self.weights.insert(w.to_string(), QuantizedWeight { dequantized: restored.clone(), scales });
+        Ok(restored)
     }
 
     /// The dequantized form of bias `b` of the target with weight `w` (already quantized) and input scale
@@ -661,7 +684,7 @@ impl Emitter {
         let sn = self.tensor(format!("{base}.scale"), &t.dims, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
         let zn = self.tensor(format!("{base}.zero_point"), &t.dims, DataType::INT32, vec![0; 4 * scales.len()])?;
         let dequantized = self.fresh(format!("{base}.dequantized"))?;
-        self.node("DequantizeLinear", format!("{prefix}.b.dequantize"), [&qn, &sn, &zn], &dequantized, Some(0))?;
+        self.node("DequantizeLinear", format!("{prefix}.b.dequantize"), &[&qn, &sn, &zn], &dequantized, Some(("axis", 0)))?;
         self.replaced.insert(b.to_string());
         self.biases.entry(b.to_string()).or_default().push((dequantized.clone(), scales));
         Ok(dequantized)
@@ -905,7 +928,7 @@ mod tests {
     }
 
     #[test]
-    fn lstm_weights_are_stored_int8_per_gate_row_and_read_through_dequantize() {
+    fn lstm_weights_are_stored_int8_per_gate_row_and_restored_by_cast_and_mul() {
         // A bidirectional LSTM, hidden 2 (8 gate rows), input 3; W, R and B initializers.
         let mut g = GraphBuilder::new("net");
         g.input("x", Elem::F32, &[Dim::Fixed(5), Dim::Param("batch".into()), Dim::Fixed(3)]).unwrap();
@@ -919,18 +942,20 @@ mod tests {
         g.output("y", Elem::F32, &[Dim::Fixed(5), Dim::Fixed(2), Dim::Param("batch".into()), Dim::Fixed(2)]).unwrap();
         let (m, n) = quantize_lstm_weights(&g.finish("test", &[])).unwrap();
         assert_eq!(n, 1);
-        assert_eq!(count(&m, "DequantizeLinear"), 2);
+        assert_eq!((count(&m, "DequantizeLinear"), count(&m, "Cast"), count(&m, "Mul")), (0, 2, 2));
         assert!(init(&m, "lstm.w").is_none() && init(&m, "lstm.r").is_none(), "the float W and R go");
         assert!(init(&m, "lstm.b").is_some(), "the bias stays float");
         let g = m.graph.as_ref().unwrap();
         let lstm = g.node.iter().find(|n| n.op_type == "LSTM").unwrap();
         assert_eq!(&lstm.input[1..], &["lstm.w.dequantized", "lstm.r.dequantized", "lstm.b"]);
         assert!(g.node.iter().position(|n| n.op_type == "LSTM") > g.node.iter().position(|n| n.output[0] == "lstm.r.dequantized"), "topological order");
+        assert!(check_structure(&m).is_empty(), "{:?}", check_structure(&m));
         for (name, orig, per_row) in [("lstm.w", &w, 3usize), ("lstm.r", &r, 2)] {
             let q = init(&m, &format!("{name}.quantized")).unwrap();
             assert_eq!((q.data_type, q.dims.clone()), (DataType::INT8 as i32, vec![2, 8, per_row as i64]));
-            let scales = floats(init(&m, &format!("{name}.scale")).unwrap(), "scale").unwrap();
-            assert_eq!(scales.len(), 8, "one scale per gate row");
+            let s = init(&m, &format!("{name}.scale")).unwrap();
+            assert_eq!(s.dims, [1, 8, 1], "one scale per gate row, broadcast along axis 1");
+            let scales = floats(s, "scale").unwrap();
             for (i, &v) in orig.iter().enumerate() {
                 let row = (i / per_row) % 8;
                 let back = q.raw_data[i] as i8 as f32 * scales[row];
