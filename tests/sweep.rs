@@ -214,7 +214,7 @@ fn shipped_plans_expand() {
     let o = strnas(&["sweep", "plan", "sweeps/paper-table1.yaml", "-o", s(&tmp.path().join("p"))]);
     assert!(text(&o).contains("vars.train_data: this plan needs a value: --set train_data=VALUE"), "{}", text(&o));
     let data = ["--set", "train_data=/data/MJ,/data/ST", "--set", "valid_data=/data/valid"];
-    for (plan, sets, jobs) in [("sweeps/tiny-table1.yaml", &[][..], 20), ("sweeps/search-quality.yaml", &[], 77), ("sweeps/paper-table1.yaml", &data[..], 17)] {
+    for (plan, sets, jobs) in [("sweeps/tiny-table1.yaml", &[][..], 20), ("sweeps/search-quality.yaml", &[], 78), ("sweeps/paper-table1.yaml", &data[..], 17)] {
         let o = strnas(&[&["sweep", "plan", plan, "-o", s(&tmp.path().join(plan.replace('/', "-")))][..], sets].concat());
         assert!(o.status.success(), "{plan}: {}", text(&o));
         assert!(text(&o).contains(&format!("{jobs} job(s)")), "{plan}: {}", text(&o));
