@@ -196,7 +196,7 @@ pub fn quantize_int8(model: &ModelProto, ranges: &BTreeMap<String, Range>, weigh
                 }
             };
             n.input[0] = x;
-            n.input[1] = e.weight(src, &prefix, "w", &t.w, t.axis)?;
+            n.input[1] = e.weight(src, &prefix, "w", &t.w, t.axis, Restore::Dequantize)?;
             if let Some(b) = &t.bias {
                 n.input[2] = e.bias(src, &prefix, b, &t.w, acts[&t.x].scale)?;
             }
@@ -220,7 +220,7 @@ pub fn quantize_int8(model: &ModelProto, ranges: &BTreeMap<String, Range>, weigh
 
 /// Weight-only INT8 storage of every `LSTM`'s input (W) and recurrence (R) weights: int8 symmetric per gate row
 /// (axis 1 of `[directions, 4 * hidden, ...]`, one scale per row shared by the directions) with 8-bit levels,
-/// restored by `Cast` and `Mul` (see `Emitter::weight_only`), so the LSTM still computes in float on weights
+/// restored by `Cast` and `Mul` (`Restore::CastMul`), so the LSTM still computes in float on weights
 /// within half a step of the originals. The file shrinks by about 3/4 of those weights' bytes; the runtimes
 /// fold the restoring nodes when they load the model, so the LSTM runs as before. Biases, and a W or R that is
 /// not an initializer, stay float. Returns the model and the number of LSTMs rewritten.
@@ -236,7 +236,7 @@ pub fn quantize_lstm_weights(model: &ModelProto) -> Result<(ModelProto, usize)> 
             let mut any = false;
             for (i, tag) in [(1, "w"), (2, "r")] {
                 if let Some(w) = node.input.get(i).filter(|w| weight(w, 3, &inits).is_some()) {
-                    n.input[i] = e.weight_only(src, &prefix, tag, w, 1)?;
+                    n.input[i] = e.weight(src, &prefix, tag, w, 1, Restore::CastMul)?;
                     any = true;
                 }
             }
@@ -521,6 +521,13 @@ struct QuantizedWeight {
     scales: Vec<f32>,
 }
 
+/// How a quantized weight is turned back into the float tensor its reader takes (see `Emitter::weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    Dequantize,
+    CastMul,
+}
+
 /// The new graph as [`quantize_int8`] writes it: nodes in order, new initializers, and the names in use.
 struct Emitter {
     nodes: Vec<NodeProto>,
@@ -621,43 +628,42 @@ impl Emitter {
         self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), &[&q, &scale, &zero], output, None)
     }
 
-    /// The dequantized form of weight `w` (quantized along `axis` on first use, its DQ node `<prefix>.<tag>.dequantize`
-    /// placed here).
-    fn weight(&mut self, g: &GraphProto, prefix: &str, tag: &str, w: &str, axis: usize) -> Result<String> {
+    /// The float form of weight `w`, quantized symmetric per channel along `axis` on first use and restored by
+    /// `restore` (its nodes placed here, named `<prefix>.<tag>.<...>`); later uses share it.
+    /// - [`Restore::Dequantize`]: `weight_bits` levels behind a `DequantizeLinear` (node `.dequantize`), the
+    ///   form onnxruntime fuses with the activation's Q/DQ into an integer kernel.
+    /// - [`Restore::CastMul`]: 8-bit levels restored by `Cast` to float and `Mul` by the scales (shaped to
+    ///   broadcast along `axis`; nodes `.cast` / `.rescale`): constant inputs only, which onnxruntime and tract
+    ///   fold into a float constant when they load the model (onnxruntime keeps a `DequantizeLinear` for its
+    ///   QDQ fusions), for weight-only storage.
+    fn weight(&mut self, g: &GraphProto, prefix: &str, tag: &str, w: &str, axis: usize, restore: Restore) -> Result<String> {
         if let Some(q) = self.weights.get(w) {
             return Ok(q.dequantized.clone());
         }
         let t = g.initializer.iter().find(|t| t.name == w).ok_or_else(|| anyhow!("weight {w:?} is not an initializer"))?;
-        let (q, scales) = quantize_weights(&floats(t, "weight")?, &t.dims, axis, self.weight_bits);
-        let channels = [scales.len() as i64];
+        let bits = if restore == Restore::Dequantize { self.weight_bits } else { 8 };
+        let (q, scales) = quantize_weights(&floats(t, "weight")?, &t.dims, axis, bits);
+        let scale_dims: Vec<i64> = match restore {
+            Restore::Dequantize => vec![scales.len() as i64],
+            Restore::CastMul => (0..t.dims.len()).map(|d| if d == axis { scales.len() as i64 } else { 1 }).collect(),
+        };
         let qn = self.tensor(format!("{w}.quantized"), &t.dims, DataType::INT8, q.iter().map(|&v| v as u8).collect())?;
-        let sn = self.tensor(format!("{w}.scale"), &channels, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
-        let zn = self.tensor(format!("{w}.zero_point"), &channels, DataType::INT8, vec![0; scales.len()])?;
-        let dequantized = self.fresh(format!("{w}.dequantized"))?;
-        self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), &[&qn, &sn, &zn], &dequantized, Some(("axis", axis as i64)))?;
-        self.replaced.insert(w.to_string());
-        self.weights.insert(w.to_string(), QuantizedWeight { dequantized: dequantized.clone(), scales });
-        Ok(dequantized)
-    }
-
-    /// Weight `w` stored as 8-bit symmetric int8 along `axis` and restored in the graph by `Cast` to float and
-    /// `Mul` by its per-channel scales (shaped to broadcast along `axis`): constant inputs only, which
-    /// onnxruntime and tract fold into a float constant when they load the model (onnxruntime does not fold a
-    /// `DequantizeLinear`, which it keeps for its QDQ fusions). Nodes `<prefix>.<tag>.cast` / `.rescale`;
-    /// returns the restored tensor's name.
-    fn weight_only(&mut self, g: &GraphProto, prefix: &str, tag: &str, w: &str, axis: usize) -> Result<String> {
-        if let Some(q) = self.weights.get(w) {
-            return Ok(q.dequantized.clone());
-        }
-        let t = g.initializer.iter().find(|t| t.name == w).ok_or_else(|| anyhow!("weight {w:?} is not an initializer"))?;
-        let (q, scales) = quantize_weights(&floats(t, "weight")?, &t.dims, axis, 8);
-        let shape: Vec<i64> = (0..t.dims.len()).map(|d| if d == axis { scales.len() as i64 } else { 1 }).collect();
-        let qn = self.tensor(format!("{w}.quantized"), &t.dims, DataType::INT8, q.iter().map(|&v| v as u8).collect())?;
-        let sn = self.tensor(format!("{w}.scale"), &shape, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
-        let as_float = self.fresh(format!("{w}.quantized.float"))?;
-        self.node("Cast", format!("{prefix}.{tag}.cast"), &[&qn], &as_float, Some(("to", DataType::FLOAT as i64)))?;
-        let restored = self.fresh(format!("{w}.dequantized"))?;
-        self.node("Mul", format!("{prefix}.{tag}.rescale"), &[&as_float, &sn], &restored, None)?;
+        let sn = self.tensor(format!("{w}.scale"), &scale_dims, DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect())?;
+        let restored = match restore {
+            Restore::Dequantize => {
+                let zn = self.tensor(format!("{w}.zero_point"), &scale_dims, DataType::INT8, vec![0; scales.len()])?;
+                let d = self.fresh(format!("{w}.dequantized"))?;
+                self.node("DequantizeLinear", format!("{prefix}.{tag}.dequantize"), &[&qn, &sn, &zn], &d, Some(("axis", axis as i64)))?;
+                d
+            }
+            Restore::CastMul => {
+                let as_float = self.fresh(format!("{w}.quantized.float"))?;
+                self.node("Cast", format!("{prefix}.{tag}.cast"), &[&qn], &as_float, Some(("to", DataType::FLOAT as i64)))?;
+                let d = self.fresh(format!("{w}.dequantized"))?;
+                self.node("Mul", format!("{prefix}.{tag}.rescale"), &[&as_float, &sn], &d, None)?;
+                d
+            }
+        };
         self.replaced.insert(w.to_string());
         self.weights.insert(w.to_string(), QuantizedWeight { dequantized: restored.clone(), scales });
         Ok(restored)
