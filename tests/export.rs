@@ -532,3 +532,38 @@ fn an_int8_export_records_its_calibration_and_runs_on_both_runtimes() {
         assert!(o.status.success(), "onnx checker failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// A network's blocks exported as one chain ([`strnas::export::export_blocks`], what `latency additivity`
+/// times) compute the exported model's logits on both runtimes, and blocks that do not chain are refused.
+#[test]
+fn a_chain_of_all_blocks_computes_the_whole_models_logits() {
+    use strnas::runtime::{self, Data, Device, HostTensor, ModelRef};
+    let arch = strnas::spec::load(&root().join("arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml")).unwrap();
+    let w = strnas::weights::random_init(&arch, 0);
+    let nodes = strnas::ops::network(&arch);
+    let chain = strnas_onnx::to_bytes(&strnas::export::export_blocks(&nodes, &w).unwrap()).unwrap();
+    let model = strnas_onnx::to_bytes(&strnas::export::export(&arch, &w).unwrap()).unwrap();
+    let pre = Preprocess::from_arch(&arch);
+    let shape = vec![2, pre.channels as usize, pre.height as usize, pre.width as usize];
+    let pixels: Vec<f32> = (0..2 * pre.len()).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    for rt in [Runtime::Ort, Runtime::Tract] {
+        let run = |bytes: &[u8], inputs: &[HostTensor], output: &str| -> Vec<f32> {
+            let mut e = runtime::open(rt, Device::Cpu, &ModelRef { source: "chain", onnx: bytes, network: None }, 1, None).unwrap();
+            e.prepare(inputs).unwrap();
+            let out = e.run_and_fetch(&[output]).unwrap_or_else(|err| panic!("{rt:?}: {err:#}"));
+            match &out[0].data {
+                Data::F32(v) => v.clone(),
+                other => panic!("{rt:?}: {other:?}"),
+            }
+        };
+        let want = run(&model, &[HostTensor::f32("image", shape.clone(), pixels.clone())], "logits");
+        let got = run(&chain, &[HostTensor::f32(strnas::export::BLOCK_INPUT, shape.clone(), pixels.clone()), HostTensor::f32("image", shape.clone(), pixels.clone())], "logits");
+        assert_eq!(got.len(), want.len(), "{rt:?}");
+        assert!(max_diff(&got, &want) <= 1e-5 * scale(&want).max(1.0), "{rt:?}: chain and model differ by {}", max_diff(&got, &want));
+    }
+    let mut nodes = nodes;
+    let pool = nodes.remove(nodes.iter().position(|n| n.path == "extractor.pool").unwrap());
+    let stem = nodes.remove(nodes.iter().position(|n| n.path == "extractor.stem").unwrap());
+    let e = strnas::export::export_blocks(&[pool, stem], &w).unwrap_err().to_string();
+    assert!(e.contains("extractor.pool -> extractor.stem") && e.contains("do not chain"), "{e}");
+}

@@ -161,6 +161,43 @@ fn build_predict_and_check_run_on_onnxruntime() {
     assert!(c["rows"].as_array().unwrap().iter().all(|r| r["raw"]["runs"].as_u64().unwrap() >= 2 * 3), "{c}");
 }
 
+/// `latency additivity` on a tiny budget: every block, pair and span of each model measured, the report's
+/// tables printed, the JSON consistent with the chains, the progress file removed; tch refused by name.
+#[test]
+fn additivity_measures_pairs_spans_and_sessions_on_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("a.json");
+    let space = root().join("arch_specs/tiny/tiny-limited-3x3-ex3-ctc.yaml");
+    let mut args = vec!["latency", "additivity", space.to_str().unwrap(), "--runtime", "ort", "--random", "1", "--sessions", "2", "-o", out.to_str().unwrap()];
+    args.extend(["--min-time", "0", "--min-iters", "2", "--warmup", "1", "--rounds", "2"]);
+    let o = strnas(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for line in ["neighbours (kinds)", "whole chain", "sum + measured pair excess (in context)", "loaded in 2 sessions"] {
+        assert!(text(&o).contains(line), "{line}: {}", text(&o));
+    }
+    assert!(!tmp.path().join("a.json.partial.json").exists());
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let models = r["observations"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let blocks = r["observations"]["blocks"].as_object().unwrap();
+    for m in models {
+        let keys: Vec<&str> = m["chain"].as_array().unwrap().iter().map(|l| l["key"].as_str().unwrap()).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("identity-")), "identities are left out of the chain");
+        for w in keys.windows(2) {
+            assert!(blocks.contains_key(&w.join(" + ")), "pair {w:?} not measured");
+        }
+        assert!(blocks.contains_key(&keys.join(" + ")), "the whole chain was not measured");
+    }
+    let spans: Vec<&str> = r["analysis"]["spans"].as_array().unwrap().iter().map(|s| s["span"].as_str().unwrap()).collect();
+    assert_eq!(spans, ["extractor", "rectifier", "sequence", "whole chain"]);
+    assert_eq!(r["analysis"]["sessions"]["sessions"].as_u64(), Some(2));
+    assert_eq!(r["analysis"]["scores"].as_array().unwrap().len(), 5);
+
+    let o = strnas(&["latency", "additivity", space.to_str().unwrap(), "--runtime", "tch", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--runtime tch"), "{}", text(&o));
+}
+
 #[test]
 fn cuda_without_cuda_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -275,6 +275,11 @@ impl Calibration {
         alternate(self.engine.as_mut(), engine, budget, rounds)
     }
 
+    /// The runtime the calibration workload runs on (version, provider, threads).
+    pub fn info(&self) -> &crate::runtime::EngineInfo {
+        self.engine.info()
+    }
+
     /// Times many engines (inputs prepared) interleaved in the same rounds ([`interleave`]).
     pub fn measure_all(&mut self, engines: &mut [&mut dyn Engine], budget: &Budget, rounds: usize) -> Result<Vec<(Vec<f64>, Calibrated)>> {
         interleave(self.engine.as_mut(), engines, budget, rounds)

@@ -21,26 +21,28 @@ pub enum LatencyCommand {
     Predict(PredictArgs),
     /// Predicted vs measured whole-model latency on shipped specs and random architectures of the space
     Check(CheckArgs),
+    /// Do block latencies add up? Neighbouring blocks timed as one graph against the two alone (nn-Meter's test)
+    Additivity(super::latency_additivity_cmd::AdditivityArgs),
 }
 
-/// How to measure (shared by build and check).
+/// How to measure (shared by build, check and additivity).
 #[derive(Args, Debug, Clone)]
-struct MeasureArgs {
+pub(super) struct MeasureArgs {
     /// Unmeasured runs first
     #[arg(long, default_value_t = 10)]
-    warmup: usize,
+    pub(super) warmup: usize,
     /// At least this many measured runs per block or model
     #[arg(long, default_value_t = 30)]
-    min_iters: usize,
+    pub(super) min_iters: usize,
     /// At least this many seconds of measured runs per block or model (over all rounds)
     #[arg(long, default_value_t = 0.5)]
-    min_time: f64,
+    pub(super) min_time: f64,
     /// Rounds alternating with the calibration workload per block or model
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(super) rounds: usize,
     /// Seed of the random weights, inputs and architectures
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(super) seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -135,10 +137,11 @@ pub fn run(c: LatencyCommand, ort_lib: Option<&Path>) -> Result<i32> {
         LatencyCommand::Build(a) => run_build(a, ort_lib),
         LatencyCommand::Predict(a) => run_predict(a),
         LatencyCommand::Check(a) => run_check(a, ort_lib),
+        LatencyCommand::Additivity(a) => super::latency_additivity_cmd::run(a, ort_lib),
     }
 }
 
-fn load(path: &Path) -> Result<Arch> {
+pub(super) fn load(path: &Path) -> Result<Arch> {
     crate::spec::load(path).map_err(|e| anyhow!("{e}"))
 }
 
@@ -149,7 +152,7 @@ pub(super) fn specs_under(paths: &[PathBuf]) -> Result<Vec<Arch>> {
 }
 
 /// How blocks and models are timed. `int8_weight_bits`: the INT8 deployment (ONNX runtimes only).
-fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize, batch: usize, fit_random: usize, int8_weight_bits: Option<u32>, ort_lib: Option<&'a Path>) -> Result<latency::Options<'a>> {
+pub(super) fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize, batch: usize, fit_random: usize, int8_weight_bits: Option<u32>, ort_lib: Option<&'a Path>) -> Result<latency::Options<'a>> {
     if batch == 0 || threads == 0 {
         bail!("--batch and --threads must be at least 1");
     }
@@ -173,7 +176,7 @@ fn options<'a>(m: &MeasureArgs, runtime: Runtime, device: Device, threads: usize
     })
 }
 
-fn warn_debug() {
+pub(super) fn warn_debug() {
     if crate::bench::build_profile() == "debug" {
         eprintln!("note: this is a debug build; tract and the glue run several times slower than in a release build (make build)");
     }

@@ -11,6 +11,7 @@ mod doctor;
 mod eval_cmd;
 mod export_cmd;
 mod latency_cmd;
+mod latency_additivity_cmd;
 mod profile_view;
 mod progress;
 #[cfg(feature = "torch")]

@@ -62,32 +62,55 @@ pub fn export(arch: &Arch, weights: &WeightFile) -> Result<strnas_onnx::ModelPro
     Ok(model)
 }
 
-/// Name of a single block's main input in [`export_block`].
+/// Name of a single block's main input in [`export_block`] and [`export_blocks`].
 pub const BLOCK_INPUT: &str = "x";
 
 /// One block of a network as a model of its own, for timing it alone: input [`BLOCK_INPUT`] at the block's
 /// input port with a dynamic batch (plus `image` for blocks that read the network's input image, the TPS
-/// sampler), one output (the block's last node, named after it) at its output port (layouts as [`ops::Port`]). `weights` holds the
-/// block's tensors under its scope (e.g. [`crate::weights::random_tensors`] of `node.tensors()`).
+/// sampler), one output (the block's last node, named after it) at its output port (layouts as [`ops::Port`]).
+/// `weights` holds the block's tensors under its scope (e.g. [`crate::weights::random_tensors`] of
+/// `node.tensors()`).
 pub fn export_block(node: &ops::Node, weights: &dyn TensorSource) -> Result<strnas_onnx::ModelProto> {
-    let layer = &node.layer;
+    export_blocks(std::slice::from_ref(node), weights)
+}
+
+/// Consecutive blocks of a network as one model (what `latency pairs` times to see a block beside its
+/// neighbour): input [`BLOCK_INPUT`] at the first block's input port (plus `image` when any block reads the
+/// network's input image), each block reading the previous one's output, one output at the last block's
+/// output port. The blocks must chain (each output port equal to the next input port); `weights` holds every
+/// block's tensors under its scope.
+pub fn export_blocks(nodes: &[ops::Node], weights: &dyn TensorSource) -> Result<strnas_onnx::ModelProto> {
+    let (first, last) = match (nodes.first(), nodes.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => bail!("internal error: export_blocks needs at least one block"),
+    };
+    for w in nodes.windows(2) {
+        if w[0].layer.output() != w[1].layer.input() {
+            bail!("{} -> {}: the blocks do not chain ({} -> {})", w[0].path, w[1].path, w[0].layer.output(), w[1].layer.input());
+        }
+    }
+    let name = nodes.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join("+");
     let batch = Dim::Param("batch".into());
-    let mut g = GraphBuilder::new(&node.path);
-    g.input(BLOCK_INPUT, Elem::F32, &layer.input().onnx_dims(batch.clone()))?;
-    if let Some(img) = layer.reads_image() {
+    let mut g = GraphBuilder::new(&name);
+    g.input(BLOCK_INPUT, Elem::F32, &first.layer.input().onnx_dims(batch.clone()))?;
+    if let Some(img) = nodes.iter().find_map(|n| n.layer.reads_image()) {
         g.input("image", Elem::F32, &ops::Port::Image(img).onnx_dims(batch.clone()))?;
     }
     let mut e = Emitter::new(g, weights, "image")?;
-    let mut y = layer.onnx(&mut e, &node.scope, BLOCK_INPUT).with_context(|| format!("exporting {}", node.path))?;
-    if y == BLOCK_INPUT {
-        // A block that passes its input through (identity) still needs a node for the graph's output.
-        y = e.op("Identity", &format!("{}.identity", node.scope), &[&y], &[])?;
+    let mut y = BLOCK_INPUT.to_string();
+    for n in nodes {
+        y = n.layer.onnx(&mut e, &n.scope, &y).with_context(|| format!("exporting {}", n.path))?;
     }
-    e.g.output(&y, Elem::F32, &layer.output().onnx_dims(batch))?;
-    let model = e.g.finish(env!("CARGO_PKG_VERSION"), &[("block", node.path.clone()), ("label", layer.label())]);
+    if y == BLOCK_INPUT {
+        // Blocks that pass their input through (identities) still need a node for the graph's output.
+        y = e.op("Identity", &format!("{}.identity", last.scope), &[&y], &[])?;
+    }
+    e.g.output(&y, Elem::F32, &last.layer.output().onnx_dims(batch))?;
+    let label = nodes.iter().map(|n| n.layer.label()).collect::<Vec<_>>().join(" + ");
+    let model = e.g.finish(env!("CARGO_PKG_VERSION"), &[("block", name.clone()), ("label", label)]);
     let problems = strnas_onnx::check_structure(&model);
     if !problems.is_empty() {
-        bail!("internal error: the graph of {} is malformed: {}", node.path, problems.join("; "));
+        bail!("internal error: the graph of {name} is malformed: {}", problems.join("; "));
     }
     Ok(model)
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::space::Space;
@@ -78,23 +78,35 @@ fn time_engine(source: &str, engine: &mut dyn runtime::Engine, inputs: &[HostTen
     Ok((Timed { stats: Stats::from_ms(&samples), calibrated }, engine.info().clone()))
 }
 
-/// Times one block alone: its exported graph on onnxruntime or tract, its tch module on tch (the same random
-/// weights and inputs either way).
-fn time_block(node: &Node, o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
-    let key = node.layer.cost_key();
-    let w = crate::weights::random_tensors(&node.tensors(), o.seed);
-    let model = crate::export::export_block(node, &w).with_context(|| format!("exporting {key}"))?;
-    let mut inputs = vec![random_input(crate::export::BLOCK_INPUT, node.layer.input(), o.batch, 1)];
-    if let Some(img) = node.layer.reads_image() {
+/// The measurement key of consecutive blocks: their cost keys joined by ` + ` (one block: its cost key).
+pub fn chain_key(nodes: &[Node]) -> String {
+    nodes.iter().map(|n| n.layer.cost_key()).collect::<Vec<_>>().join(" + ")
+}
+
+/// Times one block alone, or consecutive blocks as one graph ([`crate::export::export_blocks`]): the
+/// exported graph on onnxruntime or tract, a single block's tch module on tch (the same random weights and
+/// inputs either way).
+pub(super) fn time_blocks(nodes: &[Node], o: &Options, cal: &mut Calibration) -> Result<(Timed, EngineInfo)> {
+    let key = chain_key(nodes);
+    let first = nodes.first().context("internal error: no block to time")?;
+    let tensors: Vec<_> = nodes.iter().flat_map(|n| n.tensors()).collect();
+    let w = crate::weights::random_tensors(&tensors, o.seed);
+    let model = crate::export::export_blocks(nodes, &w).with_context(|| format!("exporting {key}"))?;
+    let mut inputs = vec![random_input(crate::export::BLOCK_INPUT, first.layer.input(), o.batch, 1)];
+    if let Some(img) = nodes.iter().find_map(|n| n.layer.reads_image()) {
         inputs.push(random_input("image", Port::Image(img), o.batch, 2));
     }
-    let mut engine = if o.runtime == Runtime::Tch {
-        let output = model.graph.as_ref().and_then(|g| g.output.first()).map(|v| v.name.clone()).unwrap_or_default();
-        runtime::open_tch_block(node, &w, &output, o.device, o.threads)?
-    } else {
-        let model = o.deployed(model, &inputs).with_context(|| format!("quantizing {key}"))?;
-        let bytes = strnas_onnx::to_bytes(&model)?;
-        runtime::open(o.runtime, o.device, &ModelRef { source: &key, onnx: &bytes, network: None }, o.threads, o.ort_lib)?
+    let mut engine = match (o.runtime, nodes) {
+        (Runtime::Tch, [node]) => {
+            let output = model.graph.as_ref().and_then(|g| g.output.first()).map(|v| v.name.clone()).unwrap_or_default();
+            runtime::open_tch_block(node, &w, &output, o.device, o.threads)?
+        }
+        (Runtime::Tch, _) => bail!("{key}: tch runs blocks one at a time (eager libtorch has no graph to fuse across blocks); time chains of blocks on onnxruntime or tract"),
+        _ => {
+            let model = o.deployed(model, &inputs).with_context(|| format!("quantizing {key}"))?;
+            let bytes = strnas_onnx::to_bytes(&model)?;
+            runtime::open(o.runtime, o.device, &ModelRef { source: &key, onnx: &bytes, network: None }, o.threads, o.ort_lib)?
+        }
     };
     time_engine(&key, engine.as_mut(), &inputs, o, cal)
 }
@@ -137,11 +149,11 @@ pub fn time_models(archs: &[&Arch], o: &Options, cal: &mut Calibration, progress
 }
 
 /// The dispatch cost: an Identity graph on the input image.
-fn time_dispatch(space: &Space, o: &Options, cal: &mut Calibration) -> Result<Timed> {
+pub(super) fn time_dispatch(space: &Space, o: &Options, cal: &mut Calibration) -> Result<Timed> {
     let img = space.base.input;
     let cell = crate::spec::arch::Cell { role: crate::spec::arch::CellRole::Normal, op: crate::spec::arch::Op::Identity, stride: [1, 1], input: img, output: img };
     let node = Node { part: crate::ops::Part::Extractor, path: "dispatch".into(), scope: "dispatch".into(), layer: crate::ops::cell::layer(&cell) };
-    Ok(time_block(&node, o, cal)?.0)
+    Ok(time_blocks(std::slice::from_ref(&node), o, cal)?.0)
 }
 
 /// Opens the calibration workload for `o`.
@@ -195,16 +207,6 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
     );
     let mut saved = super::partial::Partial::load(resume, &settings, &mut |l| progress.note(l));
     let total = 1 + blocks.len() + models.len();
-    let stop_point = |saved: &super::partial::Partial| -> Result<()> {
-        match crate::signals::stop_signal() {
-            Some(signal) => {
-                saved.save(resume)?;
-                let done = usize::from(saved.dispatch.is_some()) + saved.blocks.len() + saved.models.len();
-                Err(super::partial::Stopped { signal, partial: resume.to_path_buf(), done, total }.into())
-            }
-            None => Ok(()),
-        }
-    };
     let mut cal = calibration(o)?;
     let dispatch = match saved.dispatch.clone() {
         Some(d) => d,
@@ -218,11 +220,11 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
     progress.start(blocks.len() as u64, "blocks");
     let mut info = None;
     for (key, node) in &blocks {
-        stop_point(&saved)?;
+        saved.checkpoint(resume, total)?;
         progress.message(&node.path);
         // The engine's description comes from a real session: the first block is opened even when resumed.
         if !saved.blocks.contains_key(key) || info.is_none() {
-            let (t, i) = time_block(node, o, &mut cal)?;
+            let (t, i) = time_blocks(std::slice::from_ref(node), o, &mut cal)?;
             info.get_or_insert(i);
             saved.blocks.entry(key.clone()).or_insert(t);
             saved.save(resume)?;
@@ -271,7 +273,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
     };
     progress.start(models.len() as u64, "models");
     for m in &models {
-        stop_point(&saved)?;
+        saved.checkpoint(resume, total)?;
         progress.message(&m.name);
         let prediction = table.predict(m)?;
         let ratio = match saved.models.get(&m.name) {

@@ -12,7 +12,8 @@
 //!
 //! [`Table::edge_costs`] gives the search the expected latency of a mixed architecture, linear in the
 //! candidate probabilities; [`sample`] draws random architectures of a space within a band of predicted
-//! latency (the baseline a search must beat).
+//! latency (the baseline a search must beat); [`additivity`] tests whether block latencies add up (nn-Meter's
+//! detection of non-additive neighbours: pairs of blocks timed as one graph against the two alone).
 //!
 //! Owns: the space around a skeleton, the table format, building, prediction and the predicted-vs-measured
 //! check. May depend on `spec`, `ops`, `weights`, `export`, `runtime`, `measure`, `progress` and
@@ -20,6 +21,7 @@
 
 pub mod build;
 pub mod kinds;
+pub mod additivity;
 pub mod partial;
 pub mod sample;
 pub mod space;

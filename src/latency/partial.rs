@@ -1,6 +1,7 @@
-//! The resumable state of `strnas latency build`: the measurements taken so far, written atomically beside the
-//! table (`<table>.partial.json`) after each one. A build stopped by SIGTERM or Ctrl-C (or killed) continues
-//! from it when run again with the same settings; a file from other settings is ignored and replaced.
+//! The resumable state of `strnas latency build` and `latency pairs`: the measurements taken so far, written
+//! atomically beside the output (`<output>.partial.json`) after each one. A run stopped by SIGTERM or Ctrl-C
+//! (or killed) continues from it when run again with the same settings; a file from other settings is ignored
+//! and replaced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,9 +17,9 @@ pub struct Partial {
     /// What the measurements depend on (space, runtime, device, threads, batch, rounds, fit models, strnas).
     pub settings: String,
     pub dispatch: Option<Timed>,
-    /// Block key -> measurement.
+    /// Block key (or chain key, [`super::build::chain_key`]) -> measurement.
     pub blocks: BTreeMap<String, Timed>,
-    /// Whole models measured for the correction: name -> calibrated ratio.
+    /// Whole models: name -> calibrated ratio.
     pub models: BTreeMap<String, f64>,
 }
 
@@ -51,7 +52,20 @@ impl Partial {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::io::write_atomic(path, serde_json::to_string(self)?.as_bytes()).with_context(|| format!("saving build progress to {}", path.display()))
+        crate::io::write_atomic(path, serde_json::to_string(self)?.as_bytes()).with_context(|| format!("saving progress to {}", path.display()))
+    }
+
+    /// Between two measurements: after a stop signal, saves to `path` and returns [`Stopped`] (`total`
+    /// measurements in the whole run); otherwise nothing.
+    pub fn checkpoint(&self, path: &Path, total: usize) -> Result<()> {
+        match crate::signals::stop_signal() {
+            Some(signal) => {
+                self.save(path)?;
+                let done = usize::from(self.dispatch.is_some()) + self.blocks.len() + self.models.len();
+                Err(Stopped { signal, partial: path.to_path_buf(), done, total }.into())
+            }
+            None => Ok(()),
+        }
     }
 }
 
