@@ -21,7 +21,7 @@ pub enum LatencyCommand {
     Predict(PredictArgs),
     /// Predicted vs measured whole-model latency on shipped specs and random architectures of the space
     Check(CheckArgs),
-    /// Do block latencies add up? Neighbouring blocks timed as one graph against the two alone (nn-Meter's test)
+    /// Do block latencies add up? Neighbouring pairs, parts and whole chains timed as one graph against their blocks alone
     Additivity(super::latency_additivity_cmd::AdditivityArgs),
 }
 
