@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::latency_cmd::{load, options, warn_debug, MeasureArgs};
+use super::latency_cmd::{load, options, warn_debug, MeasureArgs, TargetArgs};
 use crate::exit;
 use crate::latency::{self, additivity, Space};
 use crate::report::Table as TextTable;
@@ -27,23 +27,14 @@ use crate::runtime::{Device, Runtime};
     in context), and the sum corrected by the median ratio of each pair's kinds over other models' pairs \
     (held out); then the parts and the whole chain as graphs (what pairs leave unexplained). Each raw and \
     after a fitted scale x prediction + offset.\n\n\
+    --runtime ort or tract (tch runs each block eagerly, one op at a time: nothing fuses across blocks).\n\n\
     Stopped runs (Ctrl-C, SIGTERM) continue from OUTPUT.partial.json when run again with the same arguments.\n\n\
-    Example:\n  strnas latency additivity arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime tract --random 8 -o pairs.json")]
+    Example:\n  strnas latency additivity arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml --runtime tract --random 8 -o additivity.json")]
 pub struct AdditivityArgs {
     /// The spec whose skeleton defines the space (itself measured too)
     space: PathBuf,
-    /// Runtime to measure on (onnxruntime or tract: tch runs blocks one at a time and fuses nothing)
-    #[arg(long, value_enum, default_value = "ort")]
-    runtime: Runtime,
-    /// cpu, cuda or cuda:N (onnxruntime's CUDA execution provider; no CPU fallback)
-    #[arg(long, default_value = "cpu")]
-    device: Device,
-    /// Intra-op threads
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Batch size
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Random architectures of the space to measure besides SPACE
     #[arg(long, default_value_t = 8)]
     random: usize,
@@ -59,12 +50,13 @@ pub struct AdditivityArgs {
 }
 
 pub fn run(a: AdditivityArgs, ort_lib: Option<&Path>) -> Result<i32> {
-    if a.runtime == Runtime::Tch {
+    let t = &a.target;
+    if t.runtime == Runtime::Tch {
         return Err(anyhow::anyhow!("--runtime tch: tch runs each block eagerly, one op at a time, so nothing fuses across blocks; measure additivity on ort or tract"));
     }
     let base = load(&a.space)?;
     let space = Space::around(base.clone());
-    let o = options(&a.measure, a.runtime, a.device, a.threads, a.batch, 0, None, ort_lib)?;
+    let o = options(&a.measure, t.runtime, t.device, t.threads, t.batch, 0, None, ort_lib)?;
     warn_debug();
     let mut models = vec![base];
     let mut rng = crate::rng::Rng::for_item(a.measure.seed, 0xBA12, 0);
@@ -88,18 +80,18 @@ pub fn run(a: AdditivityArgs, ort_lib: Option<&Path>) -> Result<i32> {
     println!(
         "times net of dispatch ({:.3} ms), in the calibration's time base; {} {version} ({provider}), {} thread(s), batch {}, {} build, {} models",
         r.dispatch_ms,
-        a.runtime.name(),
-        a.threads,
-        a.batch,
+        t.runtime.name(),
+        t.threads,
+        t.batch,
         crate::bench::build_profile(),
         r.models.len()
     );
     let json = serde_json::json!({
-        "runtime": a.runtime.name(),
-        "threads": a.threads,
-        "batch": a.batch,
+        "runtime": t.runtime.name(),
+        "threads": t.threads,
+        "batch": t.batch,
         "build": crate::bench::build_profile(),
-        "machine": crate::bench::machine::Machine::describe(a.device != Device::Cpu),
+        "machine": crate::bench::machine::Machine::describe(t.device != Device::Cpu),
         "space": a.space.display().to_string(),
         "analysis": r,
         "observations": obs,

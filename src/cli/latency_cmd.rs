@@ -25,6 +25,23 @@ pub enum LatencyCommand {
     Additivity(super::latency_additivity_cmd::AdditivityArgs),
 }
 
+/// Where to measure (shared by build and additivity).
+#[derive(Args, Debug, Clone)]
+pub(super) struct TargetArgs {
+    /// Runtime to measure on
+    #[arg(long, value_enum, default_value = "ort")]
+    pub(super) runtime: Runtime,
+    /// cpu, cuda or cuda:N (onnxruntime's CUDA execution provider; no CPU fallback)
+    #[arg(long, default_value = "cpu")]
+    pub(super) device: Device,
+    /// Intra-op threads
+    #[arg(long, default_value_t = 1)]
+    pub(super) threads: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 1)]
+    pub(super) batch: usize,
+}
+
 /// How to measure (shared by build, check and additivity).
 #[derive(Args, Debug, Clone)]
 pub(super) struct MeasureArgs {
@@ -58,18 +75,8 @@ pub(super) struct MeasureArgs {
 pub struct BuildArgs {
     /// The spec whose skeleton defines the space
     space: PathBuf,
-    /// Runtime to measure on
-    #[arg(long, value_enum, default_value = "ort")]
-    runtime: Runtime,
-    /// cpu, cuda or cuda:N (onnxruntime's CUDA execution provider; no CPU fallback)
-    #[arg(long, default_value = "cpu")]
-    device: Device,
-    /// Intra-op threads
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Batch size
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Random architectures measured whole to fit the correction
     #[arg(long, default_value_t = 8)]
     fit_random: usize,
@@ -185,7 +192,8 @@ pub(super) fn warn_debug() {
 fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let base = load(&a.space)?;
     let space = Space::around(base);
-    let o = options(&a.measure, a.runtime, a.device, a.threads, a.batch, a.fit_random, a.quantize.as_ref().map(|_| a.weight_bits), ort_lib)?;
+    let t = &a.target;
+    let o = options(&a.measure, t.runtime, t.device, t.threads, t.batch, a.fit_random, a.quantize.as_ref().map(|_| a.weight_bits), ort_lib)?;
     warn_debug();
     let mut fit = vec![];
     for arch in specs_under(&a.fit_specs)? {

@@ -381,20 +381,7 @@ pub fn measure(space: &Space, models: &[Arch], sessions: usize, o: &Options, res
             todo.entry(links_key(&c[start..start + len])).or_insert((m, start, len));
         }
     }
-    let settings = format!(
-        "additivity strnas {} sessions {sessions} space {} runtime {:?} quantization {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
-        env!("CARGO_PKG_VERSION"),
-        super::space::skeleton_hash(&space.base.spec),
-        o.runtime,
-        o.int8_weight_bits,
-        o.device,
-        o.threads,
-        o.batch,
-        o.rounds,
-        o.budget,
-        o.seed,
-        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
-    );
+    let settings = super::partial::settings(&format!("additivity sessions {sessions} "), space, o, &models);
     let mut saved = Partial::load(resume, &settings, &mut |l| progress.note(l));
     let session_names: Vec<String> = (0..sessions).map(|i| format!("{} #session-{i}", models[0].name)).collect();
     let total = 1 + todo.len() + models.len() + sessions;

@@ -191,20 +191,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
     for i in 0..o.fit_random {
         models.push(space.random(&mut rng, &format!("fit-{i}"))?);
     }
-    let settings = format!(
-        "strnas {} space {} runtime {:?} quantization {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
-        env!("CARGO_PKG_VERSION"),
-        super::space::skeleton_hash(&space.base.spec),
-        o.runtime,
-        o.int8_weight_bits,
-        o.device,
-        o.threads,
-        o.batch,
-        o.rounds,
-        o.budget,
-        o.seed,
-        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
-    );
+    let settings = super::partial::settings("", space, o, &models);
     let mut saved = super::partial::Partial::load(resume, &settings, &mut |l| progress.note(l));
     let total = 1 + blocks.len() + models.len();
     let mut cal = calibration(o)?;

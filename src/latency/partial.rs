@@ -29,6 +29,25 @@ pub fn path_for(output: &Path) -> PathBuf {
     output.with_file_name(format!("{name}.partial.json"))
 }
 
+/// What a run's measurements depend on, as recorded in its partial file: `job` (a prefix naming the kind of
+/// run and its own settings), then strnas, the space's skeleton, the measurement options and the models.
+pub fn settings(job: &str, space: &super::Space, o: &super::Options, models: &[crate::spec::arch::Arch]) -> String {
+    format!(
+        "{job}strnas {} space {} runtime {:?} quantization {:?} device {:?} threads {} batch {} rounds {} budget {:?} seed {} models {}",
+        env!("CARGO_PKG_VERSION"),
+        super::space::skeleton_hash(&space.base.spec),
+        o.runtime,
+        o.int8_weight_bits,
+        o.device,
+        o.threads,
+        o.batch,
+        o.rounds,
+        o.budget,
+        o.seed,
+        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
+    )
+}
+
 impl Partial {
     /// The measurements at `path` taken with `settings`; empty when there are none or they were taken with
     /// other settings (`note` then says why they are not used).
