@@ -110,7 +110,8 @@ fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = write_model(&arch, &w, tmp.path());
     let (lowered, rewritten) = strnas::runtime::tract_form(&std::fs::read(&model).unwrap(), "golden").unwrap();
-    assert_eq!(rewritten, 1, "the TPS sampler is rewritten for tract");
+    assert_eq!(rewritten.grid_samples, 1, "the TPS sampler is rewritten for tract");
+    assert_eq!(rewritten.depthwise, 7, "the depthwise convolutions of the seven strided cells are rewritten for tract");
     let tract_form = tmp.path().join("micro-attn.tract.onnx");
     std::fs::write(&tract_form, lowered).unwrap();
     let pre = Preprocess::from_arch(&arch);
@@ -443,6 +444,56 @@ fn grid_sample_as_gathers_equals_grid_sample_on_both_runtimes() {
         for (bytes, rt) in [(&lowered, Runtime::Ort), (&lowered, Runtime::Tract), (&standard, Runtime::Tract)] {
             let d = max_diff(&run(bytes, rt), &want);
             assert!(d <= 1e-5, "align_corners={align}: {} differs from onnxruntime's GridSample by {d}", rt.full_name());
+        }
+    }
+}
+
+/// Strided depthwise convolutions at stride 1 + gathers (tract's form) equal the strided convolutions on both
+/// runtimes: odd sizes, strides 2x2 and 2x1, kernels 3 and 5, a batch of 2; a dense strided convolution and a
+/// stride-1 depthwise one are left as they are.
+#[test]
+fn strided_depthwise_as_gathers_equals_the_strided_convolution_on_both_runtimes() {
+    use strnas::runtime::{Data, Device, InputData, ModelRef};
+    use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
+    let (n, c, h, w) = (2usize, 6usize, 9usize, 11usize);
+    let mut rng = strnas::rng::Rng::new(5);
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let inputs = vec![InputData { name: "x".into(), shape: vec![n, c, h, w], data: Data::F32(x) }];
+    let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
+        let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
+        e.prepare(&inputs).unwrap();
+        match e.run_and_fetch(&["y"]).unwrap().remove(0).data {
+            Data::F32(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    for (k, stride) in [(3i64, [2i64, 2]), (5, [2, 1]), (3, [1, 2])] {
+        let mut g = GraphBuilder::new("dw");
+        g.input("x", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)]).unwrap();
+        let wdw: Vec<f32> = (0..c as i64 * k * k).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+        let bias: Vec<f32> = (0..c).map(|_| rng.range(-0.5, 0.5) as f32).collect();
+        g.initializer_f32("dw.w", &[c as i64, 1, k, k], &wdw).unwrap();
+        g.initializer_f32("dw.b", &[c as i64], &bias).unwrap();
+        let pads = Attr::Ints(vec![k / 2; 4]);
+        g.node("Conv", "dw", &["x", "dw.w", "dw.b"], &["d"], &[("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(stride.to_vec())), ("pads", pads.clone()), ("group", Attr::Int(c as i64))]).unwrap();
+        // A dense strided convolution and a stride-1 depthwise one: not rewritten.
+        let wd: Vec<f32> = (0..c * c * 9).map(|_| rng.range(-0.3, 0.3) as f32).collect();
+        g.initializer_f32("dense.w", &[c as i64, c as i64, 3, 3], &wd).unwrap();
+        g.node("Conv", "dense", &["d", "dense.w"], &["e"], &[("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1; 4]))]).unwrap();
+        g.node("Conv", "dw1", &["e", "dw.w"], &["y"], &[("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![1, 1])), ("pads", pads), ("group", Attr::Int(c as i64))]).unwrap();
+        g.output("y", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Param("h".into()), Dim::Param("w".into())]).unwrap();
+        let model = g.finish("test", &[]);
+        let standard = strnas_onnx::to_bytes(&model).unwrap();
+        let (lowered, count) = strnas_onnx::lower::strided_depthwise_as_gather(&model).unwrap();
+        assert_eq!(count, 1, "only the strided depthwise convolution is rewritten");
+        assert!(strnas_onnx::check_structure(&lowered).is_empty(), "{:?}", strnas_onnx::check_structure(&lowered));
+        let lowered = strnas_onnx::to_bytes(&lowered).unwrap();
+        let want = run(&standard, Runtime::Ort);
+        for (bytes, rt) in [(&lowered, Runtime::Ort), (&lowered, Runtime::Tract), (&standard, Runtime::Tract)] {
+            let got = run(bytes, rt);
+            assert_eq!(got.len(), want.len(), "k {k} stride {stride:?} on {}", rt.full_name());
+            let d = max_diff(&got, &want);
+            assert!(d <= 1e-5, "k {k} stride {stride:?}: {} differs from onnxruntime's strided convolution by {d}", rt.full_name());
         }
     }
 }

@@ -31,31 +31,50 @@ fn check_domains(model: &[u8], origin: &str) -> Result<()> {
 }
 
 /// The graph form strnas runs on tract: `model` with every bilinear, border-padded GridSample rewritten as
-/// gathers ([`strnas_onnx::lower::grid_sample_as_gather`]: the same outputs, 20x faster under tract 0.23),
-/// and how many nodes were rewritten. Refuses nodes of other domains (see [`check_domains`]).
-/// `STRNAS_TRACT_FORM=standard` runs the model as exported (tract's own GridSample), for comparisons.
-pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, usize)> {
+/// gathers ([`strnas_onnx::lower::grid_sample_as_gather`]: the same outputs, 20x faster under tract 0.23)
+/// and every strided depthwise convolution as a stride-1 one and subsampling gathers
+/// ([`strnas_onnx::lower::strided_depthwise_as_gather`]: the same outputs), and how many nodes each rewrote.
+/// Refuses nodes of other domains (see [`check_domains`]). For comparisons, `STRNAS_TRACT_FORM=gather`
+/// rewrites GridSample only and `STRNAS_TRACT_FORM=standard` runs the model as exported.
+pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, Rewrites)> {
     check_domains(model, origin)?;
-    match std::env::var("STRNAS_TRACT_FORM").as_deref() {
-        Err(_) | Ok("" | "gather") => {}
-        Ok("standard") => return Ok((model.to_vec(), 0)),
-        Ok(other) => bail!("STRNAS_TRACT_FORM={other:?}: expected `gather` (the default) or `standard`"),
-    }
+    let depthwise_too = match std::env::var("STRNAS_TRACT_FORM").as_deref() {
+        Err(_) | Ok("" | "all") => true,
+        Ok("gather") => false,
+        Ok("standard") => return Ok((model.to_vec(), Rewrites::default())),
+        Ok(other) => bail!("STRNAS_TRACT_FORM={other:?}: expected `all` (the default), `gather` (GridSample only) or `standard`"),
+    };
     let proto = strnas_onnx::from_bytes(model).map_err(|e| anyhow!("{origin}: not an ONNX model: {e:#}"))?;
-    if !proto.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.op_type == "GridSample")) {
-        return Ok((model.to_vec(), 0));
+    let (proto, grid_samples) = strnas_onnx::lower::grid_sample_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting GridSample for tract: {e:#}"))?;
+    let (proto, depthwise) = if depthwise_too {
+        strnas_onnx::lower::strided_depthwise_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting strided depthwise convolutions for tract: {e:#}"))?
+    } else {
+        (proto, 0)
+    };
+    let rewrites = Rewrites { grid_samples, depthwise };
+    if rewrites == Rewrites::default() {
+        return Ok((model.to_vec(), rewrites));
     }
-    let (lowered, n) = strnas_onnx::lower::grid_sample_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting GridSample for tract: {e:#}"))?;
-    Ok((strnas_onnx::to_bytes(&lowered)?, n))
+    Ok((strnas_onnx::to_bytes(&proto)?, rewrites))
+}
+
+/// How many nodes [`tract_form`] rewrote, per rewrite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrites {
+    pub grid_samples: usize,
+    pub depthwise: usize,
 }
 
 /// The engine description's note on [`tract_form`]'s rewrites.
-fn form_note(rewritten: usize) -> String {
-    if rewritten == 0 {
-        String::new()
-    } else {
-        format!("; GridSample x{rewritten} as gathers")
+fn form_note(r: Rewrites) -> String {
+    let mut note = String::new();
+    if r.grid_samples > 0 {
+        note += &format!("; GridSample x{} as gathers", r.grid_samples);
     }
+    if r.depthwise > 0 {
+        note += &format!("; strided depthwise x{} at stride 1 + gathers", r.depthwise);
+    }
+    note
 }
 
 /// A tract plan for `model` (protobuf bytes in [`tract_form`]; `origin` names it in errors) with concrete input
