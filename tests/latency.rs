@@ -63,6 +63,19 @@ fn prediction_is_the_sum_of_entries_plus_dispatch_then_corrected() {
     assert!((costs.expected(&uniform) - (1.25 * (costs.fixed_ms + mean) + 0.125)).abs() < 1e-9);
 }
 
+/// A table measured with other engine code (or before it was recorded) gets a note; the same code, none.
+#[test]
+fn a_table_of_other_engine_code_is_noted() {
+    let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
+    let mut t = constructed(&space);
+    assert_eq!(t.engine_note(), None);
+    t.settings.engine_build = "0123456789abcdef".into();
+    let note = t.engine_note().unwrap();
+    assert!(note.contains("other engine code (0123456789abcdef") && note.contains("rebuild"), "{note}");
+    t.settings.engine_build.clear();
+    assert!(t.engine_note().unwrap().contains("predates"));
+}
+
 #[test]
 fn another_runtime_or_space_is_refused() {
     let space = Space::around(tiny("tiny-limited-3x3-ex3-attn.yaml"));
@@ -139,6 +152,7 @@ fn build_predict_and_check_run_on_onnxruntime() {
     assert_eq!(t.entries.len(), distinct_blocks(&Space::around(strnas::spec::load(&space).unwrap())).len());
     assert!(t.entries.values().all(|e| e.stats.runs >= 2 * 3 && e.ms >= 0.0 && e.ratio > 0.0), "2 rounds of at least 3 runs");
     assert!(t.calibration_ms > 0.0);
+    assert_eq!(t.settings.engine_build, strnas::runtime::ENGINE_BUILD, "the table records the engine code it was measured with");
     let o = strnas(&["latency", "predict", root().join("arch_specs/tiny/tiny-limited-7x7-ex6-ctc.yaml").to_str().unwrap(), "--table", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("tiny-limited-7x7-ex6-ctc"), "{}", text(&o));

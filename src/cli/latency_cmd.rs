@@ -148,6 +148,15 @@ pub fn run(c: LatencyCommand, ort_lib: Option<&Path>) -> Result<i32> {
     }
 }
 
+/// Reads a latency table, noting on stderr when it was measured with other engine code.
+pub(super) fn read_table(path: &Path) -> Result<Table> {
+    let table = Table::read(path)?;
+    if let Some(note) = table.engine_note() {
+        eprintln!("note: {}: {note}", path.display());
+    }
+    Ok(table)
+}
+
 pub(super) fn load(path: &Path) -> Result<Arch> {
     crate::spec::load(path).map_err(|e| anyhow!("{e}"))
 }
@@ -239,7 +248,7 @@ fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
 }
 
 fn run_predict(a: PredictArgs) -> Result<i32> {
-    let table = Table::read(&a.table)?;
+    let table = read_table(&a.table)?;
     let mut t = TextTable::new(["model", "rectifier ms", "extractor ms", "sequence ms", "prediction ms", "sum ms", "predicted ms", "params", "MFLOPs"]);
     let mut out = vec![];
     let mut failed = vec![];
@@ -290,7 +299,7 @@ fn run_predict(a: PredictArgs) -> Result<i32> {
 }
 
 fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
-    let table = Table::read(&a.table)?;
+    let table = read_table(&a.table)?;
     let s = &table.settings;
     let o = options(&a.measure, s.runtime, s.device, s.threads, s.batch, 0, s.int8_weight_bits, ort_lib)?;
     warn_debug();

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::exit;
 use crate::latency::sample::{sample, Band};
-use crate::latency::{Space, Table};
+use crate::latency::Space;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Draws architectures of SPACE uniformly (every searchable cell's candidate at random) and keeps \
@@ -60,7 +60,7 @@ pub fn run(a: SampleArgs) -> Result<i32> {
     }
     let base = crate::spec::load(&a.space).map_err(|e| anyhow::anyhow!("{e}"))?;
     let space = Space::around(base);
-    let table = Table::read(&a.latency_table)?;
+    let table = super::latency_cmd::read_table(&a.latency_table)?;
     let costs = table.edge_costs(&space).with_context(|| format!("--latency-table {}", a.latency_table.display()))?;
     let target_ms = match a.target_ms {
         Some(t) if t > 0.0 && t.is_finite() => t,

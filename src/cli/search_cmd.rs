@@ -189,6 +189,9 @@ pub fn run(a: SearchArgs) -> Result<i32> {
         tch::set_num_threads(t);
     }
     let recipe = a.recipe.resolve(a.iters, &super::train_cmd::load_spec(&a.space)?)?;
+    if let Some(p) = &a.latency_table {
+        super::latency_cmd::read_table(p)?;
+    }
     let mut hyper = Hyper::preset(&a.preset, a.iters)?;
     if let Some(v) = a.arch_lr {
         hyper.arch_lr = v;

@@ -244,6 +244,7 @@ pub fn build(space: &Space, path: &Path, fit_specs: &[Arch], o: &Options, resume
             build: crate::bench::build_profile().into(),
             rounds: o.rounds,
             int8_weight_bits: o.int8_weight_bits,
+            engine_build: info.engine_build.clone(),
         },
         space: SpaceInfo {
             base: space.base.name.clone(),

@@ -55,6 +55,10 @@ pub struct Settings {
     /// The weight bits of a table of INT8 (QDQ) models (`latency build --quantize int8`); absent for float.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_weight_bits: Option<u32>,
+    /// strnas's engine code when it was measured ([`crate::runtime::ENGINE_BUILD`]; empty in tables written
+    /// before it was recorded): the graph forms a runtime layer runs (tract's lowerings) change its times.
+    #[serde(default)]
+    pub engine_build: String,
 }
 
 /// `measured ~= scale * sum_of_entries + offset_ms`, fitted on whole models.
@@ -154,6 +158,17 @@ impl Table {
 
     pub fn write(&self, path: &Path) -> Result<()> {
         crate::io::write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// A note when this strnas runs other engine code than the table was measured with (its entries may no
+    /// longer be what the runtime layer takes); `None` when the same.
+    pub fn engine_note(&self) -> Option<String> {
+        let here = crate::runtime::ENGINE_BUILD;
+        match self.settings.engine_build.as_str() {
+            b if b == here => None,
+            "" => Some(format!("the latency table predates the record of the engine code it was measured with (this strnas: {here}); rebuild it if the runtime layer changed since")),
+            b => Some(format!("the latency table was measured with other engine code ({b}; this strnas: {here}): its entries may not be what the runtime runs now; rebuild it")),
+        }
     }
 
     /// Refuses to serve a caller that runs elsewhere: another runtime, device, thread count or batch.

@@ -67,6 +67,7 @@ pub fn constructed_table(space: &strnas::latency::Space) -> strnas::latency::Tab
             build: "release".into(),
             rounds: 5,
             int8_weight_bits: None,
+            engine_build: strnas::runtime::ENGINE_BUILD.into(),
         },
         space: table::SpaceInfo { base: space.base.name.clone(), path: String::new(), skeleton_hash: strnas::latency::skeleton_hash(&space.base.spec), edges: space.edges.len() },
         calibration_ms: 1.0,
