@@ -1,12 +1,13 @@
 //! With the `torch` feature, bakes libtorch's directory into the binaries' rpath so `strnas` runs without
 //! LD_LIBRARY_PATH (torch-sys reports the directory it linked against as DEP_TCH_LIBTORCH_LIB).
 //!
-//! Always: `STRNAS_ENGINE_BUILD`, a hash of the runtime layer's source (`src/runtime/`), which bench reports
-//! and gate baselines record, so a baseline measured with other engine code is recognised as stale.
+//! Always: `STRNAS_ENGINE_BUILD`, a hash of the runtime layer's source (`src/runtime/`, and the graph
+//! lowerings its tract engine applies, `exporters/onnx/src/lower.rs`), which bench reports and gate baselines
+//! and latency tables record, so a measurement taken with other engine code is recognised as stale.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/runtime");
-    println!("cargo:rustc-env=STRNAS_ENGINE_BUILD={}", engine_build("src/runtime"));
+    println!("cargo:rustc-env=STRNAS_ENGINE_BUILD={}", engine_build(&["src/runtime", "exporters/onnx/src/lower.rs"]));
     if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
         if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -17,14 +18,19 @@ fn main() {
     }
 }
 
-/// FNV-1a (64 bit) over the sorted names and the code of the `.rs` files under `dir`, as 16 hex digits. Code
+/// FNV-1a (64 bit) over the sorted names and the code of the `.rs` files under (or at) `roots`, as 16 hex digits. Code
 /// means every line that is neither blank nor a `//` comment (doc comments included), each with its surrounding
 /// whitespace trimmed: rewording a comment or re-indenting leaves the engine build, and so the gate's baseline,
 /// as it was.
-fn engine_build(dir: &str) -> String {
+fn engine_build(roots: &[&str]) -> String {
     let mut files = vec![];
-    let mut stack = vec![std::path::PathBuf::from(dir)];
+    let mut stack: Vec<std::path::PathBuf> = roots.iter().map(std::path::PathBuf::from).collect();
     while let Some(d) = stack.pop() {
+        if d.is_file() {
+            println!("cargo:rerun-if-changed={}", d.display());
+            files.push(d);
+            continue;
+        }
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {

@@ -52,32 +52,27 @@ impl Rewrite<'_> {
         self.name(out)
     }
 
-    fn ints(&mut self, name: &str, v: &[i64]) -> String {
+    /// A constant of `data_type` and `dims` (none: a scalar) from its little-endian bytes.
+    fn constant(&mut self, name: &str, data_type: DataType, dims: Vec<i64>, raw: Vec<u8>) -> String {
         let mut t = TensorProto::new();
         t.name = self.name(name);
-        t.dims = vec![v.len() as i64];
-        t.data_type = DataType::INT64 as i32;
-        t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        t.dims = dims;
+        t.data_type = data_type as i32;
+        t.raw_data = raw;
         self.consts.push(t);
         self.name(name)
+    }
+
+    fn ints(&mut self, name: &str, v: &[i64]) -> String {
+        self.constant(name, DataType::INT64, vec![v.len() as i64], v.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 
     fn scalar(&mut self, name: &str, v: i64) -> String {
-        let mut t = TensorProto::new();
-        t.name = self.name(name);
-        t.data_type = DataType::INT64 as i32;
-        t.raw_data = v.to_le_bytes().to_vec();
-        self.consts.push(t);
-        self.name(name)
+        self.constant(name, DataType::INT64, vec![], v.to_le_bytes().to_vec())
     }
 
     fn float(&mut self, name: &str, v: f32) -> String {
-        let mut t = TensorProto::new();
-        t.name = self.name(name);
-        t.data_type = DataType::FLOAT as i32;
-        t.raw_data = v.to_le_bytes().to_vec();
-        self.consts.push(t);
-        self.name(name)
+        self.constant(name, DataType::FLOAT, vec![], v.to_le_bytes().to_vec())
     }
 
     /// Unnormalised, border-clamped coordinate along one axis of size `size` (float): its floor and ceiling
