@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::latency_cmd::{load, options, warn_debug, MeasureArgs, TargetArgs};
+use super::latency_cmd::{load, options, stopped, warn_debug, MeasureArgs, TargetArgs};
 use crate::exit;
 use crate::latency::{self, additivity, Space};
 use crate::report::Table as TextTable;
@@ -66,13 +66,7 @@ pub fn run(a: AdditivityArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let resume = latency::partial::path_for(&a.output);
     let obs = match additivity::measure(&space, &models, a.sessions, &o, &resume, &mut super::progress::Bars::new()) {
         Ok(obs) => obs,
-        Err(e) => {
-            if let Some(s) = e.downcast_ref::<latency::partial::Stopped>() {
-                eprintln!("{}: {s}", a.output.display());
-                return Ok(crate::signals::signal_exit_code(s.signal));
-            }
-            return Err(e);
-        }
+        Err(e) => return stopped(&a.output, e),
     };
     let r = additivity::analyse(&obs)?;
     print_report(&r);

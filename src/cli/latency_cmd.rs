@@ -148,6 +148,18 @@ pub fn run(c: LatencyCommand, ort_lib: Option<&Path>) -> Result<i32> {
     }
 }
 
+/// The exit of a measurement run that failed with `e`: a stop by signal (its progress saved beside `output`)
+/// says so and exits with the signal's code; any other error is returned.
+pub(super) fn stopped(output: &Path, e: anyhow::Error) -> Result<i32> {
+    match e.downcast_ref::<latency::partial::Stopped>() {
+        Some(s) => {
+            eprintln!("{}: {s}", output.display());
+            Ok(crate::signals::signal_exit_code(s.signal))
+        }
+        None => Err(e),
+    }
+}
+
 /// Reads a latency table, noting on stderr when it was measured with other engine code.
 pub(super) fn read_table(path: &Path) -> Result<Table> {
     let table = Table::read(path)?;
@@ -216,13 +228,7 @@ fn run_build(a: BuildArgs, ort_lib: Option<&Path>) -> Result<i32> {
     let resume = latency::partial::path_for(&a.output);
     let table = match latency::build(&space, &a.space, &fit, &o, &resume, &mut super::progress::Bars::new()) {
         Ok(t) => t,
-        Err(e) => {
-            if let Some(s) = e.downcast_ref::<latency::partial::Stopped>() {
-                eprintln!("{}: {s}", a.output.display());
-                return Ok(crate::signals::signal_exit_code(s.signal));
-            }
-            return Err(e);
-        }
+        Err(e) => return stopped(&a.output, e),
     };
     table.write(&a.output)?;
     let _ = std::fs::remove_file(&resume);

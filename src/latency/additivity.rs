@@ -147,7 +147,7 @@ pub struct PredictorScore {
     pub corrected: Accuracy,
 }
 
-/// The outcome of `latency pairs`.
+/// The outcome of `latency additivity`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
     pub dispatch_ms: f64,
@@ -180,7 +180,7 @@ impl SessionSpread {
         let n = ms.len() as f64;
         let mean = ms.iter().sum::<f64>() / n;
         let sd = (ms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-        let (min_ms, max_ms) = (ms.iter().copied().fold(f64::INFINITY, f64::min), ms.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        let (min_ms, max_ms) = min_max(ms);
         Some(SessionSpread { sessions: ms.len(), min_ms, max_ms, range_pct: 100.0 * (max_ms - min_ms) / median(ms), cv_pct: 100.0 * sd / mean })
     }
 }
@@ -230,6 +230,11 @@ fn is_identity(key: &str) -> bool {
 
 fn median(xs: &[f64]) -> f64 {
     crate::measure::median(xs)
+}
+
+/// Smallest and largest of `xs` (infinite for none).
+fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
 
 /// The pairs, kinds and predictions of `obs`. Errors when a model's block or pair was not measured.
@@ -308,8 +313,8 @@ pub fn analyse(obs: &Observations) -> Result<Analysis> {
                 span,
                 models: pts.len(),
                 median_ratio: median(&ratios),
-                min_ratio: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                max_ratio: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                min_ratio: min_max(&ratios).0,
+                max_ratio: min_max(&ratios).1,
                 median_excess_ms: median(&pts.iter().map(|(g, a)| g - a).collect::<Vec<_>>()),
             }
         })
@@ -346,8 +351,8 @@ fn kind_rows(pairs: &BTreeMap<String, PairRow>) -> Vec<KindRow> {
                 kinds: kinds.to_string(),
                 pairs: ps.len(),
                 median_ratio,
-                min_ratio: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                max_ratio: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                min_ratio: min_max(&ratios).0,
+                max_ratio: min_max(&ratios).1,
                 median_excess_ms: median(&ps.iter().map(|p| p.excess_ms).collect::<Vec<_>>()),
                 non_additive,
                 verdict_non_additive: (median_ratio - 1.0).abs() > 0.10 && 2 * non_additive >= ps.len(),
