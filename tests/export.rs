@@ -369,6 +369,46 @@ fn engines_fetch_outputs_by_name() {
     assert_eq!(err, "m.onnx: tract: the model has no output \"probs\" (its outputs: [\"logits\", \"indices\"])");
 }
 
+/// tract runs a batch of a strnas model as single-image runs of its batch-1 plan (tract 0.23's batched 1x1
+/// convolutions cost 2x per image): the stacked outputs equal the image-by-image ones exactly and onnxruntime's
+/// whole batch within tolerance, and every run on one engine starts afresh (tract's Scan would otherwise carry
+/// the BiLSTM's last state into the next run).
+#[test]
+fn tract_runs_a_batch_image_by_image_with_the_same_outputs() {
+    use strnas::runtime::{self, Data, Device, HostTensor, ModelRef};
+    let arch = strnas::spec::load(&golden("micro-attn.yaml")).unwrap();
+    let w = WeightFile::read(&golden("micro-attn.safetensors")).unwrap();
+    let bytes = strnas_onnx::to_bytes(&strnas::export::export(&arch, &w).unwrap()).unwrap();
+    let model = ModelRef { source: "m.onnx", onnx: &bytes, network: None };
+    let pre = Preprocess::from_arch(&arch);
+    let (n, len) = (3, pre.len());
+    let shape = |b: usize| vec![b, pre.channels as usize, pre.height as usize, pre.width as usize];
+    let mut rng = strnas::rng::Rng::new(4);
+    let images: Vec<f32> = (0..n * len).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let logits = |out: &[HostTensor]| match &out[0].data {
+        Data::F32(v) => v.clone(),
+        other => panic!("logits are {other:?}"),
+    };
+    let mut tract = runtime::open(Runtime::Tract, Device::Cpu, &model, 1, None).unwrap();
+    assert!(tract.info().provider.contains("batches run image by image"), "{}", tract.info().provider);
+    tract.prepare(&[HostTensor::f32("image", shape(n), images.clone())]).unwrap();
+    let batch = logits(&tract.run_and_fetch(&["logits"]).unwrap());
+    let again = logits(&tract.run_and_fetch(&["logits"]).unwrap());
+    assert!(again == batch, "a second run on the same engine differs by {}", max_diff(&again, &batch));
+    let per_image = batch.len() / n;
+    for i in 0..n {
+        tract.prepare(&[HostTensor::f32("image", shape(1), images[i * len..(i + 1) * len].to_vec())]).unwrap();
+        let alone = logits(&tract.run_and_fetch(&["logits"]).unwrap());
+        let within = &batch[i * per_image..(i + 1) * per_image];
+        assert!(alone == within, "image {i} alone differs from its place in the batch by {}", max_diff(&alone, within));
+    }
+    let mut ort = runtime::open(Runtime::Ort, Device::Cpu, &model, 1, None).unwrap();
+    ort.prepare(&[HostTensor::f32("image", shape(n), images)]).unwrap();
+    let want = logits(&ort.run_and_fetch(&["logits"]).unwrap());
+    let d = max_diff(&batch, &want);
+    assert!(d <= 1e-4 * scale(&want), "tract's batch differs from onnxruntime's by {d}");
+}
+
 /// The onnx package's full checker (`onnx.checker.check_model(full_check=True)`: IR and opset rules plus strict
 /// shape inference, which infers every node's output type from its inputs and fails on a conflict) on every
 /// shipped spec's export and on every single-block export of one spec per head. `make test` installs the package

@@ -18,6 +18,7 @@ mod profile;
 #[cfg(feature = "torch")]
 mod tch_engine;
 mod tensor;
+mod tract_batch;
 mod tract_engine;
 
 pub use device::Device;

@@ -44,6 +44,19 @@ impl Data {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The values at `range` (in row-major order), as a new `Data` of the same type.
+    pub fn range(&self, range: std::ops::Range<usize>) -> Data {
+        match self {
+            Data::F32(d) => Data::F32(d[range].to_vec()),
+            Data::F64(d) => Data::F64(d[range].to_vec()),
+            Data::I64(d) => Data::I64(d[range].to_vec()),
+            Data::I32(d) => Data::I32(d[range].to_vec()),
+            Data::U8(d) => Data::U8(d[range].to_vec()),
+            Data::I8(d) => Data::I8(d[range].to_vec()),
+            Data::Bool(d) => Data::Bool(d[range].to_vec()),
+        }
+    }
 }
 
 /// A named tensor in host memory: an input to feed (`shape.iter().product() == data.len()`), or an output
@@ -62,6 +75,14 @@ impl HostTensor {
     /// A float32 tensor.
     pub fn f32(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Self {
         HostTensor { name: name.to_string(), shape, data: Data::F32(data) }
+    }
+
+    /// Item `i` of the first axis, keeping that axis (extent 1). Panics if `i` is out of range.
+    pub fn item(&self, i: usize) -> HostTensor {
+        let per = self.shape[1..].iter().product::<usize>();
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        HostTensor { name: self.name.clone(), shape, data: self.data.range(i * per..(i + 1) * per) }
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 
 use super::engine::missing_output;
+use super::tract_batch::Batching;
 use super::{ConcreteInput, Data, Device, Engine, EngineInfo, HostTensor, InputData, ModelRef, Runtime};
 
 /// An optimised, runnable tract model.
@@ -98,9 +99,26 @@ pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::Dat
     for (i, (dt, shape)) in facts.iter().enumerate() {
         m = m.with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone())).map_err(|e| anyhow!("{origin}: tract: input {i}: {e:#}"))?;
     }
-    m.into_optimized()
+    m.into_typed()
+        .and_then(|m| m.into_decluttered())
+        .and_then(|mut m| {
+            independent_runs(&mut m);
+            m.into_optimized()
+        })
         .and_then(|m| m.into_runnable())
         .map_err(|e| anyhow!("{origin}: tract cannot optimise the model: {e:#}"))
+}
+
+/// Makes every run of `model` independent of the runs before it on the same state, as ONNX defines an
+/// inference: tract's Scan (its form of an ONNX LSTM) otherwise carries its last hidden state into the next run
+/// (for streaming models), so a second run on one state would start the BiLSTM from the first run's end.
+fn independent_runs(model: &mut tract_onnx::prelude::TypedModel) {
+    use tract_onnx::tract_core::ops::scan::Scan;
+    for node in &mut model.nodes {
+        if let Some(scan) = node.op_as_mut::<Scan>() {
+            scan.reset_every_turn = true;
+        }
+    }
 }
 
 /// A model on tract: plans optimised per input shapes (cached), one state reused across runs.
@@ -110,7 +128,12 @@ pub(super) struct TractEngine {
     /// Optimised plans by input shapes.
     plans: HashMap<Vec<Vec<usize>>, TractPlan>,
     state: Option<tract_onnx::prelude::TypedSimpleState>,
-    inputs: tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+    /// Where batches of this model may run image by image (see [`Batching`]).
+    batching: Option<Batching>,
+    /// The bound inputs: one feed per run, one per image when the batch is split.
+    feeds: Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>,
+    /// Whether `feeds` splits a batch (outputs are stacked back).
+    split: bool,
     /// The ONNX graph's output names in order (read on the first fetch).
     output_names: Option<Vec<String>>,
     info: EngineInfo,
@@ -124,12 +147,14 @@ impl TractEngine {
         }
         set_tract_threads(threads);
         let (bytes, rewritten) = tract_form(model.onnx, model.source)?;
+        let batching = Batching::of(&bytes, model.source)?;
+        let batch_note = if batching.is_some() { "; batches run image by image" } else { "" };
         let executor = if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() };
         let info = EngineInfo {
             runtime: Runtime::Tract,
             version: super::TRACT_VERSION.into(),
             device,
-            provider: format!("{executor}{}", form_note(rewritten)),
+            provider: format!("{executor}{}{batch_note}", form_note(rewritten)),
             threads,
             engine_build: super::ENGINE_BUILD.into(),
         };
@@ -139,7 +164,9 @@ impl TractEngine {
             origin: model.source.to_string(),
             plans: HashMap::new(),
             state: None,
-            inputs: Default::default(),
+            batching,
+            feeds: vec![],
+            split: false,
             output_names: None,
             info,
         })
@@ -208,24 +235,27 @@ impl Engine for TractEngine {
     }
 
     fn prepare(&mut self, inputs: &[InputData]) -> Result<()> {
-        let key: Vec<Vec<usize>> = inputs.iter().map(|i| i.shape.clone()).collect();
+        let (facts, feeds) = feeds(self.batching.as_ref(), inputs)?;
+        let key: Vec<Vec<usize>> = facts.iter().map(|(_, s)| s.clone()).collect();
         let plan = match self.plans.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let facts: Vec<_> = inputs.iter().map(|i| (datum(&i.data), i.shape.clone())).collect();
                 let p = tract_plan(&self.bytes, &self.origin, &facts)?;
                 self.plans.insert(key, p.clone());
                 p
             }
         };
         self.state = Some(plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))?);
-        self.inputs = inputs.iter().map(|i| tract_tensor(i).map(|t| t.into())).collect::<Result<_>>()?;
+        self.split = feeds.len() > 1;
+        self.feeds = feeds;
         Ok(())
     }
 
     fn run(&mut self) -> Result<()> {
         let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
-        state.run(self.inputs.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
+        for feed in &self.feeds {
+            state.run(feed.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
+        }
         Ok(())
     }
 
@@ -239,7 +269,15 @@ impl Engine for TractEngine {
             .map(|n| have.iter().position(|h| h == n).ok_or_else(|| missing_output(&self.origin, Runtime::Tract, n, &have)))
             .collect::<Result<Vec<_>>>()?;
         let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
-        let out = state.run(self.inputs.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
+        let runs = self
+            .feeds
+            .iter()
+            .map(|feed| state.run(feed.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin)))
+            .collect::<Result<Vec<_>>>()?;
+        let out: Vec<tract_onnx::prelude::Tensor> = match (&self.batching, self.split) {
+            (Some(b), true) => b.join(&runs).map_err(|e| anyhow!("{}: {e:#}", self.origin))?,
+            _ => runs.into_iter().flatten().map(tract_onnx::prelude::IntoTensor::into_tensor).collect(),
+        };
         names
             .iter()
             .zip(index)
@@ -249,6 +287,32 @@ impl Engine for TractEngine {
             })
             .collect()
     }
+}
+
+/// The plan's input facts for `inputs` and the feeds that run them: one feed of the whole batch, or, where
+/// `batching` applies to it (see [`Batching::images`]), batch-1 facts and one feed per image.
+pub(super) fn feeds(
+    batching: Option<&Batching>,
+    inputs: &[InputData],
+) -> Result<(Vec<(tract_onnx::prelude::DatumType, Vec<usize>)>, Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>)> {
+    use tract_onnx::prelude::IntoTValue;
+    let images = batching.and_then(|b| b.images(inputs));
+    let facts = inputs
+        .iter()
+        .map(|i| {
+            let mut shape = i.shape.clone();
+            if images.is_some() {
+                shape[0] = 1;
+            }
+            (datum(&i.data), shape)
+        })
+        .collect();
+    let feed = |inputs: &[InputData]| inputs.iter().map(|i| tract_tensor(i).map(|t| t.into_tvalue())).collect::<Result<_>>();
+    let feeds = match images {
+        Some(n) => Batching::split(inputs, n).iter().map(|image| feed(image)).collect::<Result<_>>()?,
+        None => vec![feed(inputs)?],
+    };
+    Ok((facts, feeds))
 }
 
 /// FLOPs (2 x multiply-accumulates) of one inference of `model` (ONNX bytes; `origin` names it in errors) with
