@@ -134,6 +134,39 @@ fn golden_micro_attn_matches_stored_tch_outputs_on_both_runtimes() {
     }
 }
 
+/// Every tract form a user can choose for comparisons (graph rewrites, convolution layout, whole or split
+/// batches) computes what the exported model computes: `strnas verify` on the golden model passes under each, on
+/// random inputs and rendered words at batch > 1; a misspelt choice is an error naming the variable.
+#[test]
+fn every_tract_form_verifies_on_the_golden_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let arch = strnas::spec::load(&golden("micro-attn.yaml")).unwrap();
+    let w = WeightFile::read(&golden("micro-attn.safetensors")).unwrap();
+    let model = write_model(&arch, &w, tmp.path());
+    let (spec, weights) = (golden("micro-attn.yaml"), golden("micro-attn.safetensors"));
+    let args = ["verify", model.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--weights", weights.to_str().unwrap()];
+    let run = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strnas"));
+        c.args(args).current_dir(root());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    for env in [
+        [("STRNAS_TRACT_FORM", "standard"), ("STRNAS_TRACT_LAYOUT", "nchw"), ("STRNAS_TRACT_BATCH", "whole")],
+        [("STRNAS_TRACT_FORM", "gather"), ("STRNAS_TRACT_LAYOUT", "nhwc"), ("STRNAS_TRACT_BATCH", "split")],
+        [("STRNAS_TRACT_FORM", "all"), ("STRNAS_TRACT_LAYOUT", "nhwc"), ("STRNAS_TRACT_BATCH", "whole")],
+    ] {
+        let o = run(&env);
+        assert_eq!(o.status.code(), Some(0), "{env:?}: {}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).matches("tract vs").count(), 2, "{env:?}: {}", text(&o));
+    }
+    let o = run(&[("STRNAS_TRACT_LAYOUT", "nchwc")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("STRNAS_TRACT_LAYOUT=\"nchwc\": expected `nchw`"), "{}", text(&o));
+}
+
 /// Writes the golden weights, inputs and tch outputs (run with STRNAS_REGEN_GOLDEN=1).
 #[cfg(feature = "torch")]
 fn regenerate(arch: &strnas::spec::Arch) {

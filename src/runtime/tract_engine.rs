@@ -59,6 +59,18 @@ pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, Rewrites)> {
     Ok((strnas_onnx::to_bytes(&proto)?, rewrites))
 }
 
+/// Whether tract runs convolutions channel-last: `STRNAS_TRACT_LAYOUT=nhwc` applies tract's own `conv_nhwc`
+/// transform to the decluttered model (each convolution NHWC, the layout carried across the chain of convolutions
+/// and elementwise ops); unset or `nchw`, the layout as exported. For comparisons: under tract 0.23 the
+/// channel-last depthwise kernel runs ~3x slower than the NCHW one on our models (docs/results.md).
+pub fn tract_channel_last() -> Result<bool> {
+    match std::env::var("STRNAS_TRACT_LAYOUT").as_deref() {
+        Err(_) | Ok("" | "nchw") => Ok(false),
+        Ok("nhwc") => Ok(true),
+        Ok(other) => bail!("STRNAS_TRACT_LAYOUT={other:?}: expected `nchw` (the default) or `nhwc` (tract's conv_nhwc transform)"),
+    }
+}
+
 /// How many nodes [`tract_form`] rewrote, per rewrite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewrites {
@@ -99,10 +111,15 @@ pub fn tract_plan(model: &[u8], origin: &str, facts: &[(tract_onnx::prelude::Dat
     for (i, (dt, shape)) in facts.iter().enumerate() {
         m = m.with_input_fact(i, InferenceFact::dt_shape(*dt, shape.clone())).map_err(|e| anyhow!("{origin}: tract: input {i}: {e:#}"))?;
     }
+    let channel_last = tract_channel_last()?;
     m.into_typed()
         .and_then(|m| m.into_decluttered())
         .and_then(|mut m| {
             independent_runs(&mut m);
+            if channel_last {
+                use tract_onnx::tract_core::transform::get_transform;
+                get_transform("conv_nhwc")?.ok_or_else(|| anyhow!("this tract build has no conv_nhwc transform"))?.transform(&mut m)?;
+            }
             m.into_optimized()
         })
         .and_then(|m| m.into_runnable())
@@ -149,12 +166,13 @@ impl TractEngine {
         let (bytes, rewritten) = tract_form(model.onnx, model.source)?;
         let batching = Batching::of(&bytes, model.source)?;
         let batch_note = if batching.is_some() { "; batches run image by image" } else { "" };
+        let layout_note = if tract_channel_last()? { "; convolutions channel-last (conv_nhwc)" } else { "" };
         let executor = if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() };
         let info = EngineInfo {
             runtime: Runtime::Tract,
             version: super::TRACT_VERSION.into(),
             device,
-            provider: format!("{executor}{}{batch_note}", form_note(rewritten)),
+            provider: format!("{executor}{}{layout_note}{batch_note}", form_note(rewritten)),
             threads,
             engine_build: super::ENGINE_BUILD.into(),
         };
