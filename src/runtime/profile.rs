@@ -72,7 +72,9 @@ fn tract_profile(model: &ModelRef, inputs: &[InputData], threads: usize, budget:
     super::set_tract_threads(threads);
     let (bytes, _) = super::tract_engine::tract_form(model.onnx, model.source)?;
     let batching = super::tract_batch::Batching::of(&bytes, model.source)?;
-    // The plan and feeds the engine runs: a batch of a strnas model as single-image runs, their times summed.
+    // The plan and feeds the engine runs: a batch of a strnas model as single-image runs, here in turn with their
+    // times summed (the engine runs them `threads` at a time, so with threads > 1 the profiled total exceeds the
+    // plain time by up to that factor).
     let (facts, feeds) = super::tract_engine::feeds(batching.as_ref(), inputs)?;
     let plan = super::tract_plan(&bytes, model.source, &facts)?;
     let mut state = plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", model.source))?;

@@ -138,13 +138,15 @@ fn independent_runs(model: &mut tract_onnx::prelude::TypedModel) {
     }
 }
 
-/// A model on tract: plans optimised per input shapes (cached), one state reused across runs.
+/// A model on tract: plans optimised per input shapes (cached), states reused across runs (one, or one per
+/// worker when a split batch runs its images in parallel).
 pub(super) struct TractEngine {
     bytes: Vec<u8>,
     origin: String,
     /// Optimised plans by input shapes.
     plans: HashMap<Vec<Vec<usize>>, TractPlan>,
-    state: Option<tract_onnx::prelude::TypedSimpleState>,
+    /// One state per worker: several only for a split batch with `threads` > 1 (see [`TractEngine::run_feeds`]).
+    states: Vec<tract_onnx::prelude::TypedSimpleState>,
     /// Where batches of this model may run image by image (see [`Batching`]).
     batching: Option<Batching>,
     /// The bound inputs: one feed per run, one per image when the batch is split.
@@ -165,7 +167,11 @@ impl TractEngine {
         set_tract_threads(threads);
         let (bytes, rewritten) = tract_form(model.onnx, model.source)?;
         let batching = Batching::of(&bytes, model.source)?;
-        let batch_note = if batching.is_some() { "; batches run image by image" } else { "" };
+        let batch_note = match (&batching, threads) {
+            (None, _) => String::new(),
+            (Some(_), 0 | 1) => "; batches run image by image".into(),
+            (Some(_), t) => format!("; batches run image by image, {t} at a time"),
+        };
         let layout_note = if tract_channel_last()? { "; convolutions channel-last (conv_nhwc)" } else { "" };
         let executor = if threads > 1 { format!("multithread executor ({threads})") } else { "single thread".into() };
         let info = EngineInfo {
@@ -181,7 +187,7 @@ impl TractEngine {
             bytes,
             origin: model.source.to_string(),
             plans: HashMap::new(),
-            state: None,
+            states: vec![],
             batching,
             feeds: vec![],
             split: false,
@@ -197,6 +203,34 @@ impl TractEngine {
             self.output_names = Some(names);
         }
         Ok(self.output_names.as_deref().unwrap_or_default())
+    }
+
+    /// Runs every feed, outputs in feed order. With one state the feeds run in turn, each on the executor
+    /// [`set_tract_threads`] chose. With several (a split batch, `threads` > 1) the images are shared out in
+    /// contiguous runs, one worker thread per state, each single-threaded: image-level parallelism, which keeps
+    /// both cores busy where tract's intra-op threading of small products does not.
+    fn run_feeds(&mut self) -> Result<Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>> {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let origin = &self.origin;
+        let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>]| {
+            feeds.iter().map(|f| state.run(f.clone()).map_err(|e| anyhow!("{origin}: tract: run failed: {e:#}"))).collect::<Result<Vec<_>>>()
+        };
+        match self.states.as_mut_slice() {
+            [] => bail!("tract: run before prepare"),
+            [state] => run(state, &self.feeds),
+            states => {
+                let per = self.feeds.len().div_ceil(states.len());
+                let chunks: Vec<_> = std::thread::scope(|scope| {
+                    let workers: Vec<_> = states
+                        .iter_mut()
+                        .zip(self.feeds.chunks(per))
+                        .map(|(state, feeds)| scope.spawn(move || multithread_tract_scope(Executor::SingleThread, || run(state, feeds))))
+                        .collect();
+                    workers.into_iter().map(|w| w.join().map_err(|_| anyhow!("{origin}: tract: a worker thread panicked"))?).collect::<Result<_>>()
+                })?;
+                Ok(chunks.into_iter().flatten().collect())
+            }
+        }
     }
 }
 
@@ -263,35 +297,24 @@ impl Engine for TractEngine {
                 p
             }
         };
-        self.state = Some(plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))?);
         self.split = feeds.len() > 1;
+        let workers = if self.split { self.info.threads.clamp(1, feeds.len()) } else { 1 };
+        self.states = (0..workers).map(|_| plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))).collect::<Result<_>>()?;
         self.feeds = feeds;
         Ok(())
     }
 
     fn run(&mut self) -> Result<()> {
-        let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
-        for feed in &self.feeds {
-            state.run(feed.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin))?;
-        }
-        Ok(())
+        self.run_feeds().map(drop)
     }
 
     fn run_and_fetch(&mut self, names: &[&str]) -> Result<Vec<HostTensor>> {
-        if self.state.is_none() {
-            bail!("tract: run before prepare");
-        }
         let have = self.output_names()?.to_vec();
         let index = names
             .iter()
             .map(|n| have.iter().position(|h| h == n).ok_or_else(|| missing_output(&self.origin, Runtime::Tract, n, &have)))
             .collect::<Result<Vec<_>>>()?;
-        let state = self.state.as_mut().ok_or_else(|| anyhow!("tract: run before prepare"))?;
-        let runs = self
-            .feeds
-            .iter()
-            .map(|feed| state.run(feed.clone()).map_err(|e| anyhow!("{}: tract: run failed: {e:#}", self.origin)))
-            .collect::<Result<Vec<_>>>()?;
+        let runs = self.run_feeds()?;
         let out: Vec<tract_onnx::prelude::Tensor> = match (&self.batching, self.split) {
             (Some(b), true) => b.join(&runs).map_err(|e| anyhow!("{}: {e:#}", self.origin))?,
             _ => runs.into_iter().flatten().map(tract_onnx::prelude::IntoTensor::into_tensor).collect(),
