@@ -1,6 +1,6 @@
 //! `strnas bench --profile`: where one inference's time goes on onnxruntime and tract, by part of the network
-//! (rectifier, extractor, sequence, head), by block of the spec, by op kind and by node, with each share of
-//! the inference's time. Its own JSON schema (`strnas-profile`), separate from the timing report.
+//! (rectifier, extractor, sequence, head), by block of the spec, by layer kind across blocks (every cell's
+//! depthwise convolution together), by op kind and by node, with each share of the inference's time. Its own JSON schema (`strnas-profile`), separate from the timing report.
 //!
 //! Contract: every grouping's rows plus the `runtime` row (the inference's time outside any node: scheduling,
 //! allocation, the profiler's own cost) sum to `total_ms`, and their shares to 1. Per-node times come from
@@ -62,6 +62,10 @@ pub struct Profile {
     pub parts: Vec<Share>,
     /// By block of the spec (`extractor.cells.3`), in network order; by part for models without a spec.
     pub blocks: Vec<Share>,
+    /// By layer kind across blocks (`extractor.cells.*.dw`, see [`layer_of`]), in network order (empty in
+    /// reports written before it was recorded).
+    #[serde(default)]
+    pub layers: Vec<Share>,
     /// By op kind, largest first.
     pub ops: Vec<Share>,
     /// Every node, largest first.
@@ -104,6 +108,27 @@ fn block_of(name: &str, paths: &[String]) -> String {
     }
 }
 
+/// The layer kind of `name`, for repeated blocks (those with an index: `extractor.cells.3`, `sequence.0`): the
+/// block with every index as `*`, then the first segment after the block (split at `.`, `/` or `_`, so
+/// onnxruntime's fused `extractor.cells.3.project_nchwc` and tract's `extractor.cells.3.project.prefused` both
+/// give `extractor.cells.*.project`). Other blocks (a stem, the head) are their own layer kind, and names
+/// outside the spec give their part or `other` (as [`block_of`]). Node names are the runtime's: a 1x1
+/// convolution fused with the residual add that follows is `project` under onnxruntime, `residual` under tract.
+fn layer_of(name: &str, paths: &[String]) -> String {
+    let block = block_of(name, paths);
+    let is_index = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !paths.contains(&block) || !block.split('.').any(is_index) {
+        return block;
+    }
+    let kind = block.split('.').map(|s| if is_index(s) { "*" } else { s }).collect::<Vec<_>>().join(".");
+    // A node the block holds without being named under it is the block kind's.
+    let rest = name.strip_prefix(block.as_str()).unwrap_or("").trim_start_matches(['.', '/', '_']);
+    match rest.split(['.', '/', '_']).next().filter(|s| !s.is_empty()) {
+        Some(layer) => format!("{kind}.{layer}"),
+        None => kind,
+    }
+}
+
 /// Sums `raw`'s nodes by `key`, in first-seen order, and adds the outside-nodes row (never negative: when
 /// the nodes add up to more than the measured inference, the total is their sum).
 fn group(raw: &RawProfile, total: f64, key: impl Fn(&str, &str) -> String) -> Vec<Share> {
@@ -131,12 +156,13 @@ pub fn summarise(model: &str, arch: Option<&Arch>, engine: EngineInfo, batch: us
     let paths: Vec<String> = arch.map(|a| crate::ops::network(a).into_iter().map(|n| n.path).collect()).unwrap_or_default();
     let parts = group(raw, total, |name, _| part_of(name).map(|p| p.name().to_string()).unwrap_or_else(|| "other".into()));
     let blocks = group(raw, total, |name, _| block_of(name, &paths));
+    let layers = group(raw, total, |name, _| layer_of(name, &paths));
     let mut ops = group(raw, total, |_, op| op.to_string());
     ops.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     let mut nodes: Vec<NodeShare> =
         raw.nodes.iter().map(|n| NodeShare { name: n.name.clone(), op: n.op.clone(), block: block_of(&n.name, &paths), ms: n.ms, share: n.ms / total }).collect();
     nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    Profile { model: model.to_string(), runtime: engine.runtime, engine, batch, runs: raw.runs, total_ms: total, plain_ms, parts, blocks, ops, nodes }
+    Profile { model: model.to_string(), runtime: engine.runtime, engine, batch, runs: raw.runs, total_ms: total, plain_ms, parts, blocks, layers, ops, nodes }
 }
 
 /// Profiles every model x runtime x batch of `plan` (models that fail are recorded and the rest go on).
@@ -223,8 +249,22 @@ mod tests {
         assert_eq!(block_of("extractor.cells.1.dw", &paths), "extractor.cells.1");
         assert_eq!(block_of("logits", &paths), "prediction");
         assert_eq!(block_of("Reshape_12", &paths), "other");
+        assert_eq!(layer_of("extractor.cells.10.dw.relu6.max", &paths), "extractor.cells.*.dw");
+        assert_eq!(layer_of("extractor.cells.1.project_nchwc", &paths), "extractor.cells.*.project");
+        assert_eq!(layer_of("sequence.0.lstm.back", &paths), "sequence.*.lstm");
+        assert_eq!(layer_of("rectifier.stem", &paths), "rectifier.stem");
+        assert_eq!(layer_of("rectifier.stem.relu6_nchwc", &paths), "rectifier.stem", "a single block is one layer kind");
+        assert_eq!(layer_of("logits", &paths), "prediction");
+        assert_eq!(layer_of("Reshape_12", &paths), "other");
         let p = summarise("m", None, engine(), 1, &raw, 8.0);
-        for rows in [&p.parts, &p.blocks, &p.ops] {
+        let with_spec = crate::spec::from_str(include_str!("../../tests/golden/micro-attn.yaml")).unwrap();
+        let q = summarise("m", Some(&with_spec), engine(), 1, &raw, 8.0);
+        // micro-attn has eight extractor cells: cells.1's depthwise is a layer of the cells, cells.10's node
+        // falls to its part.
+        let row = |name: &str| q.layers.iter().find(|r| r.name == name).map(|r| (r.ms, r.nodes));
+        assert_eq!(row("extractor.cells.*.dw"), Some((2.0, 1)), "{:?}", q.layers);
+        assert_eq!(row("extractor"), Some((3.0, 1)), "{:?}", q.layers);
+        for rows in [&p.parts, &p.blocks, &p.layers, &p.ops, &q.parts, &q.blocks, &q.layers, &q.ops] {
             let ms: f64 = rows.iter().map(|r| r.ms).sum();
             let share: f64 = rows.iter().map(|r| r.share).sum();
             assert!((ms - 10.0).abs() < 1e-9 && (share - 1.0).abs() < 1e-12, "{rows:?}");

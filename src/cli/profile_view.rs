@@ -1,5 +1,5 @@
-//! The text and Markdown view of `strnas bench --profile`: per model and batch, the parts and blocks side by
-//! side across runtimes (with tract's time over onnxruntime's), then each runtime's op kinds and heaviest
+//! The text and Markdown view of `strnas bench --profile`: per model and batch, the parts, blocks and layer
+//! kinds side by side across runtimes (with tract's time over onnxruntime's), then each runtime's op kinds and heaviest
 //! nodes.
 
 use crate::bench::profile::{Profile, ProfileReport, Share};
@@ -77,6 +77,10 @@ pub fn render(r: &ProfileReport, top: usize, markdown: bool) -> String {
         if ps.iter().any(|p| p.blocks.len() > p.parts.len()) {
             out.push('\n');
             out.push_str(&show(&side_by_side(&ps, |p| &p.blocks, "block")));
+        }
+        if ps.iter().any(|p| !p.layers.is_empty() && p.layers.len() < p.blocks.len()) {
+            out.push('\n');
+            out.push_str(&show(&side_by_side(&ps, |p| &p.layers, "layer (all blocks)")));
         }
         for p in &ps {
             heading(&format!("{model}, batch {batch}, {}: op kinds and the {top} heaviest nodes", p.runtime.name()), &mut out);
