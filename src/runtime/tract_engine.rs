@@ -1,5 +1,6 @@
-//! tract: the plan builder (concrete input facts, optimised, runnable), the engine (one plan per input
-//! shapes, one reused state), the executor's thread count, and the cost model behind [`tract_flops`].
+//! tract: the graph form and plan builder (concrete input facts, optimised, runnable), the engine (one plan per
+//! input shapes; batches of strnas models image by image, see [`super::tract_batch`]), the executor's thread
+//! count, and the cost model behind [`tract_flops`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,7 +151,7 @@ pub(super) struct TractEngine {
     /// Where batches of this model may run image by image (see [`Batching`]).
     batching: Option<Batching>,
     /// The bound inputs: one feed per run, one per image when the batch is split.
-    feeds: Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>,
+    feeds: Vec<Feed>,
     /// Whether `feeds` splits a batch (outputs are stacked back).
     split: bool,
     /// The ONNX graph's output names in order (read on the first fetch).
@@ -209,10 +210,10 @@ impl TractEngine {
     /// [`set_tract_threads`] chose. With several (a split batch, `threads` > 1) the images are shared out in
     /// contiguous runs, one worker thread per state, each single-threaded: image-level parallelism, which keeps
     /// both cores busy where tract's intra-op threading of small products does not.
-    fn run_feeds(&mut self) -> Result<Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>> {
+    fn run_feeds(&mut self) -> Result<Vec<Feed>> {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let origin = &self.origin;
-        let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>]| {
+        let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[Feed]| {
             feeds.iter().map(|f| state.run(f.clone()).map_err(|e| anyhow!("{origin}: tract: run failed: {e:#}"))).collect::<Result<Vec<_>>>()
         };
         match self.states.as_mut_slice() {
@@ -330,12 +331,14 @@ impl Engine for TractEngine {
     }
 }
 
+/// A plan input's element type and shape.
+pub(super) type Fact = (tract_onnx::prelude::DatumType, Vec<usize>);
+/// The input values of one run.
+pub(super) type Feed = tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>;
+
 /// The plan's input facts for `inputs` and the feeds that run them: one feed of the whole batch, or, where
 /// `batching` applies to it (see [`Batching::images`]), batch-1 facts and one feed per image.
-pub(super) fn feeds(
-    batching: Option<&Batching>,
-    inputs: &[InputData],
-) -> Result<(Vec<(tract_onnx::prelude::DatumType, Vec<usize>)>, Vec<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>)> {
+pub(super) fn feeds(batching: Option<&Batching>, inputs: &[InputData]) -> Result<(Vec<Fact>, Vec<Feed>)> {
     use tract_onnx::prelude::IntoTValue;
     let images = batching.and_then(|b| b.images(inputs));
     let facts = inputs
