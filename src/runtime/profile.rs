@@ -68,13 +68,14 @@ fn drive(budget: &Budget, mut step: impl FnMut(bool) -> Result<()>) -> Result<us
 fn tract_profile(model: &ModelRef, inputs: &[InputData], threads: usize, budget: &Budget) -> Result<RawProfile> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_core::ops::OpState;
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::tract_core::plan::{eval, EvalContext};
     super::set_tract_threads(threads);
     let (bytes, _) = super::tract_engine::tract_form(model.onnx, model.source)?;
     let batching = super::tract_batch::Batching::of(&bytes, model.source)?;
-    // The plan and feeds the engine runs: a batch of a strnas model as single-image runs, here in turn with their
-    // times summed (the engine runs them `threads` at a time, so with threads > 1 the profiled total exceeds the
-    // plain time by up to that factor).
+    // The plan and feeds the engine runs: a batch of a strnas model as single-image runs. The engine spreads them
+    // over single-threaded workers; here they run in turn, each single-threaded as there, so node times are the
+    // work of every image (with threads > 1 the total exceeds the engine's wall time, about by the worker count).
     let (facts, feeds) = super::tract_engine::feeds(batching.as_ref(), inputs)?;
     let plan = super::tract_plan(&bytes, model.source, &facts)?;
     let mut state = plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", model.source))?;
@@ -83,7 +84,7 @@ fn tract_profile(model: &ModelRef, inputs: &[InputData], threads: usize, budget:
     let mut seen = vec![false; nodes.len()];
     let mut order: Vec<usize> = vec![];
     let mut total = 0f64;
-    let runs = drive(budget, |record| {
+    let mut profile = || drive(budget, |record| {
         let t0 = Instant::now();
         for feed in &feeds {
             state
@@ -105,7 +106,9 @@ fn tract_profile(model: &ModelRef, inputs: &[InputData], threads: usize, budget:
             total += t0.elapsed().as_secs_f64() * 1e3;
         }
         Ok(())
-    })?;
+    });
+    let workers_single_threaded = feeds.len() > 1 && threads > 1;
+    let runs = if workers_single_threaded { multithread_tract_scope(Executor::SingleThread, profile) } else { profile() }?;
     let n = runs as f64;
     Ok(RawProfile {
         runs,

@@ -213,23 +213,44 @@ impl TractEngine {
     fn run_feeds(&mut self) -> Result<Vec<Feed>> {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let origin = &self.origin;
-        let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[Feed]| {
-            feeds.iter().map(|f| state.run(f.clone()).map_err(|e| anyhow!("{origin}: tract: run failed: {e:#}"))).collect::<Result<Vec<_>>>()
+        let split = self.split;
+        // `first`: the index of `feeds[0]` in the batch, to name a failing image.
+        let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[Feed], first: usize| {
+            feeds
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    state.run(f.clone()).map_err(|e| match split {
+                        true => anyhow!("{origin}: tract: run failed on image {} of the batch: {e:#}", first + i),
+                        false => anyhow!("{origin}: tract: run failed: {e:#}"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
         };
+        let per = self.feeds.len().div_ceil(self.states.len().max(1));
         match self.states.as_mut_slice() {
             [] => bail!("tract: run before prepare"),
-            [state] => run(state, &self.feeds),
+            [state] => run(state, &self.feeds, 0),
             states => {
-                let per = self.feeds.len().div_ceil(states.len());
-                let chunks: Vec<_> = std::thread::scope(|scope| {
+                let joined: Vec<_> = std::thread::scope(|scope| {
                     let workers: Vec<_> = states
                         .iter_mut()
                         .zip(self.feeds.chunks(per))
-                        .map(|(state, feeds)| scope.spawn(move || multithread_tract_scope(Executor::SingleThread, || run(state, feeds))))
+                        .enumerate()
+                        .map(|(k, (state, feeds))| scope.spawn(move || multithread_tract_scope(Executor::SingleThread, || run(state, feeds, k * per))))
                         .collect();
-                    workers.into_iter().map(|w| w.join().map_err(|_| anyhow!("{origin}: tract: a worker thread panicked"))?).collect::<Result<_>>()
-                })?;
-                Ok(chunks.into_iter().flatten().collect())
+                    // Every worker is joined before any result is read, so a panic is reported, not re-raised.
+                    workers.into_iter().map(|w| w.join()).collect()
+                });
+                let mut out = Vec::with_capacity(self.feeds.len());
+                for result in joined {
+                    let outputs = result.map_err(|panic| {
+                        let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                        anyhow!("{origin}: tract: a worker thread panicked: {why}")
+                    })??;
+                    out.extend(outputs);
+                }
+                Ok(out)
             }
         }
     }
@@ -288,6 +309,8 @@ impl Engine for TractEngine {
     }
 
     fn prepare(&mut self, inputs: &[InputData]) -> Result<()> {
+        // Nothing of an earlier binding survives a failed one.
+        (self.states, self.feeds, self.split) = (vec![], vec![], false);
         let (facts, feeds) = feeds(self.batching.as_ref(), inputs)?;
         let key: Vec<Vec<usize>> = facts.iter().map(|(_, s)| s.clone()).collect();
         let plan = match self.plans.get(&key) {
@@ -298,10 +321,10 @@ impl Engine for TractEngine {
                 p
             }
         };
-        self.split = feeds.len() > 1;
-        let workers = if self.split { self.info.threads.clamp(1, feeds.len()) } else { 1 };
+        let split = feeds.len() > 1;
+        let workers = if split { workers(feeds.len(), self.info.threads) } else { 1 };
         self.states = (0..workers).map(|_| plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))).collect::<Result<_>>()?;
-        self.feeds = feeds;
+        (self.feeds, self.split) = (feeds, split);
         Ok(())
     }
 
@@ -331,6 +354,13 @@ impl Engine for TractEngine {
     }
 }
 
+/// How many workers run `images` single-image feeds with `threads` threads: contiguous runs of
+/// ceil(images / threads) images each, so none is left without work.
+pub(super) fn workers(images: usize, threads: usize) -> usize {
+    let per = images.div_ceil(threads.max(1)).max(1);
+    images.div_ceil(per)
+}
+
 /// A plan input's element type and shape.
 pub(super) type Fact = (tract_onnx::prelude::DatumType, Vec<usize>);
 /// The input values of one run.
@@ -340,6 +370,12 @@ pub(super) type Feed = tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>;
 /// `batching` applies to it (see [`Batching::images`]), batch-1 facts and one feed per image.
 pub(super) fn feeds(batching: Option<&Batching>, inputs: &[InputData]) -> Result<(Vec<Fact>, Vec<Feed>)> {
     use tract_onnx::prelude::IntoTValue;
+    for i in inputs {
+        let want: usize = i.shape.iter().product();
+        if i.data.len() != want {
+            bail!("tract: input {:?} has {} values for shape {:?} ({want} expected)", i.name, i.data.len(), i.shape);
+        }
+    }
     let images = batching.and_then(|b| b.images(inputs));
     let facts = inputs
         .iter()
@@ -399,4 +435,27 @@ pub fn tract_flops(model: &[u8], origin: &str, inputs: &[ConcreteInput]) -> Resu
     }
     let typed = m.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| anyhow!("{origin}: tract: {e:#}"))?;
     Ok(2 * fma(&typed).map_err(|e| anyhow!("{origin}: tract cost model: {e:#}"))? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_each_get_images() {
+        // (images, threads) -> workers: ceil(images / threads) images each, no idle worker.
+        for (images, threads, want) in [(8, 2, 2), (3, 2, 2), (5, 4, 3), (1, 4, 1), (4, 0, 1), (4, 1, 1)] {
+            assert_eq!(workers(images, threads), want, "{images} images, {threads} threads");
+        }
+    }
+
+    #[test]
+    fn an_input_whose_values_do_not_fill_its_shape_is_an_error() {
+        let short = HostTensor::f32("image", vec![2, 3], vec![0.0; 5]);
+        let batching = Batching { output_axes: vec![0] };
+        for b in [None, Some(&batching)] {
+            let err = feeds(b, std::slice::from_ref(&short)).unwrap_err().to_string();
+            assert_eq!(err, "tract: input \"image\" has 5 values for shape [2, 3] (6 expected)");
+        }
+    }
 }
