@@ -31,6 +31,14 @@ fn scale(v: &[f32]) -> f32 {
     v.iter().fold(1f32, |m, x| m.max(x.abs()))
 }
 
+/// The float output `name` of one run of `e` on its bound inputs.
+fn fetch_f32(e: &mut dyn strnas::runtime::Engine, name: &str) -> Vec<f32> {
+    match e.run_and_fetch(&[name]).unwrap_or_else(|err| panic!("{err:#}")).remove(0).data {
+        strnas::runtime::Data::F32(v) => v,
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
 #[cfg(feature = "torch")]
 fn tch_logits(arch: &strnas::spec::Arch, w: &WeightFile, images: &[f32], n: usize) -> (Vec<f32>, Vec<i64>) {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -408,7 +416,7 @@ fn engines_fetch_outputs_by_name() {
 /// (tract's Scan would otherwise carry the BiLSTM's last state into the next run: differences of ~0.1).
 #[test]
 fn tract_runs_a_batch_image_by_image_with_the_same_outputs() {
-    use strnas::runtime::{self, Data, Device, HostTensor, ModelRef};
+    use strnas::runtime::{self, Device, HostTensor, ModelRef};
     let arch = strnas::spec::load(&golden("micro-attn.yaml")).unwrap();
     let w = WeightFile::read(&golden("micro-attn.safetensors")).unwrap();
     let bytes = strnas_onnx::to_bytes(&strnas::export::export(&arch, &w).unwrap()).unwrap();
@@ -418,13 +426,9 @@ fn tract_runs_a_batch_image_by_image_with_the_same_outputs() {
     let shape = |b: usize| vec![b, pre.channels as usize, pre.height as usize, pre.width as usize];
     let mut rng = strnas::rng::Rng::new(4);
     let images: Vec<f32> = (0..n * len).map(|_| rng.range(-1.0, 1.0) as f32).collect();
-    let logits = |out: &[HostTensor]| match &out[0].data {
-        Data::F32(v) => v.clone(),
-        other => panic!("logits are {other:?}"),
-    };
     let mut ort = runtime::open(Runtime::Ort, Device::Cpu, &model, 1, None).unwrap();
     ort.prepare(&[HostTensor::f32("image", shape(n), images.clone())]).unwrap();
-    let want = logits(&ort.run_and_fetch(&["logits"]).unwrap());
+    let want = fetch_f32(ort.as_mut(), "logits");
     let tol = 1e-4 * scale(&want);
     // The executor is process-wide and other tests set it: tract's results agree to rounding across thread
     // counts, so runs of one engine are compared within 1e-6 of the logits' scale, not bit for bit.
@@ -433,15 +437,15 @@ fn tract_runs_a_batch_image_by_image_with_the_same_outputs() {
         let mut tract = runtime::open(Runtime::Tract, Device::Cpu, &model, threads, None).unwrap();
         assert!(tract.info().provider.contains("batches run image by image"), "{}", tract.info().provider);
         tract.prepare(&[HostTensor::f32("image", shape(n), images.clone())]).unwrap();
-        let batch = logits(&tract.run_and_fetch(&["logits"]).unwrap());
+        let batch = fetch_f32(tract.as_mut(), "logits");
         let d = max_diff(&batch, &want);
         assert!(d <= tol, "{threads} threads: tract's batch differs from onnxruntime's by {d}");
-        let d = max_diff(&logits(&tract.run_and_fetch(&["logits"]).unwrap()), &batch);
+        let d = max_diff(&fetch_f32(tract.as_mut(), "logits"), &batch);
         assert!(d <= same, "{threads} threads: a second run on the same engine differs by {d}");
         let per_image = batch.len() / n;
         for i in 0..n {
             tract.prepare(&[HostTensor::f32("image", shape(1), images[i * len..(i + 1) * len].to_vec())]).unwrap();
-            let d = max_diff(&logits(&tract.run_and_fetch(&["logits"]).unwrap()), &batch[i * per_image..(i + 1) * per_image]);
+            let d = max_diff(&fetch_f32(tract.as_mut(), "logits"), &batch[i * per_image..(i + 1) * per_image]);
             assert!(d <= same, "{threads} threads: image {i} alone differs from its place in the batch by {d}");
         }
     }
@@ -499,10 +503,7 @@ fn grid_sample_as_gathers_equals_grid_sample_on_both_runtimes() {
     let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
         let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "grid", onnx: bytes, network: None }, 1, None).unwrap();
         e.prepare(&inputs).unwrap();
-        match e.run_and_fetch(&["y"]).unwrap().remove(0).data {
-            Data::F32(v) => v,
-            other => panic!("{other:?}"),
-        }
+        fetch_f32(e.as_mut(), "y")
     };
     for align in [0, 1] {
         let mut g = GraphBuilder::new("grid");
@@ -540,10 +541,7 @@ fn strided_depthwise_as_gathers_equals_the_strided_convolution_on_both_runtimes(
     let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
         let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
         e.prepare(&inputs).unwrap();
-        match e.run_and_fetch(&["y"]).unwrap().remove(0).data {
-            Data::F32(v) => v,
-            other => panic!("{other:?}"),
-        }
+        fetch_f32(e.as_mut(), "y")
     };
     for (k, stride) in [(3i64, [2i64, 2]), (5, [2, 1]), (3, [1, 2])] {
         let mut g = GraphBuilder::new("dw");
@@ -666,7 +664,7 @@ fn an_int8_export_records_its_calibration_and_runs_on_both_runtimes() {
 /// times) compute the exported model's logits on both runtimes, and blocks that do not chain are refused.
 #[test]
 fn a_chain_of_all_blocks_computes_the_whole_models_logits() {
-    use strnas::runtime::{self, Data, Device, HostTensor, ModelRef};
+    use strnas::runtime::{self, Device, HostTensor, ModelRef};
     let arch = strnas::spec::load(&root().join("arch_specs/tiny/tiny-limited-3x3-ex3-attn.yaml")).unwrap();
     let w = strnas::weights::random_init(&arch, 0);
     let nodes = strnas::ops::network(&arch);
@@ -679,11 +677,7 @@ fn a_chain_of_all_blocks_computes_the_whole_models_logits() {
         let run = |bytes: &[u8], inputs: &[HostTensor], output: &str| -> Vec<f32> {
             let mut e = runtime::open(rt, Device::Cpu, &ModelRef { source: "chain", onnx: bytes, network: None }, 1, None).unwrap();
             e.prepare(inputs).unwrap();
-            let out = e.run_and_fetch(&[output]).unwrap_or_else(|err| panic!("{rt:?}: {err:#}"));
-            match &out[0].data {
-                Data::F32(v) => v.clone(),
-                other => panic!("{rt:?}: {other:?}"),
-            }
+            fetch_f32(e.as_mut(), output)
         };
         let want = run(&model, &[HostTensor::f32("image", shape.clone(), pixels.clone())], "logits");
         let got = run(&chain, &[HostTensor::f32(strnas::export::BLOCK_INPUT, shape.clone(), pixels.clone()), HostTensor::f32("image", shape.clone(), pixels.clone())], "logits");

@@ -150,10 +150,9 @@ pub(super) struct TractEngine {
     states: Vec<tract_onnx::prelude::TypedSimpleState>,
     /// Where batches of this model may run image by image (see [`Batching`]).
     batching: Option<Batching>,
-    /// The bound inputs: one feed per run, one per image when the batch is split.
+    /// The bound inputs: one feed per run, one per image when the batch is split (more than one feed: the
+    /// outputs are stacked back).
     feeds: Vec<Feed>,
-    /// Whether `feeds` splits a batch (outputs are stacked back).
-    split: bool,
     /// The ONNX graph's output names in order (read on the first fetch).
     output_names: Option<Vec<String>>,
     info: EngineInfo,
@@ -191,7 +190,6 @@ impl TractEngine {
             states: vec![],
             batching,
             feeds: vec![],
-            split: false,
             output_names: None,
             info,
         })
@@ -213,7 +211,7 @@ impl TractEngine {
     fn run_feeds(&mut self) -> Result<Vec<Feed>> {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let origin = &self.origin;
-        let split = self.split;
+        let split = self.feeds.len() > 1;
         // `first`: the index of `feeds[0]` in the batch, to name a failing image.
         let run = |state: &mut tract_onnx::prelude::TypedSimpleState, feeds: &[Feed], first: usize| {
             feeds
@@ -310,7 +308,7 @@ impl Engine for TractEngine {
 
     fn prepare(&mut self, inputs: &[InputData]) -> Result<()> {
         // Nothing of an earlier binding survives a failed one.
-        (self.states, self.feeds, self.split) = (vec![], vec![], false);
+        (self.states, self.feeds) = (vec![], vec![]);
         let (facts, feeds) = feeds(self.batching.as_ref(), inputs)?;
         let key: Vec<Vec<usize>> = facts.iter().map(|(_, s)| s.clone()).collect();
         let plan = match self.plans.get(&key) {
@@ -321,10 +319,9 @@ impl Engine for TractEngine {
                 p
             }
         };
-        let split = feeds.len() > 1;
-        let workers = if split { workers(feeds.len(), self.info.threads) } else { 1 };
+        let workers = workers(feeds.len(), self.info.threads);
         self.states = (0..workers).map(|_| plan.spawn().map_err(|e| anyhow!("{}: tract: {e:#}", self.origin))).collect::<Result<_>>()?;
-        (self.feeds, self.split) = (feeds, split);
+        self.feeds = feeds;
         Ok(())
     }
 
@@ -339,7 +336,7 @@ impl Engine for TractEngine {
             .map(|n| have.iter().position(|h| h == n).ok_or_else(|| missing_output(&self.origin, Runtime::Tract, n, &have)))
             .collect::<Result<Vec<_>>>()?;
         let runs = self.run_feeds()?;
-        let out: Vec<tract_onnx::prelude::Tensor> = match (&self.batching, self.split) {
+        let out: Vec<tract_onnx::prelude::Tensor> = match (&self.batching, self.feeds.len() > 1) {
             (Some(b), true) => b.join(&runs).map_err(|e| anyhow!("{}: {e:#}", self.origin))?,
             _ => runs.into_iter().flatten().map(tract_onnx::prelude::IntoTensor::into_tensor).collect(),
         };
@@ -356,7 +353,7 @@ impl Engine for TractEngine {
 
 /// How many workers run `images` single-image feeds with `threads` threads: contiguous runs of
 /// ceil(images / threads) images each, so none is left without work.
-pub(super) fn workers(images: usize, threads: usize) -> usize {
+fn workers(images: usize, threads: usize) -> usize {
     let per = images.div_ceil(threads.max(1)).max(1);
     images.div_ceil(per)
 }
