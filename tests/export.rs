@@ -165,6 +165,8 @@ fn every_tract_form_verifies_on_the_golden_model() {
         [("STRNAS_TRACT_FORM", "standard"), ("STRNAS_TRACT_LAYOUT", "nchw"), ("STRNAS_TRACT_BATCH", "whole")],
         [("STRNAS_TRACT_FORM", "gather"), ("STRNAS_TRACT_LAYOUT", "nhwc"), ("STRNAS_TRACT_BATCH", "split")],
         [("STRNAS_TRACT_FORM", "all"), ("STRNAS_TRACT_LAYOUT", "nhwc"), ("STRNAS_TRACT_BATCH", "whole")],
+        [("STRNAS_TRACT_FORM", "all"), ("STRNAS_TRACT_DEPTHWISE", "taps"), ("STRNAS_TRACT_BATCH", "split")],
+        [("STRNAS_TRACT_FORM", "gather"), ("STRNAS_TRACT_DEPTHWISE", "groups:2"), ("STRNAS_TRACT_BATCH", "whole")],
     ] {
         let o = run(&env);
         assert_eq!(o.status.code(), Some(0), "{env:?}: {}", text(&o));
@@ -173,6 +175,9 @@ fn every_tract_form_verifies_on_the_golden_model() {
     let o = run(&[("STRNAS_TRACT_LAYOUT", "nchwc")]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("STRNAS_TRACT_LAYOUT=\"nchwc\": expected `nchw`"), "{}", text(&o));
+    let o = run(&[("STRNAS_TRACT_DEPTHWISE", "groups:1")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("STRNAS_TRACT_DEPTHWISE=\"groups:1\": expected `kernel`"), "{}", text(&o));
 }
 
 /// Writes the golden weights, inputs and tch outputs (run with STRNAS_REGEN_GOLDEN=1).
@@ -572,6 +577,66 @@ fn strided_depthwise_as_gathers_equals_the_strided_convolution_on_both_runtimes(
             assert!(d <= 1e-5, "k {k} stride {stride:?}: {} differs from onnxruntime's strided convolution by {d}", rt.full_name());
         }
     }
+}
+
+/// The depthwise forms kept for comparisons (`STRNAS_TRACT_DEPTHWISE`) equal the convolutions on both runtimes:
+/// shifted multiply-adds (stride-1 convolutions only) and grouped convolutions with zeros off the diagonal (any
+/// stride; channel counts divisible by the group size only), kernels 3 and 5, uneven pads, with and without a
+/// bias, a batch of 2.
+#[test]
+fn every_depthwise_form_equals_the_convolution_on_both_runtimes() {
+    use strnas::runtime::{Data, Device, InputData, ModelRef};
+    use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
+    let (n, c, h, w) = (2usize, 6usize, 9usize, 11usize);
+    let mut rng = strnas::rng::Rng::new(8);
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    let inputs = vec![InputData { name: "x".into(), shape: vec![n, c, h, w], data: Data::F32(x) }];
+    let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
+        let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
+        e.prepare(&inputs).unwrap();
+        fetch_f32(e.as_mut(), "y")
+    };
+    let mut g = GraphBuilder::new("dw");
+    g.input("x", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)]).unwrap();
+    let mut last = "x".to_string();
+    // (kernel, stride, pads top/left/bottom/right, bias)
+    for (i, (k, stride, pads, bias)) in [(3i64, 1i64, [1i64, 1, 1, 1], true), (5, 1, [2, 1, 2, 3], false), (3, 2, [1, 1, 1, 1], true)].into_iter().enumerate() {
+        let wdw: Vec<f32> = (0..c as i64 * k * k).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+        g.initializer_f32(&format!("dw{i}.w"), &[c as i64, 1, k, k], &wdw).unwrap();
+        let mut ins = vec![last.clone(), format!("dw{i}.w")];
+        if bias {
+            let b: Vec<f32> = (0..c).map(|_| rng.range(-0.5, 0.5) as f32).collect();
+            g.initializer_f32(&format!("dw{i}.b"), &[c as i64], &b).unwrap();
+            ins.push(format!("dw{i}.b"));
+        }
+        let out = if i == 2 { "y".to_string() } else { format!("d{i}") };
+        let ins: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
+        let attrs = [("kernel_shape", Attr::Ints(vec![k, k])), ("strides", Attr::Ints(vec![stride; 2])), ("pads", Attr::Ints(pads.to_vec())), ("group", Attr::Int(c as i64))];
+        g.node("Conv", &format!("dw{i}"), &ins, &[out.as_str()], &attrs).unwrap();
+        last = out;
+    }
+    g.output("y", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Param("h".into()), Dim::Param("w".into())]).unwrap();
+    let model = g.finish("test", &[]);
+    let standard = strnas_onnx::to_bytes(&model).unwrap();
+    let want = run(&standard, Runtime::Ort);
+    let forms = [
+        ("taps", strnas_onnx::lower::depthwise_as_taps(&model).unwrap(), 2),
+        ("groups of 2", strnas_onnx::lower::depthwise_as_groups(&model, 2).unwrap(), 3),
+        ("groups of 3", strnas_onnx::lower::depthwise_as_groups(&model, 3).unwrap(), 3),
+        ("groups of 4", strnas_onnx::lower::depthwise_as_groups(&model, 4).unwrap(), 0),
+    ];
+    for (form, (lowered, count), expected) in forms {
+        assert_eq!(count, expected, "{form}: convolutions rewritten");
+        assert!(strnas_onnx::check_structure(&lowered).is_empty(), "{form}: {:?}", strnas_onnx::check_structure(&lowered));
+        let lowered = strnas_onnx::to_bytes(&lowered).unwrap();
+        for rt in [Runtime::Ort, Runtime::Tract] {
+            let got = run(&lowered, rt);
+            assert_eq!(got.len(), want.len(), "{form} on {}", rt.full_name());
+            let d = max_diff(&got, &want);
+            assert!(d <= 1e-5, "{form}: {} differs from onnxruntime's depthwise convolutions by {d}", rt.full_name());
+        }
+    }
+    assert!(strnas_onnx::lower::depthwise_as_groups(&model, 1).is_err(), "one channel per group is the depthwise form itself");
 }
 
 /// `strnas export --quantize int8` in every build: a tiny CTC model and the tiny TPS + attention model (random

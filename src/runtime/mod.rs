@@ -34,4 +34,4 @@ pub use profile::{parse_ort_trace, profile, NodeTime, RawProfile};
 /// figure. Bench reports record it per engine; the latency gate calls a baseline of other engine code stale.
 pub const ENGINE_BUILD: &str = env!("STRNAS_ENGINE_BUILD");
 pub use tensor::{ConcreteInput, Data, HostTensor, InputData};
-pub use tract_engine::{set_tract_threads, tract_flops, tract_form, tract_plan, TractPlan};
+pub use tract_engine::{set_tract_threads, tract_flops, tract_form, tract_plan, DepthwiseForm, TractPlan};

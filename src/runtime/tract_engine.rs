@@ -37,27 +37,63 @@ fn check_domains(model: &[u8], origin: &str) -> Result<()> {
 /// and every strided depthwise convolution as a stride-1 one and subsampling gathers
 /// ([`strnas_onnx::lower::strided_depthwise_as_gather`]: the same outputs), and how many nodes each rewrote.
 /// Refuses nodes of other domains (see [`check_domains`]). For comparisons, `STRNAS_TRACT_FORM=gather`
-/// rewrites GridSample only and `STRNAS_TRACT_FORM=standard` runs the model as exported.
+/// rewrites GridSample only and `STRNAS_TRACT_FORM=standard` runs the model as exported; after them,
+/// `STRNAS_TRACT_DEPTHWISE` picks the depthwise convolutions' form (see [`DepthwiseForm`]).
 pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, Rewrites)> {
     check_domains(model, origin)?;
-    let depthwise_too = match std::env::var("STRNAS_TRACT_FORM").as_deref() {
-        Err(_) | Ok("" | "all") => true,
-        Ok("gather") => false,
-        Ok("standard") => return Ok((model.to_vec(), Rewrites::default())),
+    let (gather, strided) = match std::env::var("STRNAS_TRACT_FORM").as_deref() {
+        Err(_) | Ok("" | "all") => (true, true),
+        Ok("gather") => (true, false),
+        Ok("standard") => (false, false),
         Ok(other) => bail!("STRNAS_TRACT_FORM={other:?}: expected `all` (the default), `gather` (GridSample only) or `standard`"),
     };
-    let proto = strnas_onnx::from_bytes(model).map_err(|e| anyhow!("{origin}: not an ONNX model: {e:#}"))?;
-    let (proto, grid_samples) = strnas_onnx::lower::grid_sample_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting GridSample for tract: {e:#}"))?;
-    let (proto, depthwise) = if depthwise_too {
-        strnas_onnx::lower::strided_depthwise_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting strided depthwise convolutions for tract: {e:#}"))?
-    } else {
-        (proto, 0)
+    let form = DepthwiseForm::from_env()?;
+    let mut proto = strnas_onnx::from_bytes(model).map_err(|e| anyhow!("{origin}: not an ONNX model: {e:#}"))?;
+    let mut rewrites = Rewrites { form, ..Rewrites::default() };
+    if gather {
+        (proto, rewrites.grid_samples) = strnas_onnx::lower::grid_sample_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting GridSample for tract: {e:#}"))?;
+    }
+    if strided {
+        (proto, rewrites.depthwise) = strnas_onnx::lower::strided_depthwise_as_gather(&proto).map_err(|e| anyhow!("{origin}: rewriting strided depthwise convolutions for tract: {e:#}"))?;
+    }
+    let formed = match form {
+        DepthwiseForm::Kernel => None,
+        DepthwiseForm::Taps => Some(strnas_onnx::lower::depthwise_as_taps(&proto)),
+        DepthwiseForm::Groups(n) => Some(strnas_onnx::lower::depthwise_as_groups(&proto, n)),
     };
-    let rewrites = Rewrites { grid_samples, depthwise };
-    if rewrites == Rewrites::default() {
+    if let Some(formed) = formed {
+        (proto, rewrites.formed) = formed.map_err(|e| anyhow!("{origin}: rewriting depthwise convolutions as {form:?} for tract: {e:#}"))?;
+    }
+    if rewrites == (Rewrites { form, ..Rewrites::default() }) {
         return Ok((model.to_vec(), rewrites));
     }
     Ok((strnas_onnx::to_bytes(&proto)?, rewrites))
+}
+
+/// How tract computes depthwise convolutions (`STRNAS_TRACT_DEPTHWISE`): `kernel` (the default), tract's
+/// depthwise kernel; `taps`, as shifted multiply-adds ([`strnas_onnx::lower::depthwise_as_taps`]); `groups:N`,
+/// as a grouped convolution of N channels per group with zeros off the diagonal
+/// ([`strnas_onnx::lower::depthwise_as_groups`]: N times the multiply-adds on tract's matrix-product kernel).
+/// The other forms are for comparisons: on our models both run slower (docs/results.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DepthwiseForm {
+    #[default]
+    Kernel,
+    Taps,
+    Groups(usize),
+}
+
+impl DepthwiseForm {
+    fn from_env() -> Result<Self> {
+        let v = std::env::var("STRNAS_TRACT_DEPTHWISE").unwrap_or_default();
+        let per_group = v.strip_prefix("groups:").map(|n| n.parse::<usize>().ok().filter(|&n| n >= 2));
+        match (v.as_str(), per_group) {
+            ("" | "kernel", _) => Ok(Self::Kernel),
+            ("taps", _) => Ok(Self::Taps),
+            (_, Some(Some(n))) => Ok(Self::Groups(n)),
+            _ => bail!("STRNAS_TRACT_DEPTHWISE={v:?}: expected `kernel` (the default), `taps` or `groups:N` (N >= 2 channels per group)"),
+        }
+    }
 }
 
 /// Whether tract runs convolutions channel-last: `STRNAS_TRACT_LAYOUT=nhwc` applies tract's own `conv_nhwc`
@@ -76,7 +112,11 @@ pub fn tract_channel_last() -> Result<bool> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewrites {
     pub grid_samples: usize,
+    /// Strided depthwise convolutions run at stride 1 and subsampled.
     pub depthwise: usize,
+    /// The depthwise convolutions' form and how many took it (none under the default, `Kernel`).
+    pub form: DepthwiseForm,
+    pub formed: usize,
 }
 
 /// The engine description's note on [`tract_form`]'s rewrites.
@@ -87,6 +127,11 @@ fn form_note(r: Rewrites) -> String {
     }
     if r.depthwise > 0 {
         note += &format!("; strided depthwise x{} at stride 1 + gathers", r.depthwise);
+    }
+    match r.form {
+        DepthwiseForm::Kernel => {}
+        DepthwiseForm::Taps => note += &format!("; depthwise x{} as shifted multiply-adds", r.formed),
+        DepthwiseForm::Groups(n) => note += &format!("; depthwise x{} as groups of {n}", r.formed),
     }
     note
 }
