@@ -298,18 +298,27 @@ pub struct Accuracy {
     /// Share of predictions within +-10% of the measurement.
     pub within_10_pct: f64,
     pub within_5_pct: f64,
+    /// Median signed error: the shift every prediction shares (a correction or time base that moved).
+    #[serde(default)]
+    pub median_error_pct: f64,
+    /// Share of errors within +-5 points of the median error: the scatter left once that shift is removed.
+    #[serde(default)]
+    pub within_5_of_median_pct: f64,
 }
 
 /// Accuracy of `(predicted, measured)` pairs.
 pub fn accuracy(pairs: &[(f64, f64)]) -> Accuracy {
     let errs: Vec<f64> = pairs.iter().map(|&(p, m)| 100.0 * (p - m) / m).collect();
     let n = errs.len().max(1) as f64;
+    let median_error_pct = if errs.is_empty() { 0.0 } else { crate::measure::median(&errs) };
     Accuracy {
         models: errs.len(),
         mape_pct: errs.iter().map(|e| e.abs()).sum::<f64>() / n,
         rmspe_pct: (errs.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
         within_10_pct: 100.0 * errs.iter().filter(|e| e.abs() <= 10.0).count() as f64 / n,
         within_5_pct: 100.0 * errs.iter().filter(|e| e.abs() <= 5.0).count() as f64 / n,
+        median_error_pct,
+        within_5_of_median_pct: 100.0 * errs.iter().filter(|e| (*e - median_error_pct).abs() <= 5.0).count() as f64 / n,
     }
 }
 
@@ -326,6 +335,12 @@ mod tests {
         // sqrt((100 + 400 + 0 + 16) / 4) = sqrt(129)
         assert!((a.rmspe_pct - 129f64.sqrt()).abs() < 1e-9, "{a:?}");
         assert!((a.within_10_pct - 75.0).abs() < 1e-9 && (a.within_5_pct - 50.0).abs() < 1e-9, "{a:?}");
+        // Median of -20, 0, +4, +10 (the upper middle of an even count, as `measure::median`) = +4; off it by
+        // -24, -4, 0, +6: two of four within 5 points.
+        assert!((a.median_error_pct - 4.0).abs() < 1e-9 && (a.within_5_of_median_pct - 50.0).abs() < 1e-9, "{a:?}");
+        // A shared shift: every prediction 6-8% low is outside +-5% but within 5 points of its median.
+        let b = accuracy(&[(9.4, 10.0), (9.3, 10.0), (18.6, 20.0), (4.6, 5.0)]);
+        assert!((b.median_error_pct + 7.0).abs() < 1e-9 && b.within_5_pct == 0.0 && b.within_5_of_median_pct == 100.0, "{b:?}");
     }
 
     #[test]
