@@ -115,7 +115,8 @@ pub struct PredictArgs {
     device, threads and batch; the models run interleaved in the same rounds in one process, each prediction compared with \
     its calibrated time (the machine's drift since the build removed) and with its plain median (what a user \
     timing it sees). Reported: MAPE, RMSPE and the share within +-10% and +-5% (nn-Meter's figures of merit), \
-    the median error (a shift all predictions share) and the share within 5 points of it (the scatter), for plain summation and with the table's correction, over held-out models (not among those the correction \
+    the median error (a shift all predictions share) and the share within 5 points of it (the scatter), for \
+    plain summation and with the table's correction, over held-out models (not among those the correction \
     was fitted on) and over all; and per op kind, what one table millisecond of that kind is worth in whole \
     models (least squares over the checked models): where the table is wrong.\n\nExit codes: 0 ok, 1 fewer than --min-within-10 % of held-out corrected predictions within +-10% of the \
     calibrated time, 2 error.")]
@@ -354,17 +355,7 @@ fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
     }
     print!("{}", t.render());
     println!();
-    let mut acc = TextTable::new(["prediction vs measurement", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %", "median error %", "within +-5 of it %"]);
-    if table.fitted.is_empty() && table.correction.models > 0 {
-        println!("note: this table predates the record of the models its correction was fitted on: no held-out set (rebuild it)");
-    }
-    for (set, scores) in [("held-out", c.held_out.as_ref()), ("all", Some(&c.all))].into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
-        for (name, x) in scores.named().into_iter().filter(|(_, x)| x.models > 0) {
-            acc.row([format!("{set}: {name}"), x.models.to_string(), format!("{:.2}", x.mape_pct), format!("{:.2}", x.rmspe_pct), format!("{:.1}", x.within_10_pct), format!("{:.1}", x.within_5_pct), format!("{:+.1}", x.median_error_pct), format!("{:.1}", x.within_5_of_median_pct)]);
-        }
-    }
-    print!("{}", acc.render());
-    println!("median error = the shift every prediction shares (the models' speed against the calibration workload moved since the build, or the correction is off); within +-5 of it = the scatter around that shift");
+    print_accuracy(&c, &table);
     println!();
     let common = c.kinds.common_scale;
     let mut k = TextTable::new(["op kind", "blocks", "table ms / model", "table scale", "fitted scale", "table overstates it by", "against the common scale"]);
@@ -406,4 +397,19 @@ fn run_check(a: CheckArgs, ort_lib: Option<&Path>) -> Result<i32> {
         }
         _ => Ok(exit::OK),
     }
+}
+
+/// The check's accuracy table: both references, plain sums and corrected, held-out models and all.
+fn print_accuracy(c: &latency::Check, table: &latency::Table) {
+    let mut acc = TextTable::new(["prediction vs measurement", "models", "MAPE %", "RMSPE %", "within +-10 %", "within +-5 %", "median error %", "within +-5 of it %"]);
+    if table.fitted.is_empty() && table.correction.models > 0 {
+        println!("note: this table predates the record of the models its correction was fitted on: no held-out set (rebuild it)");
+    }
+    for (set, scores) in [("held-out", c.held_out.as_ref()), ("all", Some(&c.all))].into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
+        for (name, x) in scores.named().into_iter().filter(|(_, x)| x.models > 0) {
+            acc.row([format!("{set}: {name}"), x.models.to_string(), format!("{:.2}", x.mape_pct), format!("{:.2}", x.rmspe_pct), format!("{:.1}", x.within_10_pct), format!("{:.1}", x.within_5_pct), format!("{:+.1}", x.median_error_pct), format!("{:.1}", x.within_5_of_median_pct)]);
+        }
+    }
+    print!("{}", acc.render());
+    println!("median error = the shift every prediction shares (the models' speed against the calibration workload moved since the build, or the correction is off); within +-5 of it = the scatter around that shift");
 }

@@ -299,10 +299,8 @@ pub struct Accuracy {
     pub within_10_pct: f64,
     pub within_5_pct: f64,
     /// Median signed error: the shift every prediction shares (a correction or time base that moved).
-    #[serde(default)]
     pub median_error_pct: f64,
     /// Share of errors within +-5 points of the median error: the scatter left once that shift is removed.
-    #[serde(default)]
     pub within_5_of_median_pct: f64,
 }
 
@@ -310,7 +308,7 @@ pub struct Accuracy {
 pub fn accuracy(pairs: &[(f64, f64)]) -> Accuracy {
     let errs: Vec<f64> = pairs.iter().map(|&(p, m)| 100.0 * (p - m) / m).collect();
     let n = errs.len().max(1) as f64;
-    let median_error_pct = if errs.is_empty() { 0.0 } else { crate::measure::median(&errs) };
+    let median_error_pct = crate::measure::median(&errs);
     Accuracy {
         models: errs.len(),
         mape_pct: errs.iter().map(|e| e.abs()).sum::<f64>() / n,

@@ -62,7 +62,7 @@ pub fn tract_form(model: &[u8], origin: &str) -> Result<(Vec<u8>, Rewrites)> {
         DepthwiseForm::Groups(n) => Some(strnas_onnx::lower::depthwise_as_groups(&proto, n)),
     };
     if let Some(formed) = formed {
-        (proto, rewrites.formed) = formed.map_err(|e| anyhow!("{origin}: rewriting depthwise convolutions as {form:?} for tract: {e:#}"))?;
+        (proto, rewrites.formed) = formed.map_err(|e| anyhow!("{origin}: rewriting depthwise convolutions for tract ({form}): {e:#}"))?;
     }
     if rewrites == (Rewrites { form, ..Rewrites::default() }) {
         return Ok((model.to_vec(), rewrites));
@@ -84,14 +84,29 @@ pub enum DepthwiseForm {
 }
 
 impl DepthwiseForm {
-    fn from_env() -> Result<Self> {
-        let v = std::env::var("STRNAS_TRACT_DEPTHWISE").unwrap_or_default();
+    /// From the value of `STRNAS_TRACT_DEPTHWISE` (empty: the default).
+    pub fn parse(v: &str) -> Result<Self> {
         let per_group = v.strip_prefix("groups:").map(|n| n.parse::<usize>().ok().filter(|&n| n >= 2));
-        match (v.as_str(), per_group) {
+        match (v, per_group) {
             ("" | "kernel", _) => Ok(Self::Kernel),
             ("taps", _) => Ok(Self::Taps),
             (_, Some(Some(n))) => Ok(Self::Groups(n)),
             _ => bail!("STRNAS_TRACT_DEPTHWISE={v:?}: expected `kernel` (the default), `taps` or `groups:N` (N >= 2 channels per group)"),
+        }
+    }
+
+    fn from_env() -> Result<Self> {
+        Self::parse(&std::env::var("STRNAS_TRACT_DEPTHWISE").unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for DepthwiseForm {
+    /// The setting that selects the form (`STRNAS_TRACT_DEPTHWISE=groups:4`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kernel => write!(f, "STRNAS_TRACT_DEPTHWISE=kernel"),
+            Self::Taps => write!(f, "STRNAS_TRACT_DEPTHWISE=taps"),
+            Self::Groups(n) => write!(f, "STRNAS_TRACT_DEPTHWISE=groups:{n}"),
         }
     }
 }
@@ -482,6 +497,18 @@ pub fn tract_flops(model: &[u8], origin: &str, inputs: &[ConcreteInput]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depthwise_forms_parse_and_name_their_setting() {
+        for (v, form) in [("", DepthwiseForm::Kernel), ("kernel", DepthwiseForm::Kernel), ("taps", DepthwiseForm::Taps), ("groups:2", DepthwiseForm::Groups(2)), ("groups:16", DepthwiseForm::Groups(16))] {
+            assert_eq!(DepthwiseForm::parse(v).unwrap(), form, "{v:?}");
+        }
+        assert_eq!(DepthwiseForm::Groups(4).to_string(), "STRNAS_TRACT_DEPTHWISE=groups:4");
+        for bad in ["groups:1", "groups:", "groups:x", "tap", "Groups:4"] {
+            let e = DepthwiseForm::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("STRNAS_TRACT_DEPTHWISE={bad:?}: expected")), "{e}");
+        }
+    }
 
     #[test]
     fn workers_each_get_images() {

@@ -9,9 +9,13 @@
 //! [`strided_depthwise_as_gather`]: a strided depthwise `Conv` as the stride-1 convolution and two `Gather`s
 //! that keep every stride-th row and column (tract 0.23's strided depthwise kernel is far slower per point).
 //!
-//! [`depthwise_as_taps`] and [`depthwise_as_groups`]: two other forms of a depthwise `Conv`, kept for
-//! comparisons (`STRNAS_TRACT_DEPTHWISE`): both run 3-8x slower than tract 0.23's depthwise kernel on our
-//! models (docs/results.md), so neither is the default.
+//! [`depthwise_as_taps`] and [`depthwise_as_groups`] (in `forms`): two other forms of a depthwise `Conv`, kept for
+//! comparisons (`STRNAS_TRACT_DEPTHWISE`): under tract 0.23 both are slower than its depthwise kernel on
+//! our models (the depthwise layers 4.5-8.5x, whole models 2.2-3.4x: docs/results.md), so neither is a default.
+
+mod forms;
+
+use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 use onnx_protobuf::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
@@ -24,6 +28,51 @@ fn attr_str(n: &NodeProto, name: &str) -> Option<String> {
 
 fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
     n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    n.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone())
+}
+
+/// An INT attribute.
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = v;
+    a
+}
+
+/// Initializers by name.
+fn initializers(model: &ModelProto) -> HashMap<&str, &TensorProto> {
+    model.graph.iter().flat_map(|g| &g.initializer).map(|t| (t.name.as_str(), t)).collect()
+}
+
+/// A depthwise `Conv` of the default domain: group = output channels = input channels > 1, its weight
+/// `[C, 1, kh, kw]` an initializer, no dilation, no `auto_pad`, well-formed pads and strides.
+struct Depthwise<'a> {
+    weight: &'a TensorProto,
+    /// Top, left, bottom, right.
+    pads: [i64; 4],
+    strides: [i64; 2],
+}
+
+impl<'a> Depthwise<'a> {
+    fn of(n: &NodeProto, inits: &HashMap<&str, &'a TensorProto>) -> Option<Self> {
+        let group = attr_int(n, "group").unwrap_or(1);
+        let weight = n.input.get(1).and_then(|w| inits.get(w.as_str()).copied()).filter(|t| t.dims.len() == 4 && t.dims[1] == 1 && t.dims[0] == group && group > 1)?;
+        let plain = attr_ints(n, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1)) && attr_str(n, "auto_pad").is_none_or(|p| p == "NOTSET");
+        if n.op_type != "Conv" || !n.domain.is_empty() || !plain {
+            return None;
+        }
+        let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]).try_into().ok()?;
+        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; 2]).try_into().ok()?;
+        Some(Depthwise { weight, pads, strides })
+    }
+
+    fn strided(&self) -> bool {
+        self.strides.iter().any(|&s| s != 1)
+    }
 }
 
 /// Nodes and constants of one rewrite, named under a prefix so they stay unique and keep the original
@@ -45,13 +94,7 @@ impl Rewrite<'_> {
         n.name = self.name(out);
         n.input = inputs.iter().map(|s| s.to_string()).collect();
         n.output = vec![self.name(out)];
-        for (k, v) in attrs {
-            let mut a = AttributeProto::new();
-            a.name = k.to_string();
-            a.type_ = AttributeType::INT.into();
-            a.i = *v;
-            n.attribute.push(a);
-        }
+        n.attribute.extend(attrs.iter().map(|(k, v)| int_attr(k, *v)));
         self.nodes.push(n);
         self.name(out)
     }
@@ -192,22 +235,15 @@ pub fn grid_sample_as_gather(model: &ModelProto) -> Result<(ModelProto, usize)> 
 /// wins.
 /// Returns the rewritten model and how many nodes were rewritten.
 pub fn strided_depthwise_as_gather(model: &ModelProto) -> Result<(ModelProto, usize)> {
+    let inits = initializers(model);
     let mut out = model.clone();
     let Some(graph) = out.graph.as_mut() else { bail!("the model has no graph") };
-    let weights: std::collections::HashMap<String, Vec<i64>> = graph.initializer.iter().map(|t| (t.name.clone(), t.dims.clone())).collect();
-    let ints = |n: &NodeProto, name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone());
-    let mut nodes = vec![];
-    let mut consts = vec![];
-    let mut count = 0;
+    let (mut nodes, mut consts, mut count) = (vec![], vec![], 0);
     for n in std::mem::take(&mut graph.node) {
-        let group = attr_int(&n, "group").unwrap_or(1);
-        let strides = ints(&n, "strides").unwrap_or_default();
-        let depthwise = n.input.get(1).and_then(|w| weights.get(w)).is_some_and(|d| d.len() == 4 && d[1] == 1 && d[0] == group && group > 1);
-        let plain = ints(&n, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1)) && attr_str(&n, "auto_pad").is_none_or(|p| p == "NOTSET");
-        if n.op_type != "Conv" || !n.domain.is_empty() || !depthwise || !plain || strides.len() != 2 || strides.iter().all(|&s| s == 1) {
+        let Some(strides) = Depthwise::of(&n, &inits).filter(Depthwise::strided).map(|d| d.strides) else {
             nodes.push(n);
             continue;
-        }
+        };
         let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
         let mut r = Rewrite { prefix: &prefix, nodes: vec![], consts: vec![] };
         let full = r.name("stride1");
@@ -234,11 +270,7 @@ pub fn strided_depthwise_as_gather(model: &ModelProto) -> Result<(ModelProto, us
         gather.name = r.name("subsample");
         gather.input = vec![kept, cols];
         gather.output = n.output.clone();
-        let mut a = AttributeProto::new();
-        a.name = "axis".into();
-        a.type_ = AttributeType::INT.into();
-        a.i = 3;
-        gather.attribute.push(a);
+        gather.attribute.push(int_attr("axis", 3));
         r.nodes.push(gather);
         nodes.extend(r.nodes);
         consts.extend(r.consts);
@@ -249,142 +281,4 @@ pub fn strided_depthwise_as_gather(model: &ModelProto) -> Result<(ModelProto, us
     Ok((out, count))
 }
 
-/// A depthwise `Conv` whose weight, and bias if any, are initializers.
-struct ConstDepthwise<'a> {
-    weight: &'a TensorProto,
-    bias: Option<&'a TensorProto>,
-    /// Top, left, bottom, right.
-    pads: Vec<i64>,
-    strides: Vec<i64>,
-}
-
-/// `n` as a [`ConstDepthwise`] when it is a depthwise `Conv` (group = output channels = input channels, weight
-/// `[C, 1, kh, kw]`, no dilation, explicit or no pads) whose weight and bias are initializers.
-fn depthwise_with_constants<'a>(n: &NodeProto, inits: &'a std::collections::HashMap<String, TensorProto>) -> Option<ConstDepthwise<'a>> {
-    let ints = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone());
-    let group = attr_int(n, "group").unwrap_or(1);
-    let weight = n.input.get(1).and_then(|w| inits.get(w)).filter(|t| t.dims.len() == 4 && t.dims[1] == 1 && t.dims[0] == group && group > 1)?;
-    let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-        None => None,
-        Some(b) => Some(inits.get(b)?),
-    };
-    let plain = ints("dilations").is_none_or(|d| d.iter().all(|&v| v == 1)) && attr_str(n, "auto_pad").is_none_or(|p| p == "NOTSET");
-    if n.op_type != "Conv" || !n.domain.is_empty() || !plain {
-        return None;
-    }
-    Some(ConstDepthwise { weight, bias, pads: ints("pads").unwrap_or_else(|| vec![0; 4]), strides: ints("strides").unwrap_or_else(|| vec![1, 1]) })
-}
-
-/// Rewrites every stride-1 depthwise `Conv` with constant weights (see [`depthwise_with_constants`]) as its
-/// taps: the input padded once; for each of the kh*kw taps, the `Slice` of the padded input that the tap reads
-/// times the tap's per-channel weight (`Expand`ed to the slice's shape: tract 0.23 multiplies a `[C, 1, 1]`
-/// broadcast element by element, 15x slower), summed, plus the bias. The same sums in another order, so float
-/// outputs equal to rounding. Returns the rewritten model and how many nodes were rewritten.
-pub fn depthwise_as_taps(model: &ModelProto) -> Result<(ModelProto, usize)> {
-    let mut out = model.clone();
-    let Some(graph) = out.graph.as_mut() else { bail!("the model has no graph") };
-    let inits: std::collections::HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let (mut nodes, mut consts, mut count) = (vec![], vec![], 0);
-    for n in std::mem::take(&mut graph.node) {
-        let Some(ConstDepthwise { weight, bias, pads, .. }) = depthwise_with_constants(&n, &inits).filter(|d| d.strides.iter().all(|&v| v == 1)) else {
-            nodes.push(n);
-            continue;
-        };
-        let w = floats(weight)?;
-        let (c, kh, kw) = (weight.dims[0], weight.dims[2], weight.dims[3]);
-        let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
-        let mut r = Rewrite { prefix: &prefix, nodes: vec![], consts: vec![] };
-        let pad_list = r.ints("pads", &[0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]);
-        let padded = r.op("Pad", "padded", &[&n.input[0], &pad_list], &[]);
-        let axes = r.ints("axes", &[2, 3]);
-        let mut acc: Option<String> = None;
-        let mut window_shape: Option<String> = None;
-        for (i, j) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
-            // Tap (i, j) reads rows i .. i + Ho and columns j .. j + Wo of the padded input: ends counted from
-            // the far edge, so the rewrite needs no shapes.
-            let end = |k: i64, size: i64| if k == size - 1 { i64::MAX } else { k - (size - 1) };
-            let starts = r.ints(&format!("tap{i}{j}.starts"), &[i, j]);
-            let ends = r.ints(&format!("tap{i}{j}.ends"), &[end(i, kh), end(j, kw)]);
-            let window = r.op("Slice", &format!("tap{i}{j}.window"), &[&padded, &starts, &ends, &axes], &[]);
-            let shape = window_shape.get_or_insert_with(|| r.op("Shape", "window.shape", &[&window], &[])).clone();
-            let tap: Vec<u8> = (0..c).flat_map(|ch| w[(ch * kh * kw + i * kw + j) as usize].to_le_bytes()).collect();
-            let wt = r.constant(&format!("tap{i}{j}.weight"), DataType::FLOAT, vec![c, 1, 1], tap);
-            let wt = r.op("Expand", &format!("tap{i}{j}.weight.full"), &[&wt, &shape], &[]);
-            let term = r.op("Mul", &format!("tap{i}{j}"), &[&window, &wt], &[]);
-            acc = Some(match acc {
-                None => term,
-                Some(a) => r.op("Add", &format!("sum{i}{j}"), &[&a, &term], &[]),
-            });
-        }
-        let mut last = NodeProto::new();
-        last.op_type = if bias.is_some() { "Add" } else { "Identity" }.into();
-        last.name = r.name("out");
-        last.input = vec![acc.expect("a kernel has at least one tap")];
-        if let Some(b) = bias {
-            let raw: Vec<u8> = floats(b)?.iter().flat_map(|v| v.to_le_bytes()).collect();
-            last.input.push(r.constant("bias", DataType::FLOAT, vec![c, 1, 1], raw));
-        }
-        last.output = n.output.clone();
-        r.nodes.push(last);
-        nodes.extend(r.nodes);
-        consts.extend(r.consts);
-        count += 1;
-    }
-    graph.node = nodes;
-    graph.initializer.extend(consts);
-    Ok((out, count))
-}
-
-/// Rewrites every depthwise `Conv` with constant weights (see [`depthwise_with_constants`]) of a channel count
-/// divisible by `per_group` as a grouped convolution of `per_group` input channels per group: output channel
-/// `c` weighs input channel `c` with its own kernel and the other channels of its group with zeros, so the
-/// outputs are the same (adding zeros) at `per_group` times the multiply-adds, computed by tract's
-/// matrix-product kernel instead of its depthwise one. Returns the rewritten model and how many nodes were
-/// rewritten.
-pub fn depthwise_as_groups(model: &ModelProto, per_group: usize) -> Result<(ModelProto, usize)> {
-    if per_group < 2 {
-        bail!("groups of {per_group} channels: a grouped form needs at least 2 channels per group");
-    }
-    let mut out = model.clone();
-    let Some(graph) = out.graph.as_mut() else { bail!("the model has no graph") };
-    let inits: std::collections::HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let (mut consts, mut count) = (vec![], 0);
-    for n in graph.node.iter_mut() {
-        let Some(ConstDepthwise { weight, .. }) = depthwise_with_constants(n, &inits).filter(|d| (d.weight.dims[0] as usize).is_multiple_of(per_group)) else { continue };
-        let w = floats(weight)?;
-        let (c, kh, kw) = (weight.dims[0] as usize, weight.dims[2], weight.dims[3]);
-        let k = (kh * kw) as usize;
-        let mut grouped = vec![0f32; c * per_group * k];
-        for ch in 0..c {
-            let at = (ch * per_group + ch % per_group) * k;
-            grouped[at..at + k].copy_from_slice(&w[ch * k..(ch + 1) * k]);
-        }
-        let mut t = TensorProto::new();
-        t.name = format!("{}.lowered.groups{per_group}", weight.name);
-        t.dims = vec![c as i64, per_group as i64, kh, kw];
-        t.data_type = DataType::FLOAT as i32;
-        t.raw_data = grouped.iter().flat_map(|v| v.to_le_bytes()).collect();
-        n.input[1] = t.name.clone();
-        n.attribute.retain(|a| a.name != "group");
-        let mut a = AttributeProto::new();
-        a.name = "group".into();
-        a.type_ = AttributeType::INT.into();
-        a.i = (c / per_group) as i64;
-        n.attribute.push(a);
-        consts.push(t);
-        count += 1;
-    }
-    graph.initializer.extend(consts);
-    Ok((out, count))
-}
-
-/// The values of a float initializer, from its raw little-endian bytes or its `float_data`.
-fn floats(t: &TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != DataType::FLOAT as i32 {
-        bail!("initializer {}: expected float, found data type {}", t.name, t.data_type);
-    }
-    if !t.raw_data.is_empty() {
-        return Ok(t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
-    }
-    Ok(t.float_data.clone())
-}
+pub use forms::{depthwise_as_groups, depthwise_as_taps};
