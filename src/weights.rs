@@ -244,26 +244,6 @@ impl fmt::Display for WeightMismatch {
 
 impl std::error::Error for WeightMismatch {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_keeps_values_and_metadata() {
-        let mut w = WeightFile::default();
-        w.tensors.insert("a.weight".into(), NamedTensor::new(vec![2, 3], vec![1.0, -2.5, 3.0, 0.0, 1e-7, 6.0]));
-        w.tensors.insert("b".into(), NamedTensor::new(vec![], vec![4.0]));
-        w.metadata.insert("format".into(), "strnas-weights".into());
-        let back = WeightFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
-        assert_eq!(back, w);
-    }
-
-    #[test]
-    fn garbage_is_an_error() {
-        assert!(WeightFile::from_bytes(b"not a safetensors file at all").is_err());
-    }
-}
-
 /// Random weights for `arch` without libtorch (`export --init random`, tests): see [`random_tensors`].
 pub fn random_init(arch: &Arch, seed: u64) -> WeightFile {
     let mut wf = random_tensors(&ops::tensors(arch), seed);
@@ -309,5 +289,25 @@ pub fn random_tensors(tensors: &[TensorInfo], seed: u64) -> WeightFile {
 impl ops::TensorSource for WeightFile {
     fn tensor(&self, name: &str) -> Option<ops::TensorRef<'_>> {
         self.tensors.get(name).map(|t| ops::TensorRef { shape: &t.shape, data: &t.data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_values_and_metadata() {
+        let mut w = WeightFile::default();
+        w.tensors.insert("a.weight".into(), NamedTensor::new(vec![2, 3], vec![1.0, -2.5, 3.0, 0.0, 1e-7, 6.0]));
+        w.tensors.insert("b".into(), NamedTensor::new(vec![], vec![4.0]));
+        w.metadata.insert("format".into(), "strnas-weights".into());
+        let back = WeightFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, w);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(WeightFile::from_bytes(b"not a safetensors file at all").is_err());
     }
 }

@@ -220,7 +220,7 @@ fn evolution_search_keeps_the_limit_and_resumes_both_phases_then_sample_and_rank
     let random = tmp.path().join("random");
     let o = strnas(&["sample", space_spec.to_str().unwrap(), "--latency-table", table_path.to_str().unwrap(), "--band", "20%", "--count", "3", "--seed", "2", "-o", random.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let specs: Vec<_> = strnas::spec::expand_paths(&[random.clone()]).unwrap();
+    let specs: Vec<_> = strnas::spec::expand_paths(std::slice::from_ref(&random)).unwrap();
     assert_eq!(specs.len(), 3);
     let mut choices = vec![];
     for p in &specs {

@@ -181,7 +181,7 @@ fn supernet_runs_one_path_or_two_gated_ops() {
     let net = SuperNet::new(&vs.root(), &space);
     // Every candidate of every edge has its own variables.
     let names: Vec<String> = vs.variables().into_keys().collect();
-    assert!(names.iter().any(|n| n.starts_with("extractor.cells.1.ops.0")) == false, "identity has no variables");
+    assert!(!names.iter().any(|n| n.starts_with("extractor.cells.1.ops.0")), "identity has no variables");
     assert!(names.iter().any(|n| n.starts_with("extractor.cells.1.ops.6.")), "{:?}", &names[..5]);
     let images = Tensor::rand([2, 1, 32, 100], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let (_avs, alphas) = arch_vs(&space.edges.iter().map(|e| e.candidates.len()).collect::<Vec<_>>(), 4);

@@ -13,9 +13,6 @@ pub mod model;
 pub mod peak;
 pub mod profile;
 
-/// Transitional alias: the timing loop moved to [`crate::measure`]; `eval` still imports it from here until it
-/// points at `crate::measure`.
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -848,7 +845,7 @@ mod tests {
         let budget = Budget { warmup: 1, min_iters: 3, min_time_s: 0.0, max_iters: 1000 };
         let out = interleave(&mut r, &mut [&mut a, &mut b], &budget, 2).unwrap();
         // Warm-ups (a, b, r), then round 0: r a | b r, round 1: a r | r b; each block = warm-up 1 + 3 runs.
-        let block = |c: char| std::iter::repeat(c).take(4).collect::<String>();
+        let block = |c: char| std::iter::repeat_n(c, 4).collect::<String>();
         let expect: String = ["a", "b", "r"].concat()
             + &[block('r'), block('a'), block('b'), block('r'), block('a'), block('r'), block('r'), block('b')].concat();
         assert_eq!(*log.borrow(), expect);

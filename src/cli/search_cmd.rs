@@ -355,6 +355,14 @@ fn undecided(probs: &[(String, Vec<String>, Vec<f64>)]) -> Option<String> {
     })
 }
 
+fn parse_name(s: &str) -> std::result::Result<String, String> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a spec name uses only [A-Za-z0-9._-]"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -363,13 +371,5 @@ mod tests {
         assert!(super::undecided(&[cell(&[0.26, 0.25, 0.25, 0.24]), cell(&[0.5, 0.5])]).is_some());
         assert!(super::undecided(&[cell(&[0.7, 0.1, 0.1, 0.1]), cell(&[0.9, 0.1])]).is_none());
         assert!(super::undecided(&[cell(&[1.0])]).is_none());
-    }
-}
-
-fn parse_name(s: &str) -> std::result::Result<String, String> {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?}: a spec name uses only [A-Za-z0-9._-]"))
     }
 }

@@ -15,8 +15,6 @@ use crate::data::labels::LabelCodec;
 use crate::export::metadata::ModelMetadata;
 use crate::runtime::{Data, Engine, HostTensor, ModelRef, Runtime};
 
-/// Transitional: the device type now lives in [`crate::runtime`]; kept here for callers not yet moved.
-
 /// Name of a strnas model's input.
 pub const IMAGE: &str = "image";
 /// Name of the per-step scores output, `[n, steps, classes]` float32.

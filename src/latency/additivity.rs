@@ -386,7 +386,7 @@ pub fn measure(space: &Space, models: &[Arch], sessions: usize, o: &Options, res
             todo.entry(links_key(&c[start..start + len])).or_insert((m, start, len));
         }
     }
-    let settings = super::partial::settings(&format!("additivity sessions {sessions} "), space, o, &models);
+    let settings = super::partial::settings(&format!("additivity sessions {sessions} "), space, o, models);
     let mut saved = Partial::load(resume, &settings, &mut |l| progress.note(l));
     let session_names: Vec<String> = (0..sessions).map(|i| format!("{} #session-{i}", models[0].name)).collect();
     let total = 1 + todo.len() + models.len() + sessions;

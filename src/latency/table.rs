@@ -263,7 +263,11 @@ impl EdgeCosts {
         let mut sum = tch::Tensor::from(self.fixed_ms).to_kind(tch::Kind::Double);
         for (c, p) in self.edges.iter().zip(probs) {
             let costs = tch::Tensor::from_slice(c).to_device(p.device());
-            sum = sum + (p.to_kind(tch::Kind::Double) * costs).sum(tch::Kind::Double);
+            // Out of place: the sum is differentiated (the architecture gradients), so no in-place ops.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                sum = sum + (p.to_kind(tch::Kind::Double) * costs).sum(tch::Kind::Double);
+            }
         }
         sum * self.correction.scale + self.correction.offset_ms
     }

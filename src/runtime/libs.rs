@@ -138,29 +138,6 @@ pub fn ort_has_cuda() -> Result<bool> {
     ort::ep::CUDA::is_available().context("asking onnxruntime for its execution providers")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flag_pointing_nowhere_names_the_flag_and_the_fix() {
-        let err = find_ort_lib(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err().to_string();
-        assert!(err.contains("--ort-lib /nonexistent/libonnxruntime.so"), "{err}");
-        assert!(err.contains("make deps"), "{err}");
-    }
-
-    #[test]
-    fn cache_lookup_finds_the_wheel_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        let capi = dir.path().join("venv/lib/python3.11/site-packages/onnxruntime/capi");
-        std::fs::create_dir_all(&capi).unwrap();
-        assert_eq!(find_in_cache(dir.path()), None);
-        std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").unwrap();
-        std::fs::write(capi.join("libonnxruntime.so.1.31.1"), b"").unwrap();
-        assert_eq!(find_in_cache(dir.path()), Some(capi.join("libonnxruntime.so.1.31.1")));
-    }
-}
-
 /// Keeps freed tensor memory in the process instead of returning it to the kernel after every step.
 ///
 /// glibc serves large allocations with fresh `mmap`s and trims the heap eagerly, so each training step
@@ -199,5 +176,28 @@ pub fn default_sigpipe() {
         unsafe {
             signal(SIGPIPE, SIG_DFL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_pointing_nowhere_names_the_flag_and_the_fix() {
+        let err = find_ort_lib(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err().to_string();
+        assert!(err.contains("--ort-lib /nonexistent/libonnxruntime.so"), "{err}");
+        assert!(err.contains("make deps"), "{err}");
+    }
+
+    #[test]
+    fn cache_lookup_finds_the_wheel_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let capi = dir.path().join("venv/lib/python3.11/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        assert_eq!(find_in_cache(dir.path()), None);
+        std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").unwrap();
+        std::fs::write(capi.join("libonnxruntime.so.1.31.1"), b"").unwrap();
+        assert_eq!(find_in_cache(dir.path()), Some(capi.join("libonnxruntime.so.1.31.1")));
     }
 }

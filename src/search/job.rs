@@ -219,7 +219,7 @@ impl Job for SupernetJob<'_> {
         n.wopt.step_only(on_path);
         self.loss_sum = (self.loss_sum.0 + lv, self.loss_sum.1 + 1);
         let h = &cfg.hyper;
-        if cfg.strategy == Strategy::Proxyless && iteration > h.warmup_iters && (iteration - h.warmup_iters) % h.arch_every.max(1) == 0 {
+        if cfg.strategy == Strategy::Proxyless && iteration > h.warmup_iters && (iteration - h.warmup_iters).is_multiple_of(h.arch_every.max(1)) {
             self.arch_step(iteration)?;
         }
         Ok(lv)
@@ -228,7 +228,7 @@ impl Job for SupernetJob<'_> {
     fn log_line(&mut self, iteration: u64, w: &LogWindow) -> Result<Option<String>> {
         let t = &self.cfg.train;
         // The validation line of the same iteration says more.
-        if iteration % t.valid_every.max(1) == 0 || iteration >= t.iters {
+        if iteration.is_multiple_of(t.valid_every.max(1)) || iteration >= t.iters {
             return Ok(None);
         }
         let expected = self.costs.map_or(String::new(), |c| format!(", E[lat] {:.3} ms", self.net.expected_ms(c)));

@@ -103,7 +103,7 @@ pub fn run(
         let waited = waited.elapsed().as_secs_f64();
         let batch = batch?;
         iteration += 1;
-        let logged = cadence.log_every > 0 && iteration % cadence.log_every == 0;
+        let logged = cadence.log_every > 0 && iteration.is_multiple_of(cadence.log_every);
         let loss = job.step(batch, iteration, waited, logged)?;
         window = (window.0 + loss, window.1 + 1, window.2);
         if logged {
@@ -125,8 +125,8 @@ pub fn run(
             stop = Stop::MaxTime;
         }
         let at_end = iteration >= cadence.iters || stop != Stop::Done;
-        if iteration % cadence.valid_every == 0 || at_end {
-            let scheduled = iteration % cadence.valid_every == 0 || iteration >= cadence.iters || !matches!(stop, Stop::Signal(_));
+        if iteration.is_multiple_of(cadence.valid_every) || at_end {
+            let scheduled = iteration.is_multiple_of(cadence.valid_every) || iteration >= cadence.iters || !matches!(stop, Stop::Signal(_));
             suffix = job.end_window(iteration, scheduled, progress)?;
             window = (0.0, 0, Instant::now());
         }
