@@ -549,22 +549,32 @@ fn grid_sample_as_gathers_equals_grid_sample_on_both_runtimes() {
     }
 }
 
+/// The constructed convolution graphs' input `x`: `[N, C, H, W]`, odd sizes, uniform in [-1, 1).
+const CONV_CASE: [usize; 4] = [2, 6, 9, 11];
+
+fn conv_case_input(rng: &mut strnas::rng::Rng) -> Vec<strnas::runtime::InputData> {
+    let x: Vec<f32> = (0..CONV_CASE.iter().product()).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    vec![strnas::runtime::InputData { name: "x".into(), shape: CONV_CASE.to_vec(), data: strnas::runtime::Data::F32(x) }]
+}
+
+/// Output `y` of the constructed model `bytes` on `inputs` under `rt`.
+fn run_conv_case(bytes: &[u8], rt: Runtime, inputs: &[strnas::runtime::InputData]) -> Vec<f32> {
+    use strnas::runtime::{Device, ModelRef};
+    let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
+    e.prepare(inputs).unwrap();
+    fetch_f32(e.as_mut(), "y")
+}
+
 /// Strided depthwise convolutions at stride 1 + gathers (tract's form) equal the strided convolutions on both
 /// runtimes: odd sizes, strides 2x2 and 2x1, kernels 3 and 5, a batch of 2; a dense strided convolution and a
 /// stride-1 depthwise one are left as they are.
 #[test]
 fn strided_depthwise_as_gathers_equals_the_strided_convolution_on_both_runtimes() {
-    use strnas::runtime::{Data, Device, InputData, ModelRef};
     use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
-    let (n, c, h, w) = (2usize, 6usize, 9usize, 11usize);
     let mut rng = strnas::rng::Rng::new(5);
-    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0) as f32).collect();
-    let inputs = vec![InputData { name: "x".into(), shape: vec![n, c, h, w], data: Data::F32(x) }];
-    let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
-        let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
-        e.prepare(&inputs).unwrap();
-        fetch_f32(e.as_mut(), "y")
-    };
+    let inputs = conv_case_input(&mut rng);
+    let [_, c, h, w] = CONV_CASE;
+    let run = |bytes: &[u8], rt: Runtime| run_conv_case(bytes, rt, &inputs);
     for (k, stride) in [(3i64, [2i64, 2]), (5, [2, 1]), (3, [1, 2])] {
         let mut g = GraphBuilder::new("dw");
         g.input("x", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)]).unwrap();
@@ -603,17 +613,11 @@ fn strided_depthwise_as_gathers_equals_the_strided_convolution_on_both_runtimes(
 /// whose weight is computed, not an initializer, stays as it is; replaced weights leave the graph.
 #[test]
 fn every_depthwise_form_equals_the_convolution_on_both_runtimes() {
-    use strnas::runtime::{Data, Device, InputData, ModelRef};
     use strnas_onnx::{Attr, Dim, Elem, GraphBuilder};
-    let (n, c, h, w) = (2usize, 6usize, 9usize, 11usize);
     let mut rng = strnas::rng::Rng::new(8);
-    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.range(-1.0, 1.0) as f32).collect();
-    let inputs = vec![InputData { name: "x".into(), shape: vec![n, c, h, w], data: Data::F32(x) }];
-    let run = |bytes: &[u8], rt: Runtime| -> Vec<f32> {
-        let mut e = strnas::runtime::open(rt, Device::Cpu, &ModelRef { source: "dw", onnx: bytes, network: None }, 1, None).unwrap();
-        e.prepare(&inputs).unwrap();
-        fetch_f32(e.as_mut(), "y")
-    };
+    let inputs = conv_case_input(&mut rng);
+    let [_, c, h, w] = CONV_CASE;
+    let run = |bytes: &[u8], rt: Runtime| run_conv_case(bytes, rt, &inputs);
     let mut g = GraphBuilder::new("dw");
     g.input("x", Elem::F32, &[Dim::Param("batch".into()), Dim::Fixed(c as i64), Dim::Fixed(h as i64), Dim::Fixed(w as i64)]).unwrap();
     // (weight, kernel h x w, stride, pads top/left/bottom/right, bias); the fourth reuses the third's weight,
