@@ -1,6 +1,7 @@
 //! `strnas bench --profile`: where one inference's time goes on onnxruntime and tract, by part of the network
 //! (rectifier, extractor, sequence, head), by block of the spec, by layer kind across blocks (every cell's
-//! depthwise convolution together), by op kind and by node, with each share of the inference's time. Its own JSON schema (`strnas-profile`), separate from the timing report.
+//! depthwise convolution together), by op kind and by node, with each share of the inference's time. Its own
+//! JSON schema (`strnas-profile`), separate from the timing report.
 //!
 //! Contract: every grouping's rows plus the `runtime` row (the inference's time outside any node: scheduling,
 //! allocation, the profiler's own cost) sum to `total_ms`, and their shares to 1. Per-node times come from

@@ -1,6 +1,6 @@
 //! The text and Markdown view of `strnas bench --profile`: per model and batch, the parts, blocks and layer
-//! kinds side by side across runtimes (with tract's time over onnxruntime's), then each runtime's op kinds and heaviest
-//! nodes.
+//! kinds side by side across runtimes (with tract's time over onnxruntime's), then each runtime's op kinds and
+//! heaviest nodes.
 
 use crate::bench::profile::{Profile, ProfileReport, Share};
 use crate::report::Table;

@@ -50,8 +50,7 @@ fn drop_replaced(graph: &mut GraphProto, replaced: &HashSet<String>) {
         return;
     }
     let read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).chain(graph.output.iter().map(|o| o.name.as_str())).collect();
-    let unused: HashSet<String> = replaced.iter().filter(|r| !read.contains(r.as_str())).cloned().collect();
-    graph.initializer.retain(|t| !unused.contains(&t.name));
+    graph.initializer.retain(|t| !replaced.contains(&t.name) || read.contains(t.name.as_str()));
 }
 
 /// Rewrites every stride-1 depthwise `Conv` whose weight and bias are float initializers as its taps: the
@@ -76,8 +75,7 @@ pub fn depthwise_as_taps(model: &ModelProto) -> Result<(ModelProto, usize)> {
             continue;
         };
         let (c, kh, kw) = (weight.dims[0], weight.dims[2], weight.dims[3]);
-        let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
-        let mut r = Rewrite { prefix: &prefix, nodes: vec![], consts: vec![] };
+        let mut r = Rewrite::of(&n);
         let pad_list = r.ints("pads", &[0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]);
         let padded = r.op("Pad", "padded", &[&n.input[0], &pad_list], &[]);
         let axes = r.ints("axes", &[2, 3]);
@@ -91,8 +89,8 @@ pub fn depthwise_as_taps(model: &ModelProto) -> Result<(ModelProto, usize)> {
             let ends = r.ints(&format!("{tag}.ends"), &[end(i, kh), end(j, kw)]);
             let window = r.op("Slice", &format!("{tag}.window"), &[&padded, &starts, &ends, &axes], &[]);
             let shape = window_shape.get_or_insert_with(|| r.op("Shape", "window.shape", &[&window], &[])).clone();
-            let tap: Vec<u8> = (0..c).flat_map(|ch| w[(ch * kh * kw + i * kw + j) as usize].to_le_bytes()).collect();
-            let wt = r.constant(&format!("{tag}.weight"), DataType::FLOAT, vec![c, 1, 1], tap);
+            let tap: Vec<f32> = (0..c).map(|ch| w[(ch * kh * kw + i * kw + j) as usize]).collect();
+            let wt = r.floats(&format!("{tag}.weight"), vec![c, 1, 1], &tap);
             let wt = r.op("Expand", &format!("{tag}.weight.full"), &[&wt, &shape], &[]);
             let term = r.op("Mul", &tag, &[&window, &wt], &[]);
             acc = Some(match acc {
@@ -105,7 +103,7 @@ pub fn depthwise_as_taps(model: &ModelProto) -> Result<(ModelProto, usize)> {
         last.name = r.name("out");
         last.input = vec![acc.expect("a kernel has at least one tap")];
         if let Some(b) = bias {
-            last.input.push(r.constant("bias", DataType::FLOAT, vec![c, 1, 1], b.iter().flat_map(|v| v.to_le_bytes()).collect()));
+            last.input.push(r.floats("bias", vec![c, 1, 1], &b));
         }
         last.output = n.output.clone();
         r.nodes.push(last);

@@ -77,13 +77,19 @@ impl<'a> Depthwise<'a> {
 
 /// Nodes and constants of one rewrite, named under a prefix so they stay unique and keep the original
 /// node's name as their prefix (profiles attribute them to the same block).
-struct Rewrite<'a> {
-    prefix: &'a str,
+struct Rewrite {
+    prefix: String,
     nodes: Vec<NodeProto>,
     consts: Vec<TensorProto>,
 }
 
-impl Rewrite<'_> {
+impl Rewrite {
+    /// The rewrite of `n`, prefixed with its name (its first output's where it has none).
+    fn of(n: &NodeProto) -> Self {
+        let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
+        Rewrite { prefix, nodes: vec![], consts: vec![] }
+    }
+
     fn name(&self, s: &str) -> String {
         format!("{}.lowered.{s}", self.prefix)
     }
@@ -119,7 +125,12 @@ impl Rewrite<'_> {
     }
 
     fn float(&mut self, name: &str, v: f32) -> String {
-        self.constant(name, DataType::FLOAT, vec![], v.to_le_bytes().to_vec())
+        self.floats(name, vec![], &[v])
+    }
+
+    /// A float constant of `dims` (none: a scalar).
+    fn floats(&mut self, name: &str, dims: Vec<i64>, v: &[f32]) -> String {
+        self.constant(name, DataType::FLOAT, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 
     /// Unnormalised, border-clamped coordinate along one axis of size `size` (float): its floor and ceiling
@@ -166,8 +177,7 @@ pub fn grid_sample_as_gather(model: &ModelProto) -> Result<(ModelProto, usize)> 
             continue;
         }
         let align = attr_int(&n, "align_corners").unwrap_or(0) == 1;
-        let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
-        let mut r = Rewrite { prefix: &prefix, nodes: vec![], consts: vec![] };
+        let mut r = Rewrite::of(&n);
         let (x, grid) = (n.input[0].as_str(), n.input[1].as_str());
         // Shapes: X [N, C, H, W], grid [N, Ho, Wo, 2].
         let xs = r.op("Shape", "xshape", &[x], &[]);
@@ -244,8 +254,7 @@ pub fn strided_depthwise_as_gather(model: &ModelProto) -> Result<(ModelProto, us
             nodes.push(n);
             continue;
         };
-        let prefix = if n.name.is_empty() { n.output[0].clone() } else { n.name.clone() };
-        let mut r = Rewrite { prefix: &prefix, nodes: vec![], consts: vec![] };
+        let mut r = Rewrite::of(&n);
         let full = r.name("stride1");
         let mut conv = n.clone();
         conv.name = full.clone();
